@@ -1,0 +1,194 @@
+// swift-tools-version:6.1
+// One package, two systems and the kit they share. The folder tree under Sources/ mirrors the
+// architecture: Kit/ (shared server plumbing), OnlineCounter/, JobWorker/, and Executables/
+// (thin entry points).
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+  .swiftLanguageMode(.v6),
+  .enableUpcomingFeature("ExistentialAny"),
+]
+
+let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcHTTP2 = Target.Dependency.product(
+  name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")
+let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let argumentParser = Target.Dependency.product(
+  name: "ArgumentParser", package: "swift-argument-parser")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
+let x509 = Target.Dependency.product(name: "X509", package: "swift-certificates")
+let crypto = Target.Dependency.product(name: "Crypto", package: "swift-crypto")
+
+/// Generated protobuf and gRPC code: never edited by hand (see scripts/generate-protos).
+func protoTarget(_ name: String, path: String) -> Target {
+  .target(
+    name: name, dependencies: [grpcCore, grpcProtobuf, swiftProtobuf], path: path,
+    swiftSettings: [.swiftLanguageMode(.v6)])
+}
+
+let package = Package(
+  name: "tenten-platform",
+  platforms: [.macOS(.v15)],
+  products: [
+    .executable(name: "gateway", targets: ["gateway"]),
+    .executable(name: "status", targets: ["status"]),
+    .executable(name: "client", targets: ["client"]),
+    .executable(name: "jobworker", targets: ["jobworker"]),
+    .executable(name: "jobctl", targets: ["jobctl"]),
+    .executable(name: "demo", targets: ["demo"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+    .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+    .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+    .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+  ],
+  targets: [
+    // MARK: Kit: plumbing every server shares.
+    protoTarget("ServiceKitProtos", path: "Sources/Kit/ServiceKitProtos"),
+    .target(
+      name: "ServiceKit",
+      dependencies: [
+        "ServiceKitProtos", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging, metrics,
+        lifecycle, argumentParser, nioCore, nioPosix,
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
+      path: "Sources/Kit/ServiceKit", swiftSettings: swiftSettings),
+    .target(
+      name: "TLSKit",
+      dependencies: [
+        grpcCore, grpcHTTP2, logging, nioCore, nioPosix, nioSSL, x509, crypto,
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ],
+      path: "Sources/Kit/TLSKit", swiftSettings: swiftSettings),
+
+    // MARK: Online counter.
+    protoTarget("CounterProtos", path: "Sources/OnlineCounter/CounterProtos"),
+    .target(
+      name: "PresenceStore",
+      dependencies: [
+        logging, metrics, lifecycle, nioSSL, .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+      ],
+      path: "Sources/OnlineCounter/PresenceStore", swiftSettings: swiftSettings),
+    .target(
+      name: "StatusService",
+      dependencies: ["CounterProtos", "PresenceStore", "ServiceKit", grpcCore, logging, metrics],
+      path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
+    .target(
+      name: "GatewayService",
+      dependencies: [
+        "CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging, metrics, lifecycle, nioCore,
+      ],
+      path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
+    .target(
+      name: "CounterClient",
+      dependencies: ["CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging],
+      path: "Sources/OnlineCounter/CounterClient", swiftSettings: swiftSettings),
+
+    // MARK: Job worker.
+    protoTarget("JobWorkerProtos", path: "Sources/JobWorker/JobWorkerProtos"),
+    .target(name: "CJobInit", path: "Sources/JobWorker/CJobInit"),
+    .target(
+      name: "JobWorkerCore",
+      dependencies: [
+        "CJobInit", logging, metrics, .product(name: "SystemPackage", package: "swift-system"),
+      ],
+      path: "Sources/JobWorker/JobWorkerCore", swiftSettings: swiftSettings),
+    .target(
+      name: "JobWorkerServer",
+      dependencies: [
+        "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
+        metrics,
+      ],
+      path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
+    .target(
+      name: "JobCtl",
+      dependencies: [
+        "JobWorkerProtos", "TLSKit", "ServiceKit", grpcCore, grpcHTTP2, argumentParser, logging,
+      ],
+      path: "Sources/JobWorker/JobCtl", swiftSettings: swiftSettings),
+
+    // MARK: Executables: argument parsing, bootstrap, run.
+    .executableTarget(
+      name: "gateway", dependencies: ["GatewayService", "ServiceKit", argumentParser],
+      path: "Sources/Executables/gateway", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "status", dependencies: ["StatusService", "PresenceStore", "ServiceKit", argumentParser],
+      path: "Sources/Executables/status", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "client", dependencies: ["CounterClient", "ServiceKit", argumentParser],
+      path: "Sources/Executables/client", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "jobworker",
+      dependencies: ["JobWorkerServer", "JobWorkerCore", "ServiceKit", "TLSKit", argumentParser],
+      path: "Sources/Executables/jobworker", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "jobctl", dependencies: ["JobCtl", argumentParser],
+      path: "Sources/Executables/jobctl", swiftSettings: swiftSettings),
+    .executableTarget(
+      name: "demo",
+      dependencies: [
+        "GatewayService", "StatusService", "CounterClient", "PresenceStore", "JobWorkerServer",
+        "JobWorkerCore", "JobCtl", "TLSKit", "ServiceKit", argumentParser,
+      ],
+      path: "Sources/Executables/demo", swiftSettings: swiftSettings),
+
+    // MARK: Tests: one target per library; integration tests need root, processes, PostgreSQL.
+    .testTarget(
+      name: "ServiceKitTests",
+      dependencies: [
+        "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos", grpcCore, grpcHTTP2,
+        nioCore, nioPosix, crypto, logging, swiftProtobuf,
+        .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
+      path: "Tests/ServiceKitTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "PresenceStoreTests",
+      dependencies: [
+        "PresenceStore", logging, lifecycle,
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+      ],
+      path: "Tests/PresenceStoreTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "OnlineCounterTests",
+      dependencies: [
+        "StatusService", "GatewayService", "CounterClient", "CounterProtos", "PresenceStore",
+        "ServiceKit", grpcCore, grpcHTTP2, logging,
+      ],
+      path: "Tests/OnlineCounterTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "JobWorkerCoreTests", dependencies: ["JobWorkerCore", logging],
+      path: "Tests/JobWorkerCoreTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "JobWorkerServerTests",
+      dependencies: [
+        "JobWorkerServer", "JobWorkerCore", "JobCtl", "TLSKit", "JobWorkerProtos", "ServiceKit",
+        grpcCore, grpcHTTP2, nioCore, nioPosix, nioSSL, x509, crypto, logging,
+      ],
+      path: "Tests/JobWorkerServerTests", swiftSettings: swiftSettings),
+  ]
+)

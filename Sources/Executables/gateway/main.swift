@@ -1,0 +1,2 @@
+// Entry point; replaced as the component lands.
+print("gateway")

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+
+/// Environment variable twins of command-line flags.
+///
+/// Every server flag has a twin (`--listen` ↔ `GATEWAY_LISTEN`, …). Flags are declared with a
+/// default read from the environment, so precedence is: flag, then environment, then the
+/// built-in default, and `--help` shows the effective default.
+public enum Environment {
+  /// The value of `name` parsed as `T`, or `fallback` when unset or empty.
+  ///
+  /// A set but unparsable value is a configuration error: the process prints why and exits
+  /// with status 64 (EX_USAGE) rather than silently running on the fallback.
+  public static func value<T: ExpressibleByArgument>(_ name: String, default fallback: T) -> T {
+    guard let raw = ProcessInfo.processInfo.environment[name], !raw.isEmpty else {
+      return fallback
+    }
+    guard let parsed = T(argument: raw) else {
+      FileHandle.standardError.write(
+        Data("error: environment variable \(name)=\(raw) is not a valid value\n".utf8))
+      exit(64)
+    }
+    return parsed
+  }
+
+  /// The raw string value of `name`, or `fallback` when unset or empty.
+  public static func string(_ name: String, default fallback: String) -> String {
+    value(name, default: fallback)
+  }
+}

