@@ -1,0 +1,38 @@
+import CounterProtos
+import GRPCCore
+import Logging
+import PresenceStore
+
+/// `tenten.interview.StatusReader`: the number of unique users whose last EVEN/ODD pong is
+/// within the last 180 s, inclusive (a user seen exactly 180 000 ms ago still counts).
+public struct StatusReader: Tenten_Interview_StatusReader.SimpleServiceProtocol {
+  public static let serviceName = "tenten.interview.StatusReader"
+
+  private let store: any PresenceStore
+  private let clock: MillisClock
+  private let logger: Logger
+
+  public init(store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock,
+              logger: Logger) {
+    self.store = store
+    self.clock = clock
+    self.logger = logger
+  }
+
+  /// The count, as the RPC answers it; also used by the demo.
+  public func onlineUsers() async throws -> UInt64 {
+    try await store.countOnline(sinceMillis: clock() - onlineWindowMillis)
+  }
+
+  public func fetchOnlineUsersInLast3Mins(
+    request: Tenten_Interview_FetchOnlineUsersInLast3MinsRequest, context: ServerContext
+  ) async throws -> Tenten_Interview_FetchOnlineUsersInLast3MinsResponse {
+    do {
+      let count = try await onlineUsers()
+      return .with { $0.onlineUsers = count }
+    } catch {
+      logger.error("count query failed", metadata: ["status.error": "\(error)"])
+      throw RPCError(code: .unavailable, message: "presence store unavailable")
+    }
+  }
+}

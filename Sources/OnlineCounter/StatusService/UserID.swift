@@ -1,0 +1,31 @@
+/// The rules for a user (client) id, as the gateway enforces them on `client-id`: 1 to 128
+/// bytes of `[A-Za-z0-9._:-]`. The status service checks them again because a buggy or
+/// compromised gateway must not be able to fill the store with garbage keys.
+///
+/// Kept identical to `GatewayService.ClientID`; a test checks both on the same inputs.
+public enum UserID {
+  public static let maxBytes = 128
+
+  /// Why `id` is not a valid user id, or `nil` when it is.
+  public static func problem(with id: String) -> String? {
+    let bytes = id.utf8
+    if bytes.isEmpty { return "is empty" }
+    if bytes.count > maxBytes { return "is \(bytes.count) bytes, more than \(maxBytes)" }
+    if let bad = bytes.first(where: { !isAllowed($0) }) {
+      return "contains byte 0x\(String(bad, radix: 16)) outside [A-Za-z0-9._:-]"
+    }
+    return nil
+  }
+
+  @inline(__always)
+  static func isAllowed(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+      UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"),
+      UInt8(ascii: ":"), UInt8(ascii: "-"):
+      return true
+    default:
+      return false
+    }
+  }
+}
