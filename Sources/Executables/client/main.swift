@@ -1,2 +1,70 @@
-// Entry point; replaced as the component lands.
-print("client")
+import ArgumentParser
+import CounterClient
+import Foundation
+import Logging
+import ServiceKit
+import UnixSignals
+
+/// A presence client, or with `--count N` a load generator of N simulated clients.
+@main
+struct ClientCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "client",
+    abstract: "Connects to a gateway and answers its pings; --count N simulates N clients.")
+
+  @Option(help: "Client id (default: a fresh UUID). With --count, the prefix of the ids.")
+  var id: String = UUID().uuidString.lowercased()
+
+  @Option(help: "Gateway addresses, HOST:PORT[,HOST:PORT…] (env: CLIENT_GATEWAY).")
+  var gateway: HostPortList = Environment.value(
+    "CLIENT_GATEWAY", default: HostPortList([HostPort(host: "127.0.0.1", port: 50051)]))
+
+  @Option(help: "Simulated clients, with ids <id>-0 … <id>-(N-1).")
+  var count: Int?
+
+  @Option(help: "HTTP/2 connections the simulated clients share.")
+  var connections = 1
+
+  @Option(help: "Seconds between summary lines in load mode.")
+  var summaryInterval = 5
+
+  @OptionGroup var logging: LoggingOptions
+
+  func validate() throws {
+    if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+    guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
+    guard summaryInterval >= 1 else { throw ValidationError("--summary-interval must be ≥ 1") }
+  }
+
+  func run() async throws {
+    logging.bootstrap()
+    let logger = Logger(label: "client")
+    let ids = count.map { n in (0..<n).map { "\(id)-\($0)" } } ?? [id]
+    let client = CounterClient(
+      configuration: .init(ids: ids, gateways: gateway.endpoints, connections: connections),
+      logger: logger)
+    if count == nil { logger.info("starting", metadata: ["client.id": "\(id)"]) }
+    try await withThrowingTaskGroup { group in
+      group.addTask { try await client.run() }
+      if count != nil {
+        group.addTask {
+          while !Task.isCancelled {
+            try await Task.sleep(for: .seconds(summaryInterval))
+            print(client.stats.summary())
+          }
+        }
+      }
+      group.addTask {
+        await Self.waitForInterrupt()
+        throw CancellationError()
+      }
+      do { try await group.next() } catch is CancellationError {}
+      group.cancelAll()
+    }
+  }
+
+  /// Returns on SIGINT or SIGTERM, so that Ctrl-C ends the streams cleanly.
+  static func waitForInterrupt() async {
+    for await _ in await UnixSignalsSequence(trapping: .sigint, .sigterm) { return }
+  }
+}

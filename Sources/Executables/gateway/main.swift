@@ -1,2 +1,96 @@
-// Entry point; replaced as the component lands.
-print("gateway")
+import ArgumentParser
+import CounterProtos
+import Foundation
+import GatewayService
+import Logging
+import Metrics
+import Prometheus
+import ServiceKit
+import ServiceLifecycle
+
+/// The gateway: holds clients' presence streams, pings them every second and reports who
+/// answered to the status service.
+@main
+struct GatewayCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "gateway",
+    abstract: "Holds client streams, pings them every second, reports presence to status.")
+
+  @Option(help: "gRPC listen address (env: GATEWAY_LISTEN).")
+  var listen: HostPort = Environment.value(
+    "GATEWAY_LISTEN", default: HostPort(host: "0.0.0.0", port: 50051))
+
+  @Option(help: "Prometheus /metrics listen address (env: GATEWAY_METRICS_LISTEN).")
+  var metricsListen: HostPort = Environment.value(
+    "GATEWAY_METRICS_LISTEN", default: HostPort(host: "0.0.0.0", port: 9101))
+
+  @Option(help: "Status service endpoints, HOST:PORT[,HOST:PORT…] (env: GATEWAY_STATUS).")
+  var status: HostPortList = Environment.value(
+    "GATEWAY_STATUS", default: HostPortList([HostPort(host: "127.0.0.1", port: 50052)]))
+
+  @Option(help: "Seconds without a pong before a client is disconnected (env: GATEWAY_PONG_TIMEOUT).")
+  var pongTimeout: Int = Environment.value("GATEWAY_PONG_TIMEOUT", default: 5)
+
+  @Option(help: "Most client streams held at once; more are refused (env: GATEWAY_MAX_CLIENTS).")
+  var maxClients: Int = Environment.value("GATEWAY_MAX_CLIENTS", default: 100_000)
+
+  @Option(help: "Gateway id reported to status, for logs (env: GATEWAY_ID; default: host name).")
+  var gatewayID: String = Environment.string(
+    "GATEWAY_ID", default: ProcessInfo.processInfo.hostName)
+
+  @Flag(help: "Probe the gRPC health of the server at --listen, exit 0 if serving, else 1.")
+  var healthCheck = false
+
+  @OptionGroup var logging: LoggingOptions
+  @OptionGroup var shutdown: ShutdownOptions
+
+  func validate() throws {
+    guard (1...3600).contains(pongTimeout) else {
+      throw ValidationError("--pong-timeout must be between 1 and 3600 seconds")
+    }
+    guard maxClients >= 1 else { throw ValidationError("--max-clients must be at least 1") }
+  }
+
+  func run() async throws {
+    if healthCheck {
+      let target =
+        listen.host == "0.0.0.0" ? HostPort(host: "127.0.0.1", port: listen.port) : listen
+      switch await HealthProbe.check(target) {
+      case .success(.serving): throw ExitCode.success
+      case .success(let status):
+        print("not serving: \(status)")
+        throw ExitCode.failure
+      case .failure(let error):
+        print("health check failed: \(error)")
+        throw ExitCode.failure
+      }
+    }
+    logging.bootstrap()
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    let logger = Logger(label: "gateway")
+
+    let reporter = try PresenceReporter(
+      configuration: .init(gatewayID: gatewayID, endpoints: status.endpoints), logger: logger)
+    let standard = try StandardServices(
+      serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    var config = Gateway.Configuration()
+    config.pongTimeout = .seconds(pongTimeout)
+    config.maxClients = maxClients
+    let gateway = Gateway(
+      configuration: config, reporter: reporter, health: standard.health, logger: logger)
+    // Load generators multiplex many client streams over few connections, so the per
+    // connection stream limit is the global one; --max-clients bounds the total.
+    let server = GRPCServerService(
+      name: "gateway", address: listen, services: [gateway] + standard.all,
+      config: GRPCServerService.hardenedConfig(
+        maxRequestBytes: 1024, maxConcurrentStreams: min(maxClients, 1 << 20)),
+      logger: logger)
+    let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
+    // Shutdown runs in reverse: the gateway drains its streams first (clients go elsewhere),
+    // then the server stops, and the reporter flushes last.
+    try await ServerRunner.run(
+      services: [reporter, metrics, server, gateway], shutdown: shutdown, logger: logger)
+  }
+}
+

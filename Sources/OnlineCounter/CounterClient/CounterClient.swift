@@ -1,0 +1,158 @@
+import CounterProtos
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceKit
+import Synchronization
+
+/// Runs one or many simulated clients against the gateways.
+///
+/// Each client holds one `Connect` stream, sends its id as `client-id`, and answers every
+/// `Ping` with EVEN or ODD by the parity of the Unix time in milliseconds at the moment it
+/// answers. The streams are multiplexed over `connections` HTTP/2 connections (one
+/// `GRPCClient` each), assigned round robin over the gateways. On any failure a client waits
+/// an exponential backoff with full jitter and reconnects over the next connection, which is
+/// on another gateway when there are several.
+///
+/// Per client this costs one stream and two small tasks, so one process can simulate tens of
+/// thousands of clients.
+public struct CounterClient: Sendable {
+  public struct Configuration: Sendable {
+    public var ids: [String]
+    public var gateways: [HostPort]
+    public var connections: Int
+    public var initialBackoff: Duration = .milliseconds(200)
+    public var maxBackoff: Duration = .seconds(10)
+
+    public init(ids: [String], gateways: [HostPort], connections: Int = 1) {
+      self.ids = ids
+      self.gateways = gateways
+      self.connections = connections
+    }
+  }
+
+  public let stats = ClientStats()
+  private let config: Configuration
+  private let logger: Logger
+
+  public init(configuration: Configuration, logger: Logger) {
+    precondition(!configuration.gateways.isEmpty, "at least one gateway")
+    self.config = configuration
+    self.logger = logger
+  }
+
+  /// Runs until cancelled.
+  public func run() async throws {
+    // A multiple of the gateway count, so that "the next connection" is another gateway.
+    let gateways = config.gateways.count
+    let count = (max(config.connections, gateways) + gateways - 1) / gateways * gateways
+    let clients = try (0..<count).map { index in
+      GRPCClient(
+        transport: try HTTP2ClientTransport.Posix(
+          target: config.gateways[index % gateways].resolvableTarget,
+          transportSecurity: .plaintext))
+    }
+    try await withThrowingDiscardingTaskGroup { group in
+      for client in clients {
+        group.addTask { try await client.runConnections() }
+      }
+      for (index, id) in config.ids.enumerated() {
+        group.addTask {
+          await self.simulate(id: id, start: index % count, clients: clients)
+        }
+      }
+      // Children above end only on cancellation; nothing to do until then.
+    }
+  }
+
+  private func simulate(
+    id: String, start: Int, clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+  ) async {
+    var logger = self.logger
+    logger[metadataKey: "client.id"] = "\(id)"
+    // With many simulated clients, per-client state changes would flood the log.
+    let level: Logger.Level = config.ids.count == 1 ? .info : .debug
+    var connection = start
+    var attempt = 0
+    while !Task.isCancelled {
+      let gateway = config.gateways[connection % config.gateways.count]
+      logger.log(level: level, "connecting", metadata: ["client.gateway": "\(gateway)"])
+      let outcome = await stream(id: id, client: clients[connection], logger: logger, level: level)
+      if Task.isCancelled { return }
+      if outcome.receivedPings { attempt = 0 }
+      attempt += 1
+      let cap = min(config.maxBackoff, config.initialBackoff * (1 << min(attempt - 1, 20)))
+      let delay = Duration.nanoseconds(Int64.random(in: 0...cap.nanoseconds))
+      logger.log(
+        level: level, "disconnected; reconnecting",
+        metadata: [
+          "client.gateway": "\(gateway)", "client.reason": "\(outcome.reason)",
+          "client.retry_in_ms": "\(delay / .milliseconds(1))",
+        ])
+      try? await Task.sleep(for: delay)
+      connection = (connection + 1) % clients.count
+    }
+  }
+
+  private struct Outcome: Sendable {
+    var receivedPings: Bool
+    var reason: String
+  }
+
+  /// One stream, from open to end; never throws (the reason is returned).
+  private func stream(
+    id: String, client: GRPCClient<HTTP2ClientTransport.Posix>, logger: Logger,
+    level: Logger.Level
+  ) async -> Outcome {
+    let gateway = Tenten_Interview_Gateway.Client(wrapping: client)
+    // One pending answer at most: pongs answer "now", so a backlog would be meaningless.
+    let (answers, answer) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let stats = self.stats
+    let pinged = PingedFlag()
+    do {
+      try await gateway.connect(
+        metadata: ["client-id": .string(id)],
+        requestProducer: { writer in
+          for await _ in answers {
+            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+            try await writer.write(.with { $0.status = now % 2 == 0 ? .even : .odd })
+          }
+        },
+        onResponse: { response in
+          defer { answer.finish() }
+          var last: ContinuousClock.Instant?
+          defer { if last != nil { stats.connectionChanged(by: -1) } }
+          for try await _ in response.messages {
+            let now = ContinuousClock.now
+            if last == nil {
+              stats.connectionChanged(by: 1)
+              pinged.set()
+              logger.log(level: level, "connected")
+            }
+            stats.ping(interval: last.map { now - $0 })
+            last = now
+            answer.yield()
+          }
+        })
+      return Outcome(receivedPings: pinged.value, reason: "stream ended by gateway")
+    } catch {
+      answer.finish()
+      return Outcome(receivedPings: pinged.value, reason: "\(error)")
+    }
+  }
+}
+
+/// Whether a stream got as far as a ping: such a stream worked, so the backoff restarts.
+private final class PingedFlag: Sendable {
+  private let flag = Atomic(false)
+  var value: Bool { flag.load(ordering: .relaxed) }
+  func set() { flag.store(true, ordering: .relaxed) }
+}
+
+extension Duration {
+  fileprivate var nanoseconds: Int64 {
+    let (seconds, attoseconds) = components
+    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+  }
+}

@@ -1,0 +1,140 @@
+import CounterProtos
+import Foundation
+import GRPCCore
+import Logging
+import Metrics
+import ServiceKit
+import ServiceLifecycle
+
+/// `tenten.interview.Gateway`: holds the clients' presence streams.
+///
+/// Each `Connect` stream is registered with the shared ``PingScheduler``; the handler only
+/// forwards scheduled pings to the stream and EVEN/ODD pongs to the ``PresenceReporter``.
+///
+/// As a `Service`, it runs the ping timer and, on graceful shutdown, drains: marks health
+/// `NOT_SERVING`, refuses new streams, and ends every stream with `UNAVAILABLE` so that
+/// clients reconnect to another gateway. List it *after* the gRPC server in the service
+/// group, so that it drains before the server waits for in-flight streams to end.
+public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, Sendable {
+  public static let serviceName = "tenten.interview.Gateway"
+
+  public struct Configuration: Sendable {
+    public var pongTimeout: Duration = .seconds(5)
+    public var maxClients = 100_000
+    /// How long draining waits for streams to end before returning anyway.
+    public var drainTimeout: Duration = .seconds(5)
+
+    public init() {}
+  }
+
+  private let config: Configuration
+  private let scheduler: PingScheduler
+  private let reporter: PresenceReporter
+  private let health: HealthService?
+  private let logger: Logger
+  private let pongsEven = Counter(label: "gateway_pongs_total", dimensions: [("status", "even")])
+  private let pongsOdd = Counter(label: "gateway_pongs_total", dimensions: [("status", "odd")])
+  private let pongsUnknown = Counter(
+    label: "gateway_pongs_total", dimensions: [("status", "unknown")])
+  private let refused = Counter(label: "gateway_streams_refused_total")
+
+  public init(
+    configuration: Configuration, reporter: PresenceReporter, health: HealthService?,
+    logger: Logger
+  ) {
+    self.config = configuration
+    self.scheduler = PingScheduler(
+      maxSessions: configuration.maxClients, pongTimeout: configuration.pongTimeout)
+    self.reporter = reporter
+    self.health = health
+    self.logger = logger
+  }
+
+  /// Streams currently open.
+  public var connectedClients: Int { scheduler.count }
+
+  public func run() async throws {
+    await withDiscardingTaskGroup { group in
+      group.addTask { await self.scheduler.run() }
+      try? await gracefulShutdown()
+      await self.drain()
+      group.cancelAll()
+    }
+  }
+
+  private func drain() async {
+    logger.info("gateway draining", metadata: ["gateway.clients": "\(scheduler.count)"])
+    health?.markAllNotServing()
+    scheduler.drain(RPCError(code: .unavailable, message: "gateway draining"))
+    let clock = ContinuousClock()
+    let deadline = clock.now + config.drainTimeout
+    while scheduler.count > 0, clock.now < deadline {
+      try? await Task.sleep(for: .milliseconds(20))
+    }
+  }
+
+  public func connect(
+    request: StreamingServerRequest<Tenten_Interview_Pong>, context: ServerContext
+  ) async throws -> StreamingServerResponse<Tenten_Interview_Ping> {
+    let userID = try ClientID.from(request.metadata)
+    let session: ClientSession
+    switch scheduler.add(userID: userID) {
+    case .success(let added):
+      session = added
+    case .failure(.full(let limit)):
+      refused.increment()
+      throw RPCError(
+        code: .resourceExhausted, message: "gateway is at its limit of \(limit) clients")
+    case .failure(.draining):
+      throw RPCError(code: .unavailable, message: "gateway draining")
+    }
+    let logger = self.logger.with("gateway.client_id", userID)
+    logger.debug("client connected")
+    return StreamingServerResponse { writer in
+      defer {
+        self.scheduler.remove(session)
+        logger.debug("client disconnected")
+      }
+      session.pingNow()
+      try await withThrowingTaskGroup { group in
+        group.addTask {
+          // Pongs; the client ending its side means it is leaving.
+          for try await pong in request.messages {
+            session.heard(at: .now)
+            switch pong.status {
+            case .even:
+              self.pongsEven.increment()
+              self.reporter.record(userID, atMillis: Self.nowMillis())
+            case .odd:
+              self.pongsOdd.increment()
+              self.reporter.record(userID, atMillis: Self.nowMillis())
+            case .unknown, .UNRECOGNIZED:
+              self.pongsUnknown.increment()
+            }
+          }
+        }
+        group.addTask {
+          for await _ in session.pings {
+            try await writer.write(Tenten_Interview_Ping())
+          }
+          if let reason = session.closeReason { throw reason }
+        }
+        try await group.next()
+        group.cancelAll()
+      }
+      return [:]
+    }
+  }
+
+  static func nowMillis() -> Int64 {
+    Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+  }
+}
+
+extension Logger {
+  func with(_ key: String, _ value: String) -> Logger {
+    var copy = self
+    copy[metadataKey: key] = "\(value)"
+    return copy
+  }
+}

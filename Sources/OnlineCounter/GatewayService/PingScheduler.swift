@@ -1,0 +1,106 @@
+import GRPCCore
+import Metrics
+import Synchronization
+
+/// Pings every registered session once a second from a single timer loop.
+///
+/// A timer wheel of 100 slots of 10 ms: each session lives in the slot its id hashes to, and
+/// each tick visits one slot. N clients are thus spread evenly over the second instead of all
+/// firing on one tick, and the cost is one sleeping task for the whole gateway, not one per
+/// client. The same visit checks the pong timeout, so silent clients are found within a
+/// second of their deadline.
+final class PingScheduler: Sendable {
+  static let slotCount = 100
+  static let tick = Duration.milliseconds(10)
+
+  private struct State {
+    var slots = [[UInt64: ClientSession]](repeating: [:], count: PingScheduler.slotCount)
+    var count = 0
+    var nextID: UInt64 = 0
+    var draining = false
+  }
+
+  enum AdmissionError: Error {
+    case full(limit: Int)
+    case draining
+  }
+
+  private let state = Mutex(State())
+  private let maxSessions: Int
+  private let pongTimeout: Duration
+  private let connected = Gauge(label: "gateway_connected_clients")
+  private let pingsSent = Counter(label: "gateway_pings_sent_total")
+  private let timeouts = Counter(label: "gateway_pong_timeouts_total")
+
+  init(maxSessions: Int, pongTimeout: Duration) {
+    self.maxSessions = maxSessions
+    self.pongTimeout = pongTimeout
+  }
+
+  var count: Int { state.withLock { $0.count } }
+
+  /// Registers a session for `userID`, or refuses when full or draining.
+  func add(userID: String) -> Result<ClientSession, AdmissionError> {
+    let slot = Int(ClientID.stableHash(userID) % UInt64(Self.slotCount))
+    let (result, count) = state.withLock { state -> (Result<ClientSession, AdmissionError>, Int) in
+      if state.draining { return (.failure(.draining), state.count) }
+      if state.count >= maxSessions { return (.failure(.full(limit: maxSessions)), state.count) }
+      let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: .now)
+      state.nextID += 1
+      state.slots[slot][session.id] = session
+      state.count += 1
+      return (.success(session), state.count)
+    }
+    connected.record(count)
+    return result
+  }
+
+  func remove(_ session: ClientSession) {
+    let count = state.withLock { state in
+      if state.slots[session.slot].removeValue(forKey: session.id) != nil { state.count -= 1 }
+      return state.count
+    }
+    connected.record(count)
+  }
+
+  /// Refuses new sessions from now on and ends every open one with `reason`.
+  func drain(_ reason: RPCError) {
+    let sessions = state.withLock { state in
+      state.draining = true
+      return state.slots.flatMap(\.values)
+    }
+    for session in sessions { session.close(reason) }
+  }
+
+  /// The timer loop; returns when cancelled.
+  func run() async {
+    let clock = ContinuousClock()
+    let start = clock.now
+    var fired: Int64 = -1
+    while !Task.isCancelled {
+      let due = Int64((clock.now - start) / Self.tick)
+      // After a stall longer than a second, visit each slot once rather than replaying.
+      let first = max(fired + 1, due - Int64(Self.slotCount) + 1)
+      if first <= due {
+        let now = clock.now
+        var sent = 0
+        var expired = 0
+        for tick in first...due {
+          let slot = Int(tick % Int64(Self.slotCount))
+          let sessions = state.withLock { Array($0.slots[slot].values) }
+          for session in sessions {
+            switch session.tick(now: now, timeout: pongTimeout) {
+            case .pinged: sent += 1
+            case .expired: expired += 1
+            case .closed: break
+            }
+          }
+        }
+        if sent > 0 { pingsSent.increment(by: sent) }
+        if expired > 0 { timeouts.increment(by: expired) }
+        fired = due
+      }
+      try? await Task.sleep(until: start + Self.tick * (fired + 1), clock: clock)
+    }
+  }
+}

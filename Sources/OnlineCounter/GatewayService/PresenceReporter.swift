@@ -1,0 +1,174 @@
+import CounterProtos
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import Metrics
+import ServiceKit
+import ServiceLifecycle
+import Synchronization
+
+/// Reports presence to the status service, coalesced per user.
+///
+/// Pongs only update a dictionary `user → latest ms`; a loop flushes it at most once per
+/// `flushInterval`, in batches of at most `batchSize`, round robin over the status endpoints
+/// with a deadline per call. A failed batch is merged back (keeping the later timestamp), and
+/// the loop backs off exponentially before the next try on the next endpoint. So memory is
+/// bounded by the number of distinct users, never by time, and no presence is lost while the
+/// status service is away. On graceful shutdown it flushes what is left before returning.
+public final class PresenceReporter: Service, Sendable {
+  public struct Configuration: Sendable {
+    public var gatewayID: String
+    public var endpoints: [HostPort]
+    public var flushInterval: Duration = .seconds(1)
+    public var batchSize = 5_000
+    public var callTimeout: Duration = .seconds(3)
+    public var maxBackoff: Duration = .seconds(10)
+    /// How long the final flush at shutdown may keep retrying.
+    public var finalFlushBudget: Duration = .seconds(5)
+
+    public init(gatewayID: String, endpoints: [HostPort]) {
+      self.gatewayID = gatewayID
+      self.endpoints = endpoints
+    }
+  }
+
+  private struct State {
+    var pending: [String: Int64] = [:]
+    var nextEndpoint = 0
+  }
+
+  private let config: Configuration
+  private let logger: Logger
+  private let state = Mutex(State())
+  private let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
+  private let batches = Counter(label: "gateway_flush_batches_total")
+  private let failures = Counter(label: "gateway_flush_failures_total")
+  private let pendingGauge = Gauge(label: "gateway_presence_pending_users")
+
+  public init(configuration: Configuration, logger: Logger) throws {
+    precondition(!configuration.endpoints.isEmpty, "at least one status endpoint")
+    self.config = configuration
+    self.logger = logger
+    self.clients = try configuration.endpoints.map { endpoint in
+      GRPCClient(
+        transport: try HTTP2ClientTransport.Posix(
+          target: endpoint.resolvableTarget, transportSecurity: .plaintext))
+    }
+  }
+
+  /// Marks `userID` seen at `millis` (keeps the later of this and any pending timestamp).
+  public func record(_ userID: String, atMillis millis: Int64) {
+    state.withLock { state in
+      if let existing = state.pending[userID], existing >= millis { return }
+      state.pending[userID] = millis
+    }
+  }
+
+  /// Users waiting to be reported.
+  public var pendingCount: Int { state.withLock { $0.pending.count } }
+
+  public func run() async throws {
+    try await withThrowingDiscardingTaskGroup { group in
+      for client in clients {
+        group.addTask { try await client.runConnections() }
+      }
+      try? await cancelWhenGracefulShutdown {
+        var backoff = self.config.flushInterval
+        while !Task.isCancelled {
+          try await Task.sleep(for: backoff)
+          if await self.flushAll() {
+            backoff = self.config.flushInterval
+          } else {
+            backoff = min(backoff * 2, self.config.maxBackoff)
+          }
+        }
+      }
+      await finalFlush()
+      for client in clients { client.beginGracefulShutdown() }
+    }
+  }
+
+  /// Sends everything pending; returns `false` (with the rest merged back) on a failure.
+  @discardableResult
+  public func flushAll() async -> Bool {
+    let taken = state.withLock { state in
+      defer { state.pending = [:] }
+      return state.pending
+    }
+    pendingGauge.record(0)
+    guard !taken.isEmpty else { return true }
+    var records = taken.map { user, millis in
+      Tenten_Interview_PresenceRecord.with {
+        $0.userID = user
+        $0.lastSeenUnixMs = millis
+      }
+    }[...]
+    while !records.isEmpty {
+      let batch = records.prefix(config.batchSize)
+      do {
+        try await send(Array(batch))
+        records = records.dropFirst(batch.count)
+      } catch {
+        failures.increment()
+        let left = records.count
+        merge(records)
+        logger.warning(
+          "presence flush failed; will retry",
+          metadata: ["gateway.error": "\(error)", "gateway.pending": "\(left)"])
+        return false
+      }
+    }
+    return true
+  }
+
+  private func merge(_ records: ArraySlice<Tenten_Interview_PresenceRecord>) {
+    let count = state.withLock { state in
+      for record in records {
+        if let existing = state.pending[record.userID], existing >= record.lastSeenUnixMs {
+          continue
+        }
+        state.pending[record.userID] = record.lastSeenUnixMs
+      }
+      return state.pending.count
+    }
+    pendingGauge.record(count)
+  }
+
+  private func send(_ records: [Tenten_Interview_PresenceRecord]) async throws {
+    let index = state.withLock { state in
+      defer { state.nextEndpoint = (state.nextEndpoint + 1) % clients.count }
+      return state.nextEndpoint
+    }
+    let ingest = Tenten_Interview_PresenceIngest.Client(wrapping: clients[index])
+    var options = CallOptions.defaults
+    options.timeout = config.callTimeout
+    let request = Tenten_Interview_ReportPresenceRequest.with {
+      $0.gatewayID = config.gatewayID
+      $0.records = records
+    }
+    let response = try await ingest.reportPresence(request, options: options)
+    batches.increment()
+    if response.rejected > 0 {
+      logger.warning(
+        "status service refused presence records",
+        metadata: ["gateway.rejected": "\(response.rejected)"])
+    }
+  }
+
+  private func finalFlush() async {
+    let clock = ContinuousClock()
+    let deadline = clock.now + config.finalFlushBudget
+    var backoff = Duration.milliseconds(100)
+    while !(await flushAll()) {
+      guard clock.now + backoff < deadline, !Task.isCancelled else {
+        logger.error(
+          "final presence flush incomplete", metadata: ["gateway.pending": "\(pendingCount)"])
+        return
+      }
+      try? await Task.sleep(for: backoff)
+      backoff = min(backoff * 2, .seconds(1))
+    }
+    logger.info("final presence flush done")
+  }
+}
