@@ -122,7 +122,7 @@ let package = Package(
       name: "JobWorkerServer",
       dependencies: [
         "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
-        metrics,
+        metrics, lifecycle, swiftProtobuf,
       ],
       path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
     .target(
@@ -144,7 +144,10 @@ let package = Package(
       path: "Sources/Executables/client", swiftSettings: swiftSettings),
     .executableTarget(
       name: "jobworker",
-      dependencies: ["JobWorkerServer", "JobWorkerCore", "ServiceKit", "TLSKit", argumentParser],
+      dependencies: [
+        "JobWorkerServer", "JobWorkerCore", "ServiceKit", "TLSKit", argumentParser, logging, metrics,
+        lifecycle, .product(name: "Prometheus", package: "swift-prometheus"),
+      ],
       path: "Sources/Executables/jobworker", swiftSettings: swiftSettings),
     .executableTarget(
       name: "jobctl", dependencies: ["JobCtl", argumentParser],

@@ -1,2 +1,85 @@
-// Entry point; replaced as the component lands.
-print("jobworker")
+import ArgumentParser
+import Foundation
+import JobWorkerCore
+import JobWorkerServer
+import Logging
+import Metrics
+import Prometheus
+import ServiceKit
+import ServiceLifecycle
+import TLSKit
+
+/// `jobworker`: runs Linux processes for mutually authenticated gRPC clients.
+@main
+struct JobWorker: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "jobworker",
+    abstract: "Job worker gRPC server: mutual TLS 1.3, jobs in cgroups (needs root).",
+    discussion: "Create certificates with `jobctl certs init`, then: "
+      + "jobworker --ca ~/.config/jobctl/ca.pem --cert ~/.config/jobctl/server.pem "
+      + "--key ~/.config/jobctl/server-key.pem")
+
+  @Option(help: "gRPC (mTLS) listen address (env: JOBWORKER_LISTEN).")
+  var listen: HostPort = Environment.value(
+    "JOBWORKER_LISTEN", default: HostPort(host: "0.0.0.0", port: 50053))
+
+  @Option(help: "Prometheus /metrics listen address (env: JOBWORKER_METRICS_LISTEN).")
+  var metricsListen: HostPort = Environment.value(
+    "JOBWORKER_METRICS_LISTEN", default: HostPort(host: "0.0.0.0", port: 9103))
+
+  @Option(help: "CA certificate client certificates must chain to (env: JOBWORKER_CA).")
+  var ca: String = Environment.string("JOBWORKER_CA", default: "\(defaultDirectory)/ca.pem")
+
+  @Option(help: "Server certificate (env: JOBWORKER_CERT).")
+  var cert: String = Environment.string("JOBWORKER_CERT", default: "\(defaultDirectory)/server.pem")
+
+  @Option(help: "Server private key (env: JOBWORKER_KEY).")
+  var key: String = Environment.string("JOBWORKER_KEY", default: "\(defaultDirectory)/server-key.pem")
+
+  @Option(help: "Where job output is stored (env: JOBWORKER_DATA_DIR).")
+  var dataDir: String = Environment.string("JOBWORKER_DATA_DIR", default: "/var/lib/jobworker")
+
+  @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
+  var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
+
+  @OptionGroup var logging: LoggingOptions
+  @OptionGroup var shutdown: ShutdownOptions
+
+  static var defaultDirectory: String { CertificateLayout.defaultDirectory }
+
+  func validate() throws {
+    guard (1...10_000).contains(maxJobsPerUser) else {
+      throw ValidationError("--max-jobs-per-user must be between 1 and 10000")
+    }
+  }
+
+  func run() async throws {
+    logging.bootstrap()
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    let logger = Logger(label: "jobworker")
+
+    let manager = try JobManager(
+      configuration: JobManager.Configuration(dataDirectory: dataDir), logger: logger)
+    let server: JobWorkerServer
+    let metrics: MetricsServer
+    do {
+      server = try JobWorkerServer(
+        address: listen,
+        tls: MTLSServerConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
+        manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser), logger: logger)
+      metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
+    } catch {
+      await manager.shutdown()
+      throw error
+    }
+    // The gRPC server last: graceful shutdown runs in reverse, so it stops first.
+    do {
+      try await ServerRunner.run(services: [metrics, server], shutdown: shutdown, logger: logger)
+    } catch {
+      // A failed start-up never reached the graceful path that stops jobs; do it here.
+      await manager.shutdown()
+      throw error
+    }
+  }
+}

@@ -1,0 +1,3 @@
+import JobCtl
+
+await JobCtlMain.main()

@@ -1,0 +1,162 @@
+import Foundation
+import JobWorkerProtos
+
+/// Prints job statuses as text for people or JSON for scripts.
+enum Printer {
+  static func print(_ job: Jobworker_V1_JobStatus, format: OutputFormat) throws {
+    switch format {
+    case .json: try printJSON(JobJSON(job))
+    case .text: Swift.print(text(job))
+    }
+  }
+
+  static func print(list jobs: [Jobworker_V1_JobStatus], format: OutputFormat) throws {
+    switch format {
+    case .json:
+      try printJSON(jobs.map(JobJSON.init))
+    case .text:
+      guard !jobs.isEmpty else {
+        Swift.print("no jobs")
+        return
+      }
+      let rows = [["ID", "OWNER", "STATE", "STARTED", "COMMAND"]]
+        + jobs.map { job in
+          [job.jobID, job.owner, state(job), date(job.startedAt.date), commandLine(job)]
+        }
+      let widths = (0..<4).map { column in rows.map { $0[column].count }.max() ?? 0 }
+      for row in rows {
+        var line = ""
+        for column in 0..<4 {
+          line += row[column].padding(toLength: widths[column] + 2, withPad: " ", startingAt: 0)
+        }
+        Swift.print(line + row[4])
+      }
+    }
+  }
+
+  static func text(_ job: Jobworker_V1_JobStatus) -> String {
+    var lines = [
+      "id:       \(job.jobID)",
+      "owner:    \(job.owner)",
+      "command:  \(commandLine(job))",
+      "state:    \(state(job))",
+      "started:  \(date(job.startedAt.date))",
+    ]
+    if job.hasEndedAt { lines.append("ended:    \(date(job.endedAt.date))") }
+    let usage = job.usage
+    lines.append(
+      "usage:    cpu \(usage.cpuUsageUsec / 1000) ms, memory peak \(bytes(usage.memoryPeakBytes)), "
+        + "io read \(bytes(usage.ioReadBytes)), write \(bytes(usage.ioWriteBytes))")
+    let limits = job.limits
+    var limitText = [
+      limits.cpuMillicores > 0 ? "cpu \(limits.cpuMillicores)m" : "cpu unlimited",
+      limits.memoryBytes > 0 ? "memory \(bytes(limits.memoryBytes))" : "memory unlimited",
+      limits.maxPids > 0 ? "pids \(limits.maxPids)" : "pids unlimited",
+    ]
+    for io in limits.io {
+      limitText.append(
+        "io \(io.device) r \(bytes(io.readBytesPerSecond))/s w \(bytes(io.writeBytesPerSecond))/s")
+    }
+    lines.append("limits:   " + limitText.joined(separator: ", "))
+    lines.append(
+      "output:   \(bytes(job.outputBytes))" + (job.outputTruncated ? " (truncated)" : ""))
+    return lines.joined(separator: "\n")
+  }
+
+  static func state(_ job: Jobworker_V1_JobStatus) -> String {
+    switch job.state {
+    case .running: "running"
+    case .exited: "exited (code \(job.exitCode))"
+    case .signaled: "killed by signal \(job.signal)"
+    case .stopped: "stopped (signal \(job.signal))"
+    case .oomKilled: "killed: out of memory"
+    default: "unknown"
+    }
+  }
+
+  static func commandLine(_ job: Jobworker_V1_JobStatus) -> String {
+    ([job.command] + job.args).map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+  }
+
+  static func date(_ date: Date) -> String {
+    date.formatted(.iso8601)
+  }
+
+  static func bytes(_ count: UInt64) -> String {
+    if count < 1024 { return "\(count) B" }
+    let units = ["KiB", "MiB", "GiB", "TiB"]
+    var value = Double(count) / 1024
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+      value /= 1024
+      unit += 1
+    }
+    return String(format: "%.1f %@", value, units[unit])
+  }
+
+  private static func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    Swift.print(String(decoding: try encoder.encode(value), as: UTF8.self))
+  }
+}
+
+/// The JSON shape of a job: stable field names, snake_case like the proto.
+struct JobJSON: Encodable {
+  var job_id: String
+  var owner: String
+  var command: String
+  var args: [String]
+  var state: String
+  var exit_code: Int32?
+  var signal: Int32?
+  var started_at: Date
+  var ended_at: Date?
+  var cpu_usage_usec: UInt64
+  var memory_peak_bytes: UInt64
+  var io_read_bytes: UInt64
+  var io_write_bytes: UInt64
+  var output_bytes: UInt64
+  var output_truncated: Bool
+
+  init(_ job: Jobworker_V1_JobStatus) {
+    job_id = job.jobID
+    owner = job.owner
+    command = job.command
+    args = job.args
+    switch job.state {
+    case .running: state = "running"
+    case .exited: state = "exited"
+    case .signaled: state = "signaled"
+    case .stopped: state = "stopped"
+    case .oomKilled: state = "oom_killed"
+    default: state = "unknown"
+    }
+    exit_code = job.state == .exited ? job.exitCode : nil
+    signal = [.signaled, .stopped, .oomKilled].contains(job.state) ? job.signal : nil
+    started_at = job.startedAt.date
+    ended_at = job.hasEndedAt ? job.endedAt.date : nil
+    cpu_usage_usec = job.usage.cpuUsageUsec
+    memory_peak_bytes = job.usage.memoryPeakBytes
+    io_read_bytes = job.usage.ioReadBytes
+    io_write_bytes = job.usage.ioWriteBytes
+    output_bytes = job.outputBytes
+    output_truncated = job.outputTruncated
+  }
+}
+
+/// Raw job output to standard output, byte for byte (never decoded as text).
+enum StandardOutput {
+  static func write(_ bytes: [UInt8]) throws {
+    var offset = 0
+    while offset < bytes.count {
+      let written = bytes[offset...].withUnsafeBytes { Foundation.write(1, $0.baseAddress, $0.count) }
+      if written < 0 && errno == EINTR { continue }
+      guard written > 0 else {
+        throw JobCtlError("cannot write to standard output: \(String(cString: strerror(errno)))")
+      }
+      offset += written
+    }
+  }
+}

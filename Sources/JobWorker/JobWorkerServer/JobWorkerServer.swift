@@ -1,0 +1,97 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+public import JobWorkerCore
+import JobWorkerProtos
+public import Logging
+public import ServiceKit
+public import ServiceLifecycle
+public import TLSKit
+
+/// The job worker's gRPC server as a `Service`: mutual TLS 1.3 on one port, serving the job
+/// API plus health and reflection.
+///
+/// It owns the `JobManager`'s lifetime end: on graceful shutdown it first stops every job
+/// (which also ends every output stream with a final status), then drains the server.
+public final class JobWorkerServer: Service, Sendable {
+  public let manager: JobManager
+  public let peers: PeerRegistry
+  private let transport: MTLSServerTransport
+  private let server: GRPCServer<MTLSServerTransport>
+  private let standard: StandardServices
+  private let logger: Logger
+
+  /// - Parameters:
+  ///   - address: Where to listen; port 0 picks a free port (see ``listeningAddress``).
+  ///   - tls: Server certificate, key and the CA that client certificates must chain to.
+  ///   - maxRequestBytes: Largest request message accepted.
+  public init(
+    address: HostPort, tls: MTLSServerConfiguration, manager: JobManager,
+    limits: JobWorkerService.Limits = .init(), maxRequestBytes: Int = 64 * 1024,
+    logger: Logger
+  ) throws {
+    let peers = PeerRegistry()
+    let factory = try MTLSListenerFactory(
+      host: address.host, port: address.port, configuration: tls, registry: peers)
+    var config = MTLSServerTransport.Config.defaults
+    config.rpc.maxRequestPayloadSize = maxRequestBytes
+    config.http2.maxConcurrentStreams = 256
+    config.connection.keepalive.time = .seconds(30)
+    config.connection.keepalive.timeout = .seconds(10)
+    config.connection.keepalive.clientBehavior.allowWithoutCalls = true
+    config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+    let transport = MTLSServerTransport(listenerFactory: factory, config: config)
+    let service = JobWorkerService(manager: manager, peers: peers, limits: limits, logger: logger)
+    let standard = try StandardServices(
+      serving: [Jobworker_V1_JobWorker.descriptor.fullyQualifiedService],
+      descriptorSets: [JobWorkerDescriptors.fileDescriptorSetBase64])
+    self.manager = manager
+    self.peers = peers
+    self.transport = transport
+    self.standard = standard
+    self.server = GRPCServer(transport: transport, services: [service] + standard.all)
+    self.logger = logger
+  }
+
+  /// The bound address once listening; nil if binding failed or the server stopped.
+  public var listeningAddress: HostPort? {
+    get async {
+      guard let address = await transport.listeningAddress else { return nil }
+      if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
+      if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
+      return nil
+    }
+  }
+
+  /// Serves until graceful shutdown (ServiceGroup) or ``stop()``.
+  public func run() async throws {
+    enum Finished { case serving, shutdownWatcher }
+    try await withThrowingTaskGroup(of: Finished.self) { group in
+      group.addTask {
+        try await self.server.serve()
+        return .serving
+      }
+      group.addTask {
+        if let address = await self.listeningAddress {
+          self.logger.info("job worker listening (mTLS, TLS 1.3 only)", metadata: [
+            "jobworker.address": "\(address)"
+          ])
+        }
+        // Throws when cancelled, i.e. when serving already ended.
+        if (try? await gracefulShutdown()) != nil { await self.stop() }
+        return .shutdownWatcher
+      }
+      while let finished = try await group.next() {
+        if finished == .serving { group.cancelAll() }
+      }
+    }
+  }
+
+  /// Stops every job (their streams end with a final status), then stops accepting calls
+  /// and lets the in-flight ones finish.
+  public func stop() async {
+    logger.info("job worker shutting down: stopping jobs")
+    standard.health.markAllNotServing()
+    await manager.shutdown()
+    server.beginGracefulShutdown()
+  }
+}

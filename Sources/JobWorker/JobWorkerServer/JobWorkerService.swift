@@ -1,0 +1,214 @@
+import Foundation
+public import GRPCCore
+public import JobWorkerCore
+import JobWorkerProtos
+public import Logging
+import Synchronization
+public import TLSKit
+
+/// The `jobworker.v1.JobWorker` gRPC service: authorization and request checks in front of a
+/// `JobManager`.
+///
+/// Identity comes only from the verified client certificate of the connection (see
+/// `PeerRegistry`); request metadata is never consulted. An `admin` acts on every job, a
+/// `user` only on jobs it started, and someone else's job answers exactly like a missing one.
+public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtocol, Sendable {
+  /// Server-side caps, on top of the manager's own limit maxima and the transport's
+  /// maximum request size.
+  public struct Limits: Sendable {
+    /// Running jobs one identity may have at once.
+    public var maxRunningJobsPerUser: Int
+    /// Arguments plus environment entries of one job.
+    public var maxArgumentCount: Int
+    /// Bytes of command, arguments, environment and working directory together.
+    public var maxArgumentBytes: Int
+    /// Largest output message; the proto promises bounded messages.
+    public var maxChunkBytes: Int
+
+    public init(
+      maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 32 * 1024
+    ) {
+      self.maxRunningJobsPerUser = maxRunningJobsPerUser
+      self.maxArgumentCount = maxArgumentCount
+      self.maxArgumentBytes = maxArgumentBytes
+      self.maxChunkBytes = maxChunkBytes
+    }
+  }
+
+  private let manager: JobManager
+  private let peers: PeerRegistry
+  private let limits: Limits
+  private let logger: Logger
+  /// Starts in flight per identity, so concurrent StartJob calls cannot overshoot the cap.
+  private let pendingStarts = Mutex<[String: Int]>([:])
+
+  public init(manager: JobManager, peers: PeerRegistry, limits: Limits = Limits(), logger: Logger) {
+    self.manager = manager
+    self.peers = peers
+    self.limits = limits
+    self.logger = logger
+  }
+
+  public func startJob(
+    request: Jobworker_V1_StartJobRequest, context: ServerContext
+  ) async throws -> Jobworker_V1_StartJobResponse {
+    let caller = try authenticate(context)
+    try validate(request)
+    let pending = pendingStarts.withLock { pending in
+      pending[caller.name, default: 0] += 1
+      return pending[caller.name, default: 0]
+    }
+    defer {
+      pendingStarts.withLock { pending in
+        pending[caller.name, default: 1] -= 1
+        if pending[caller.name] == 0 { pending[caller.name] = nil }
+      }
+    }
+    // Counted after reserving: a concurrent start is either still pending (counted above) or
+    // already visible as running here, so the count can only err on the safe side.
+    let running = manager.list().filter { $0.owner == caller.name && $0.state == .running }.count
+    guard running + pending - 1 < limits.maxRunningJobsPerUser else {
+      throw RPCError(
+        code: .resourceExhausted,
+        message: "\(caller.name) already has \(running) running jobs (limit "
+          + "\(limits.maxRunningJobsPerUser)); stop one or wait for one to end")
+    }
+    let spec = JobSpec(
+      command: request.command, arguments: request.args, environment: request.env,
+      workingDirectory: request.workingDirectory.isEmpty ? nil : request.workingDirectory,
+      limits: ResourceLimits(request.limits), owner: caller.name)
+    let status = try await mapErrors { try await manager.start(spec) }
+    logger.info(
+      "job started",
+      metadata: [
+        "jobworker.job_id": "\(status.id)", "jobworker.caller": "\(caller.name)",
+        "jobworker.command": "\(status.command)",
+      ])
+    return .with { $0.job = Jobworker_V1_JobStatus(status) }
+  }
+
+  public func stopJob(
+    request: Jobworker_V1_StopJobRequest, context: ServerContext
+  ) async throws -> Jobworker_V1_StopJobResponse {
+    let caller = try authenticate(context)
+    let id = try visibleJob(request.jobID, to: caller).id
+    let status = try await mapErrors { try await manager.stop(id) }
+    logger.info(
+      "job stopped", metadata: ["jobworker.job_id": "\(id)", "jobworker.caller": "\(caller.name)"])
+    return .with { $0.job = Jobworker_V1_JobStatus(status) }
+  }
+
+  public func getJobStatus(
+    request: Jobworker_V1_GetJobStatusRequest, context: ServerContext
+  ) async throws -> Jobworker_V1_GetJobStatusResponse {
+    let caller = try authenticate(context)
+    let status = try visibleJob(request.jobID, to: caller)
+    return .with { $0.job = Jobworker_V1_JobStatus(status) }
+  }
+
+  public func listJobs(
+    request: Jobworker_V1_ListJobsRequest, context: ServerContext
+  ) async throws -> Jobworker_V1_ListJobsResponse {
+    let caller = try authenticate(context)
+    let jobs = manager.list().filter { caller.role == .admin || $0.owner == caller.name }
+    return .with { $0.jobs = jobs.map(Jobworker_V1_JobStatus.init) }
+  }
+
+  /// Sends the stored output from the first byte, follows live output, then the final status.
+  ///
+  /// Each call reads the job's log file through its own iterator, so a slow client only
+  /// slows itself (gRPC flow control suspends `response.write`), and a client that goes away
+  /// cancels this task, which ends the iteration: nothing is left behind.
+  public func streamOutput(
+    request: Jobworker_V1_StreamOutputRequest,
+    response: RPCWriter<Jobworker_V1_StreamOutputResponse>,
+    context: ServerContext
+  ) async throws {
+    let caller = try authenticate(context)
+    let id = try visibleJob(request.jobID, to: caller).id
+    let output = try mapErrors { try manager.output(id) }
+    for try await chunk in output {
+      var offset = 0
+      while offset < chunk.count {
+        let end = min(offset + limits.maxChunkBytes, chunk.count)
+        try await response.write(.with { $0.output = Data(chunk[offset..<end]) })
+        offset = end
+      }
+    }
+    let final = try mapErrors { try manager.status(id) }
+    try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(final) })
+  }
+
+  // MARK: Authorization
+
+  private func authenticate(_ context: ServerContext) throws -> PeerIdentity {
+    do {
+      return try peers.identity(for: context)
+    } catch {
+      logger.notice(
+        "call refused", metadata: ["jobworker.peer": "\(context.remotePeer)", "error": "\(error)"])
+      switch error.code {
+      case .noCertificate: throw RPCError(code: .unauthenticated, message: error.message)
+      default: throw RPCError(code: .permissionDenied, message: error.message)
+      }
+    }
+  }
+
+  /// The job if `caller` may see it. Someone else's job and a missing job give the very same
+  /// error, so that job ids of other users cannot be probed.
+  private func visibleJob(_ rawID: String, to caller: PeerIdentity) throws -> JobStatus {
+    guard let id = JobID(rawID) else {
+      throw RPCError(code: .invalidArgument, message: "job id '\(rawID.prefix(64))' is not a UUID")
+    }
+    let notFound = RPCError(code: .notFound, message: "job \(id) not found")
+    let status: JobStatus
+    do {
+      status = try manager.status(id)
+    } catch let error as JobError where error.code == .notFound {
+      throw notFound
+    } catch let error as JobError {
+      throw RPCError(error)
+    }
+    guard caller.role == .admin || status.owner == caller.name else { throw notFound }
+    return status
+  }
+
+  private func validate(_ request: Jobworker_V1_StartJobRequest) throws {
+    func invalid(_ message: String) -> RPCError { RPCError(code: .invalidArgument, message: message) }
+    guard !request.command.isEmpty else { throw invalid("command is empty") }
+    let strings = [request.command, request.workingDirectory] + request.args + request.env
+    guard request.args.count + request.env.count <= limits.maxArgumentCount else {
+      throw invalid("more than \(limits.maxArgumentCount) arguments and environment entries")
+    }
+    guard strings.reduce(0, { $0 + $1.utf8.count }) <= limits.maxArgumentBytes else {
+      throw invalid("command, arguments and environment exceed \(limits.maxArgumentBytes) bytes")
+    }
+    // execve(2) takes C strings: a NUL would silently truncate what the caller asked for.
+    guard !strings.contains(where: { $0.utf8.contains(0) }) else {
+      throw invalid("command, arguments and environment must not contain NUL bytes")
+    }
+    for entry in request.env where !entry.contains("=") || entry.hasPrefix("=") {
+      throw invalid("environment entry '\(entry.prefix(64))' is not NAME=value")
+    }
+    for io in request.limits.io where io.device.isEmpty {
+      throw invalid("an IO limit names no device")
+    }
+  }
+
+  private func mapErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+      return try body()
+    } catch let error as JobError {
+      throw RPCError(error)
+    }
+  }
+
+  private func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+      return try await body()
+    } catch let error as JobError {
+      throw RPCError(error)
+    }
+  }
+}

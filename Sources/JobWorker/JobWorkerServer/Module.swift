@@ -1,1 +1,0 @@
-// Module JobWorkerServer: see docs/ for its design. Its sources land with the issue that builds it.

@@ -1,0 +1,134 @@
+public import GRPCCore
+import NIOCore
+import NIOSSL
+import NIOTLS
+import Synchronization
+import X509
+
+/// The verified client certificate of every live connection, keyed by the connection's
+/// addresses, so that RPC handlers can learn who is calling.
+///
+/// Why a registry: under `HTTP2ServerTransport.Custom`, `ServerContext.transportSpecific` is
+/// always nil, but `ServerContext.localPeer`/`remotePeer` are the connection's addresses
+/// (`ipv4:127.0.0.1:41184`). A ``PeerCertificateRecorder`` that the listener puts right after
+/// the TLS handler records the certificate when the handshake completes (before any HTTP/2
+/// frame can arrive) and removes it when the connection closes. A client cannot influence
+/// the key (the kernel's view of the TCP 4-tuple) nor the value (what BoringSSL verified), and
+/// nothing a client sends in metadata is ever consulted.
+public final class PeerRegistry: Sendable {
+  struct Key: Hashable {
+    var local: String
+    var remote: String
+  }
+
+  private struct Entry {
+    var connection: ObjectIdentifier
+    var identity: Result<PeerIdentity, PeerIdentityError>
+  }
+
+  private let entries = Mutex<[Key: Entry]>([:])
+
+  public init() {}
+
+  /// The identity of the caller of an RPC.
+  public func identity(for context: ServerContext) throws(PeerIdentityError) -> PeerIdentity {
+    try identity(localPeer: context.localPeer, remotePeer: context.remotePeer)
+  }
+
+  public func identity(
+    localPeer: String, remotePeer: String
+  ) throws(PeerIdentityError) -> PeerIdentity {
+    let key = Key(local: localPeer, remote: remotePeer)
+    guard let entry = entries.withLock({ $0[key] }) else {
+      throw PeerIdentityError(
+        code: .noCertificate, message: "no verified client certificate for this connection")
+    }
+    return try entry.identity.get()
+  }
+
+  /// Live connections with a recorded certificate (for tests and metrics).
+  public var count: Int { entries.withLock { $0.count } }
+
+  func record(
+    _ identity: Result<PeerIdentity, PeerIdentityError>, key: Key, connection: ObjectIdentifier
+  ) {
+    entries.withLock { $0[key] = Entry(connection: connection, identity: identity) }
+  }
+
+  /// Removes the entry only if it still belongs to `connection`, so a late close of an old
+  /// connection can never erase the entry of a newer one that reuses the same addresses.
+  func remove(key: Key, connection: ObjectIdentifier) {
+    entries.withLock { entries in
+      if entries[key]?.connection == connection { entries[key] = nil }
+    }
+  }
+}
+
+/// Records the peer certificate of one connection in a ``PeerRegistry``; sits right after
+/// `NIOSSLServerHandler` in the connection's pipeline.
+final class PeerCertificateRecorder: ChannelInboundHandler, RemovableChannelHandler {
+  typealias InboundIn = NIOAny
+
+  private let registry: PeerRegistry
+  private var key: PeerRegistry.Key?
+
+  init(registry: PeerRegistry) {
+    self.registry = registry
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if case .handshakeCompleted = event as? TLSUserEvent {
+      recordPeer(context: context)
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    forget(context: context)
+    context.fireChannelInactive()
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    forget(context: context)
+  }
+
+  private func recordPeer(context: ChannelHandlerContext) {
+    guard let local = context.channel.localAddress, let remote = context.channel.remoteAddress
+    else { return }
+    let key = PeerRegistry.Key(local: Self.format(local), remote: Self.format(remote))
+    let identity: Result<PeerIdentity, PeerIdentityError>
+    do {
+      // BoringSSL verified this certificate against our CA during the handshake
+      // (certificate verification is `.noHostnameVerification`, never `.none`).
+      guard let peer = try context.pipeline.syncOperations.nioSSL_peerCertificate() else {
+        throw PeerIdentityError(code: .noCertificate, message: "the client sent no certificate")
+      }
+      let certificate = try Certificate(derEncoded: try peer.toDERBytes())
+      identity = .success(try PeerIdentity(certificate: certificate))
+    } catch let error as PeerIdentityError {
+      identity = .failure(error)
+    } catch {
+      identity = .failure(
+        PeerIdentityError(
+          code: .noCertificate, message: "unreadable client certificate: \(error)"))
+    }
+    self.key = key
+    registry.record(identity, key: key, connection: ObjectIdentifier(context.channel))
+  }
+
+  private func forget(context: ChannelHandlerContext) {
+    guard let key else { return }
+    self.key = nil
+    registry.remove(key: key, connection: ObjectIdentifier(context.channel))
+  }
+
+  /// The same text grpc-swift-nio-transport puts in `ServerContext.remotePeer`/`localPeer`
+  /// (`ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`); a test pins the two together.
+  static func format(_ address: SocketAddress) -> String {
+    switch address {
+    case .v4(let v4): "ipv4:\(v4.host):\(address.port ?? 0)"
+    case .v6(let v6): "ipv6:[\(v6.host)]:\(address.port ?? 0)"
+    case .unixDomainSocket: "unix:\(address.pathname ?? "<unknown>")"
+    }
+  }
+}
