@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Logging
 import Synchronization
 
@@ -54,55 +55,212 @@ public final class JobManager: Sendable {
 
   let configuration: Configuration
   let logger: Logger
+  let cgroup: any CgroupDriver
+  private let reactor: Reactor
+  private let jobsDirectory: String
+  private let state = Mutex(State())
+
+  private struct State {
+    var jobs: [JobID: Job] = [:]
+    /// Insertion order, for `list()`.
+    var order: [JobID] = []
+    var shuttingDown = false
+  }
 
   /// Detects cgroup v1 or v2, prepares the parent cgroup, removes stale job cgroups of a
   /// crashed previous run and starts the reactor thread.
   /// - Throws: `JobError.unavailable` without root or usable cgroups.
   public init(configuration: Configuration, logger: Logger) throws {
+    guard geteuid() == 0 else {
+      throw JobError(.unavailable, "the job worker needs root (namespaces and cgroups)")
+    }
     self.configuration = configuration
     self.logger = logger
-    throw JobError(.unavailable, "not implemented yet")
+    self.jobsDirectory = configuration.dataDirectory + "/jobs"
+    do {
+      try FileSystem.makeDirectories(jobsDirectory, mode: 0o700)
+    } catch {
+      throw JobError(.unavailable, "cannot create the data directory: \(error)")
+    }
+    let cgroup = try Cgroups.detect(root: configuration.cgroupRoot, parent: configuration.cgroupName)
+    do {
+      let stale = try cgroup.prepare()
+      if !stale.isEmpty {
+        logger.info("removed stale job cgroups", metadata: ["jobworker.cgroups": "\(stale)"])
+      }
+    } catch {
+      throw JobError(.unavailable, "cannot prepare cgroups: \(error)")
+    }
+    self.cgroup = cgroup
+    self.reactor = try Reactor()
+    logger.debug("job manager ready", metadata: ["jobworker.cgroup_version": "\(cgroup.version)"])
   }
 
   /// Starts a job. Everything that can fail before the program runs (bad limits, no such
-  /// executable, permission denied at `execve`) throws here; a returned job is running.
+  /// executable, permission denied at `execve`) throws here; a returned job is running (or
+  /// has already ended, if it was that quick).
   public func start(_ spec: JobSpec) async throws -> JobStatus {
-    throw JobError(.unavailable, "not implemented yet")
+    try Validation.strings(spec)
+    let (limits, cgroupLimits) = try Validation.limits(
+      spec.limits, defaults: configuration.defaultLimits, maximum: configuration.maxLimits)
+    let path = try Validation.executable(spec.command, environment: spec.environment)
+    guard !state.withLock({ $0.shuttingDown }) else {
+      throw JobError(.unavailable, "the job manager is shutting down")
+    }
+
+    let id = JobID()
+    let name = id.description
+    let directory = "\(jobsDirectory)/\(name)"
+    let logPath = directory + "/output"
+    var logger = logger
+    logger[metadataKey: "jobworker.job_id"] = "\(id)"
+
+    // Every step registers its undo; the undo list runs if a later step fails.
+    var undo: [() -> Void] = []
+    defer { for step in undo.reversed() { step() } }
+
+    try Self.system(.internalError) { () throws(FileSystem.SystemError) in
+      try FileSystem.makeDirectory(directory, mode: 0o700)
+    }
+    undo.append { rmdir(directory) }
+    let logFD = open(logPath, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o600)
+    guard logFD >= 0 else {
+      throw JobError(.internalError, "cannot create \(logPath): \(errnoText())")
+    }
+    undo.append {
+      close(logFD)
+      unlink(logPath)
+    }
+    do {
+      try cgroup.create(name, limits: cgroupLimits)
+    } catch {
+      try? cgroup.remove(name)
+      // The kernel rejects limits it cannot apply with EINVAL (e.g. an IO limit on a device
+      // that is not throttleable).
+      throw JobError(error.errno == EINVAL ? .invalidArgument : .internalError, "\(error)")
+    }
+    undo.append { [cgroup] in try? cgroup.remove(name) }
+
+    var environment = spec.environment
+    if !environment.contains(where: { $0.hasPrefix("PATH=") }) {
+      environment.append("PATH=" + Validation.defaultPath)
+    }
+    let launched = try Launcher.spawn(
+      Launcher.Request(
+        path: path, arguments: spec.arguments, environment: environment,
+        workingDirectory: spec.workingDirectory ?? "/", hostname: "job-" + name.prefix(8),
+        uid: configuration.runAsUser, gid: configuration.runAsGroup))
+    let job = Job(
+      id: id, spec: spec, command: path, limits: limits, logPath: logPath,
+      descriptors: .init(
+        pid: launched.pid, pidfd: launched.pidfd, output: launched.output,
+        status: launched.status, log: logFD),
+      maxOutputBytes: configuration.maxOutputBytesPerJob, cgroup: cgroup, reactor: reactor,
+      logger: logger)
+    do {
+      try Self.system(.internalError) { () throws(FileSystem.SystemError) in
+        try cgroup.add(pid: launched.pid, to: name)
+      }
+      try job.watch()
+    } catch {
+      job.stopWatching()
+      Launcher.abandon(launched)
+      throw error
+    }
+    // From here the job owns the descriptors, and its reaper removes the cgroup.
+    undo = [{ rmdir(directory) }]
+    try Launcher.release(launched)
+
+    if case .failure(let error) = await job.startResult() {
+      // The init exits right after reporting; wait for the reaper to clean up.
+      try? await job.waitForEnd()
+      unlink(logPath)
+      throw error
+    }
+    undo = []
+    state.withLock { state in
+      state.jobs[id] = job
+      state.order.append(id)
+    }
+    logger.info(
+      "job started",
+      metadata: ["jobworker.owner": "\(spec.owner)", "jobworker.command": "\(path)"])
+    return job.status
   }
 
-  /// Stops a job: SIGTERM to the program, then after the grace period SIGKILL to every
-  /// process of the job. Idempotent; returns the final status once the job has ended.
+  /// Stops a job: SIGTERM to the program (through its init), then after the grace period
+  /// SIGKILL to every process of the job. Idempotent; returns the final status once the job
+  /// has ended. If the calling task is cancelled, the job is killed without waiting.
   public func stop(_ id: JobID) async throws -> JobStatus {
-    throw JobError(.notFound, "no job \(id)")
+    let job = try lookup(id)
+    guard job.requestStop() else { return job.status }
+    let grace = configuration.stopGracePeriod
+    let ended = await withTaskGroup(of: Bool.self) { group in
+      group.addTask { (try? await job.waitForEnd()) != nil }
+      group.addTask {
+        try? await Task.sleep(for: grace)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
+    if !ended {
+      job.killAll()
+      try? await job.waitForEnd()
+    }
+    return job.status
   }
 
-  /// The current status of a job.
+  /// The current status of a job; usage is read live from its cgroup while it runs.
   public func status(_ id: JobID) throws -> JobStatus {
-    throw JobError(.notFound, "no job \(id)")
+    try lookup(id).status
   }
 
-  /// All jobs this manager knows, running and ended, oldest first.
-  public func list() -> [JobStatus] { [] }
+  /// All jobs this manager started, running and ended, oldest first.
+  // TODO: Forget ended jobs (and delete their logs) after a retention period; today they
+  // stay until the manager is dropped.
+  public func list() -> [JobStatus] {
+    let jobs = state.withLock { state in state.order.compactMap { state.jobs[$0] } }
+    return jobs.map(\.status)
+  }
 
   /// The job's output from its first byte, following it live until the job has ended.
   public func output(_ id: JobID) throws -> JobOutput {
-    throw JobError(.notFound, "no job \(id)")
+    JobOutput(job: try lookup(id))
   }
 
-  /// Stops every running job, removes their cgroups and ends the reactor thread.
-  public func shutdown() async {}
-}
-
-/// A job's combined stdout and stderr as chunks of at most 32 KiB, starting at the first byte
-/// and ending after the job has ended and every stored byte was delivered. Each iterator reads
-/// the log file on its own, so slow readers never slow the job or each other. Iteration throws
-/// `CancellationError` when its task is cancelled.
-public struct JobOutput: AsyncSequence, Sendable {
-  public typealias Element = [UInt8]
-
-  public struct AsyncIterator: AsyncIteratorProtocol {
-    public mutating func next() async throws -> [UInt8]? { nil }
+  /// Stops every running job (SIGTERM, grace period, kill), removes their cgroups and ends
+  /// the reactor thread. Later calls to `start` fail with `unavailable`.
+  public func shutdown() async {
+    let jobs = state.withLock { state in
+      state.shuttingDown = true
+      return Array(state.jobs.values)
+    }
+    await withDiscardingTaskGroup { group in
+      for job in jobs where !job.hasEnded {
+        group.addTask { _ = try? await self.stop(job.id) }
+      }
+    }
+    await reactor.stop()
+    cgroup.removeParent()
   }
 
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator() }
+  private func lookup(_ id: JobID) throws(JobError) -> Job {
+    guard let job = state.withLock({ $0.jobs[id] }) else {
+      throw JobError(.notFound, "no job \(id)")
+    }
+    return job
+  }
+
+  private static func system(
+    _ code: JobError.Code, _ body: () throws(FileSystem.SystemError) -> Void
+  ) throws(JobError) {
+    do {
+      try body()
+    } catch {
+      throw JobError(error.errno == ENOSPC || error.errno == EMFILE ? .resourceExhausted : code,
+        "\(error)")
+    }
+  }
 }

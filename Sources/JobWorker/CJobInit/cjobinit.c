@@ -1,0 +1,238 @@
+// See include/cjobinit.h for what this file does and why it is restricted to
+// async-signal-safe code after clone().
+#define _GNU_SOURCE
+#include "cjobinit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+// The init's stack: it only calls into the kernel, so a small one is plenty.
+#define INIT_STACK_SIZE (256 * 1024)
+
+// Fixed descriptor numbers inside the init.
+enum { FD_STATUS = 3, FD_RELEASE = 4 };
+
+// Signals the init forwards to the program; SIGKILL and SIGSTOP cannot be caught and are
+// delivered by the kernel to the whole namespace when they hit the init.
+static const int forwarded_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
+                                        SIGCONT, SIGWINCH};
+
+static void report(int fd, int32_t kind, int32_t stage, int32_t value) {
+  cjobinit_report r = {.kind = kind, .stage = stage, .value = value};
+  ssize_t n;
+  do {
+    n = write(fd, &r, sizeof r);
+  } while (n < 0 && errno == EINTR);
+}
+
+// Credentials through raw system calls: glibc's setuid() and friends broadcast to every thread
+// glibc believes exists, and in a cloned copy of a multithreaded process that list is stale.
+static int drop_privileges(uid_t uid, gid_t gid) {
+  gid_t groups[1] = {gid};
+  if (syscall(SYS_setgroups, 1, groups) != 0) return -1;
+  if (syscall(SYS_setresgid, gid, gid, gid) != 0) return -1;
+  if (syscall(SYS_setresuid, uid, uid, uid) != 0) return -1;
+  return 0;
+}
+
+static int bring_up_loopback(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, "lo", 3);
+  int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  int saved = errno;
+  close(s);
+  errno = saved;
+  return rc;
+}
+
+// The user's program: runs in the forked grandchild, reports failures on report_fd
+// (close-on-exec, so a successful execve closes it and the init reads EOF).
+static void run_program(const cjobinit_spec *spec, int report_fd) {
+  int stage = CJOBINIT_STAGE_CREDENTIALS;
+  if (drop_privileges(spec->uid, spec->gid) != 0) goto fail;
+  stage = CJOBINIT_STAGE_CHDIR;
+  if (chdir(spec->working_directory) != 0) goto fail;
+  stage = CJOBINIT_STAGE_NO_NEW_PRIVS;
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) goto fail;
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  stage = CJOBINIT_STAGE_EXEC;
+  execve(spec->path, spec->argv, spec->envp);
+fail:;
+  int32_t msg[2] = {stage, errno};
+  ssize_t n = write(report_fd, msg, sizeof msg);
+  (void)n;
+  _exit(127);
+}
+
+static int init_main(void *arg) {
+  const cjobinit_spec *spec = arg;
+
+  // Signal state inherited from the worker must not leak into the job (an ignored SIGPIPE
+  // survives execve). Reset every disposition, then block everything: the init takes its
+  // signals synchronously with sigwaitinfo.
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < _NSIG; sig++) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+  }
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+
+  // Move the descriptors we need to fixed numbers and close every other descriptor the
+  // worker had open (sockets, other jobs' pipes): the init never execs, so close-on-exec
+  // would not protect them. First lift the three above all of their current numbers so that
+  // the dup2 calls below cannot overwrite one another.
+  int hi = spec->output_fd;
+  if (spec->release_fd > hi) hi = spec->release_fd;
+  if (spec->status_fd > hi) hi = spec->status_fd;
+  int out = fcntl(spec->output_fd, F_DUPFD, hi + 1);
+  int status = fcntl(spec->status_fd, F_DUPFD, hi + 1);
+  int release = fcntl(spec->release_fd, F_DUPFD, hi + 1);
+  int devnull = open("/dev/null", O_RDWR);
+  if (out < 0 || status < 0 || release < 0 || devnull < 0) _exit(126);
+  if (dup2(status, FD_STATUS) < 0 || dup2(release, FD_RELEASE) < 0 || dup2(devnull, 0) < 0 ||
+      dup2(out, 1) < 0 || dup2(out, 2) < 0) {
+    _exit(126);
+  }
+  close_range(FD_STATUS + 2, ~0U, 0);
+  fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
+  fcntl(FD_RELEASE, F_SETFD, FD_CLOEXEC);
+
+  // Wait until the worker has placed us in the job's cgroup, so that nothing below (and no
+  // byte of the program) runs outside its limits.
+  char go;
+  ssize_t n;
+  do {
+    n = read(FD_RELEASE, &go, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(125);
+  close(FD_RELEASE);
+
+  int stage = CJOBINIT_STAGE_MOUNT_PRIVATE;
+  // Nothing mounted in the job propagates back to the host.
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) goto fail;
+  // A /proc of our PID namespace: the job sees only its own processes.
+  stage = CJOBINIT_STAGE_MOUNT_PROC;
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) goto fail;
+  // A sysfs of our network namespace (read-only), so /sys/class/net shows only our devices.
+  stage = CJOBINIT_STAGE_MOUNT_SYS;
+  if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+    goto fail;
+  }
+  stage = CJOBINIT_STAGE_LOOPBACK;
+  if (bring_up_loopback() != 0) goto fail;
+  stage = CJOBINIT_STAGE_HOSTNAME;
+  if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) goto fail;
+  prctl(PR_SET_NAME, "jobinit", 0, 0, 0);
+
+  int exec_report[2];
+  stage = CJOBINIT_STAGE_FORK;
+  if (pipe2(exec_report, O_CLOEXEC) != 0) goto fail;
+  int report_read = exec_report[0], report_write = exec_report[1];
+
+  // _Fork: fork without atfork handlers, async-signal-safe.
+  pid_t program = _Fork();
+  if (program < 0) goto fail;
+  if (program == 0) {
+    close(report_read);
+    close(FD_STATUS);
+    run_program(spec, report_write);
+  }
+
+  // The init keeps no handle on the output: the pipe's writers are the job's processes only.
+  close(report_write);
+  dup2(0, 1);
+  dup2(0, 2);
+  int32_t failure[2];
+  do {
+    n = read(report_read, failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  close(report_read);
+  if (n == (ssize_t)sizeof failure) {
+    int st;
+    while (waitpid(program, &st, 0) < 0 && errno == EINTR) {
+    }
+    report(FD_STATUS, CJOBINIT_REPORT_FAILED, failure[0], failure[1]);
+    _exit(127);
+  }
+  report(FD_STATUS, CJOBINIT_REPORT_STARTED, 0, program);
+
+  // Least privilege for the init too: from here it only forwards signals and reaps.
+  if (drop_privileges(spec->uid, spec->gid) == 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+
+  sigset_t waited;
+  sigemptyset(&waited);
+  sigaddset(&waited, SIGCHLD);
+  for (size_t i = 0; i < sizeof forwarded_signals / sizeof forwarded_signals[0]; i++) {
+    sigaddset(&waited, forwarded_signals[i]);
+  }
+  for (;;) {
+    siginfo_t info;
+    int sig = sigwaitinfo(&waited, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      kill(program, sig);
+      continue;
+    }
+    // SIGCHLD coalesces: reap everything that has exited, orphans included.
+    for (;;) {
+      int st;
+      pid_t pid = waitpid(-1, &st, WNOHANG);
+      if (pid <= 0) break;
+      if (pid == program) {
+        // The job ends with its program; the kernel kills what is left in the namespace
+        // when its init exits.
+        report(FD_STATUS, CJOBINIT_REPORT_EXITED, 0, st);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+      }
+    }
+  }
+
+fail:
+  report(FD_STATUS, CJOBINIT_REPORT_FAILED, stage, errno);
+  _exit(127);
+}
+
+pid_t cjobinit_spawn(const cjobinit_spec *spec, int *pidfd) {
+  void *stack = mmap(NULL, INIT_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -errno;
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+              CLONE_PIDFD | SIGCHLD;
+  *pidfd = -1;
+  // Without CLONE_VM the child gets its own copy of the address space (stack included), so
+  // the parent can unmap its copy right away.
+  pid_t pid = clone(init_main, (char *)stack + INIT_STACK_SIZE, flags, (void *)spec, pidfd);
+  int saved = errno;
+  munmap(stack, INIT_STACK_SIZE);
+  return pid < 0 ? -saved : pid;
+}
+
+int cjobinit_pidfd_signal(int pidfd, int signal) {
+  return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
+}
+
+int cjobinit_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }

@@ -1,0 +1,143 @@
+import Glibc
+
+/// cgroup v1: one hierarchy per controller (`<root>/memory/<parent>/<job>`, ...). Usage comes
+/// from cpuacct, memory and blkio; killing uses the freezer so that no process can fork while
+/// the others are being killed.
+struct CgroupV1: CgroupDriver {
+  /// Controllers every job joins. `cpu` and `cpuacct` may be one hierarchy (a symlink); then
+  /// the second mkdir or write is a harmless repeat.
+  static let controllers = ["cpu", "cpuacct", "memory", "pids", "blkio", "freezer"]
+
+  let root: String
+  let parent: String
+  var version: String { "v1" }
+
+  private func path(_ controller: String, _ name: String? = nil) -> String {
+    let base = "\(root)/\(controller)/\(parent)"
+    return name.map { "\(base)/\($0)" } ?? base
+  }
+
+  func prepare() throws(FileSystem.SystemError) -> [String] {
+    for controller in Self.controllers { try FileSystem.makeDirectory(path(controller)) }
+    var stale = Set<String>()
+    for controller in Self.controllers {
+      for name in FileSystem.entries(path(controller)) where FileSystem.isDirectory(
+        path(controller, name))
+      {
+        stale.insert(name)
+      }
+    }
+    for name in stale {
+      killAll(name)
+      try remove(name)
+    }
+    return stale.sorted()
+  }
+
+  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError) {
+    for controller in Self.controllers { try FileSystem.makeDirectory(path(controller, name)) }
+    if let millicores = limits.cpuMillicores {
+      // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
+      try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")
+      try FileSystem.write(path("cpu", name) + "/cpu.cfs_quota_us", String(millicores * 100))
+    }
+    if let memory = limits.memoryBytes {
+      let dir = path("memory", name)
+      try FileSystem.write(dir + "/memory.limit_in_bytes", String(memory))
+      // memory+swap equal to memory: no swap. Absent when the kernel has no swap accounting.
+      if FileSystem.exists(dir + "/memory.memsw.limit_in_bytes") {
+        try FileSystem.write(dir + "/memory.memsw.limit_in_bytes", String(memory))
+      }
+    }
+    if let pids = limits.maxPids {
+      try FileSystem.write(path("pids", name) + "/pids.max", String(pids))
+    }
+    let blkio = path("blkio", name)
+    for device in limits.devices {
+      let settings: [(String, UInt64?)] = [
+        ("read_bps_device", device.readBytesPerSecond),
+        ("write_bps_device", device.writeBytesPerSecond),
+        ("read_iops_device", device.readIOPS), ("write_iops_device", device.writeIOPS),
+      ]
+      for (file, value) in settings {
+        guard let value else { continue }
+        try FileSystem.write(
+          "\(blkio)/blkio.throttle.\(file)", "\(device.major):\(device.minor) \(value)")
+      }
+    }
+  }
+
+  func add(pid: pid_t, to name: String) throws(FileSystem.SystemError) {
+    for controller in Self.controllers {
+      try FileSystem.write(path(controller, name) + "/cgroup.procs", String(pid))
+    }
+  }
+
+  func usage(_ name: String) -> ResourceUsage {
+    var usage = ResourceUsage()
+    if let text = FileSystem.read(path("cpuacct", name) + "/cpuacct.usage"),
+      let nanos = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    {
+      usage.cpuMicros = nanos / 1000
+    }
+    if let text = FileSystem.read(path("memory", name) + "/memory.max_usage_in_bytes"),
+      let peak = UInt64(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    {
+      usage.memoryPeakBytes = peak
+    }
+    // Lines: "254:0 Read 4096", "254:0 Write 0", ..., "Total 4096".
+    let io = FileSystem.read(path("blkio", name) + "/blkio.throttle.io_service_bytes") ?? ""
+    for line in io.split(separator: "\n") {
+      let fields = line.split(separator: " ")
+      guard fields.count == 3, let value = UInt64(fields[2]) else { continue }
+      if fields[1] == "Read" { usage.ioReadBytes += value }
+      if fields[1] == "Write" { usage.ioWriteBytes += value }
+    }
+    return usage
+  }
+
+  func oomKills(_ name: String) -> UInt64 {
+    let text = FileSystem.read(path("memory", name) + "/memory.oom_control") ?? ""
+    return FileSystem.keyedValues(text)["oom_kill"] ?? 0
+  }
+
+  func throttledPeriods(_ name: String) -> UInt64? {
+    FileSystem.read(path("cpu", name) + "/cpu.stat").flatMap {
+      FileSystem.keyedValues($0)["nr_throttled"]
+    }
+  }
+
+  func processes(_ name: String) -> [pid_t] {
+    Cgroups.parsePids(FileSystem.read(path("freezer", name) + "/cgroup.procs"))
+  }
+
+  func killAll(_ name: String) {
+    let state = path("freezer", name) + "/freezer.state"
+    // Freeze first so nothing forks between reading the list and killing it; SIGKILL is
+    // delivered to frozen tasks once they thaw.
+    let frozen = (try? FileSystem.write(state, "FROZEN")) != nil
+    if frozen {
+      for _ in 0..<500 {
+        let current = FileSystem.read(state) ?? ""
+        if !current.hasPrefix("FREEZING") { break }
+        usleep(1_000)
+      }
+    }
+    for _ in 0..<3 {
+      let pids = processes(name)
+      if pids.isEmpty { break }
+      for pid in pids { kill(pid, SIGKILL) }
+    }
+    if frozen { try? FileSystem.write(state, "THAWED") }
+  }
+
+  func remove(_ name: String) throws(FileSystem.SystemError) {
+    for controller in Self.controllers {
+      try Cgroups.removeDirectory(path(controller, name))
+    }
+  }
+
+  func removeParent() {
+    for controller in Self.controllers { rmdir(path(controller)) }
+  }
+}

@@ -1,0 +1,81 @@
+import Glibc
+
+/// The limits a cgroup driver applies: `ResourceLimits` after validation, defaults filled and
+/// device paths resolved to device numbers.
+struct CgroupLimits: Hashable, Sendable {
+  struct Device: Hashable, Sendable {
+    var major: UInt32
+    var minor: UInt32
+    var readBytesPerSecond: UInt64?
+    var writeBytesPerSecond: UInt64?
+    var readIOPS: UInt64?
+    var writeIOPS: UInt64?
+  }
+
+  var cpuMillicores: UInt32?
+  var memoryBytes: UInt64?
+  var maxPids: UInt32?
+  var devices: [Device] = []
+}
+
+/// One job's cgroup (v1: one directory per controller hierarchy; v2: one directory), behind
+/// the same interface for both versions. All methods are synchronous pseudo-file IO.
+protocol CgroupDriver: Sendable {
+  /// "v1" or "v2", for logs and status.
+  var version: String { get }
+  /// Creates the parent cgroup (enabling controllers on v2) and kills and removes job cgroups
+  /// that a crashed previous run left under it. Returns the names of the stale cgroups removed.
+  func prepare() throws(FileSystem.SystemError) -> [String]
+  /// Creates the job's cgroup and applies its limits.
+  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError)
+  /// Moves a process into the job's cgroup.
+  func add(pid: pid_t, to name: String) throws(FileSystem.SystemError)
+  /// Usage so far; fields the kernel does not offer read as 0.
+  func usage(_ name: String) -> ResourceUsage
+  /// How many times the OOM killer killed a process of the cgroup.
+  func oomKills(_ name: String) -> UInt64
+  /// How many CPU periods the cgroup was throttled in (nil if unknown).
+  func throttledPeriods(_ name: String) -> UInt64?
+  /// PIDs in the cgroup.
+  func processes(_ name: String) -> [pid_t]
+  /// SIGKILLs every process of the cgroup without letting any of them fork meanwhile.
+  func killAll(_ name: String)
+  /// Removes the job's cgroup; it must hold no process any more.
+  func remove(_ name: String) throws(FileSystem.SystemError)
+  /// Removes the parent cgroup if it is empty (at shutdown).
+  func removeParent()
+}
+
+enum Cgroups {
+  /// Picks the driver for this host: cgroup v2 when `root` itself is a cgroup2 mount
+  /// (`cgroup.controllers` at the top), else v1 with its per-controller hierarchies.
+  static func detect(root: String?, parent: String) throws(JobError) -> any CgroupDriver {
+    let root = root ?? "/sys/fs/cgroup"
+    if FileSystem.exists(root + "/cgroup.controllers") {
+      return CgroupV2(root: root, parent: parent)
+    }
+    let missing = CgroupV1.controllers.filter { !FileSystem.isDirectory(root + "/" + $0) }
+    if missing.isEmpty {
+      return CgroupV1(root: root, parent: parent)
+    }
+    throw JobError(
+      .unavailable,
+      "no usable cgroups under \(root): not cgroup v2, and cgroup v1 controllers missing: "
+        + missing.joined(separator: ", "))
+  }
+
+  /// Every process of a cgroup gone: rmdir answers EBUSY until the last task has been
+  /// released, which can trail the exit of the processes by a moment.
+  static func removeDirectory(_ path: String) throws(FileSystem.SystemError) {
+    for attempt in 0..<100 {
+      if rmdir(path) == 0 || errno == ENOENT { return }
+      guard errno == EBUSY, attempt < 99 else { break }
+      usleep(2_000)
+    }
+    throw FileSystem.SystemError(operation: "rmdir \(path)", errno: errno)
+  }
+
+  static func parsePids(_ text: String?) -> [pid_t] {
+    (text ?? "").split(separator: "\n").compactMap { pid_t($0) }
+  }
+}

@@ -1,0 +1,77 @@
+import Glibc
+
+/// A job's combined stdout and stderr as chunks of at most 32 KiB, starting at the first byte
+/// and ending after the job has ended and every stored byte was delivered. Each iterator reads
+/// the log file with its own descriptor and offset, so slow readers never slow the job or each
+/// other; an idle iterator waits for a wake-up from the job's output pump, never polls.
+/// Iteration throws `CancellationError` when its task is cancelled, and `JobError` if the log
+/// file cannot be read.
+public struct JobOutput: AsyncSequence, Sendable {
+  public typealias Element = [UInt8]
+  static let chunkSize = 32 * 1024
+
+  let job: Job
+
+  public struct AsyncIterator: AsyncIteratorProtocol {
+    let job: Job
+    var offset: UInt64 = 0
+    var file: LogFile?
+
+    public mutating func next() async throws -> [UInt8]? {
+      while true {
+        try Task.checkCancellation()
+        let progress = job.outputProgress
+        if offset < progress.bytes {
+          if file == nil { file = try LogFile(path: job.logPath) }
+          let count = Int(Swift.min(UInt64(JobOutput.chunkSize), progress.bytes - offset))
+          let chunk = try file!.read(at: offset, count: count)
+          offset += UInt64(chunk.count)
+          return chunk
+        }
+        if progress.ended {
+          file = nil
+          return nil
+        }
+        try await job.waitForOutput(beyond: offset)
+      }
+    }
+  }
+
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(job: job) }
+}
+
+/// A read-only descriptor on a job's log, closed when the last iterator copy is gone.
+final class LogFile {
+  private let fd: Int32
+
+  init(path: String) throws(JobError) {
+    fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw JobError(.internalError, "cannot open \(path): \(errnoText())") }
+  }
+
+  deinit { close(fd) }
+
+  /// Reads bytes that the pump has already stored (so a short read means a lost file).
+  // TODO: These are blocking reads of a local file on the caller's thread; they are short
+  // (<= 32 KiB, usually from the page cache) but an io_uring or NIO NonBlockingFileIO read
+  // would keep the cooperative pool free on a slow disk.
+  func read(at offset: UInt64, count: Int) throws(JobError) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    var done = 0
+    while done < count {
+      let n = bytes.withUnsafeMutableBytes {
+        pread($0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+      }
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else {
+        throw JobError(.internalError, "job log ended early: \(n < 0 ? errnoText() : "EOF")")
+      }
+      done += n
+    }
+    return bytes
+  }
+
+  private func pread(_ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: off_t) -> Int {
+    Glibc.pread(fd, buffer, count, offset)
+  }
+}

@@ -1,0 +1,111 @@
+import CJobInit
+import Glibc
+
+/// Clones a job's init with the C shim. Owns the pipes until the init runs: on every failure
+/// path it closes what it opened and reaps the child, so a failed launch leaves nothing.
+enum Launcher {
+  struct Launched {
+    var pid: pid_t
+    var pidfd: Int32
+    /// Read ends (non-blocking) of the output and status pipes.
+    var output: Int32
+    var status: Int32
+    /// Write end of the release pipe: one byte lets the init go on.
+    var release: Int32
+  }
+
+  struct Request {
+    var path: String
+    var arguments: [String]
+    var environment: [String]
+    var workingDirectory: String
+    var hostname: String
+    var uid: uid_t
+    var gid: gid_t
+  }
+
+  /// Clones the init, which then waits for `release(_:)`.
+  static func spawn(_ request: Request) throws(JobError) -> Launched {
+    var output: [Int32] = [-1, -1]
+    var status: [Int32] = [-1, -1]
+    var release: [Int32] = [-1, -1]
+    func closeAll() { for fd in output + status + release where fd >= 0 { close(fd) } }
+    let failure = [cjobinit_pipe(&output), cjobinit_pipe(&status), cjobinit_pipe(&release)]
+      .first { $0 != 0 }
+    if let failure {
+      let message = errnoText(-failure)
+      closeAll()
+      throw JobError(.resourceExhausted, "pipe: \(message)")
+    }
+    _ = fcntl(output[0], F_SETFL, O_NONBLOCK)
+    _ = fcntl(status[0], F_SETFL, O_NONBLOCK)
+
+    // C strings for the child; the clone copies the address space, so they are freed right
+    // after the call.
+    let argv = CStrings([request.path] + request.arguments)
+    let envp = CStrings(request.environment)
+    let strings = CStrings([request.path, request.workingDirectory, request.hostname])
+    defer {
+      argv.free()
+      envp.free()
+      strings.free()
+    }
+    var spec = cjobinit_spec(
+      path: strings.pointers[0], argv: argv.vector, envp: envp.vector,
+      working_directory: strings.pointers[1], hostname: strings.pointers[2],
+      uid: request.uid, gid: request.gid, output_fd: output[1], release_fd: release[0],
+      status_fd: status[1])
+    var pidfd: Int32 = -1
+    let pid = cjobinit_spawn(&spec, &pidfd)
+    // The child holds its own copies now; the worker keeps only its ends.
+    close(output[1])
+    close(status[1])
+    close(release[0])
+    guard pid > 0 else {
+      close(output[0])
+      close(status[0])
+      close(release[1])
+      let code: JobError.Code = -pid == EAGAIN || -pid == ENOMEM ? .resourceExhausted : .failedToStart
+      throw JobError(code, "clone: \(errnoText(-pid))")
+    }
+    return Launched(pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1])
+  }
+
+  /// Lets the init proceed (it is in its cgroup by now).
+  static func release(_ launched: Launched) throws(JobError) {
+    var go: UInt8 = 1
+    let n = write(launched.release, &go, 1)
+    close(launched.release)
+    guard n == 1 else { throw JobError(.internalError, "cannot release the job init: \(errnoText())") }
+  }
+
+  /// Abandons a launch before release: closing the release pipe makes the init exit at once,
+  /// then it is reaped here (a few milliseconds at most).
+  static func abandon(_ launched: Launched) {
+    close(launched.release)
+    _ = cjobinit_pidfd_signal(launched.pidfd, SIGKILL)
+    var status: Int32 = 0
+    while waitpid(launched.pid, &status, 0) < 0 && errno == EINTR {}
+    close(launched.pidfd)
+    close(launched.output)
+    close(launched.status)
+  }
+}
+
+/// NUL-terminated copies of Swift strings in malloc'd memory, with a NULL-terminated vector.
+private struct CStrings {
+  let pointers: [UnsafeMutablePointer<CChar>?]
+  let vector: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+
+  init(_ strings: [String]) {
+    pointers = strings.map { strdup($0) }
+    vector = .allocate(capacity: pointers.count + 1)
+    for (index, pointer) in pointers.enumerated() { vector[index] = pointer }
+    vector[pointers.count] = nil
+  }
+
+  func free() {
+    for pointer in pointers { Glibc.free(pointer) }
+    vector.deallocate()
+  }
+}

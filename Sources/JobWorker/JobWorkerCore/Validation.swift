@@ -1,0 +1,134 @@
+import Glibc
+
+/// Checks a `JobSpec` before anything is created, so that bad requests fail with
+/// `invalidArgument` (or `failedToStart` for a missing program) and leave nothing behind.
+enum Validation {
+  static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  /// The smallest memory limit that lets a shell start; below it jobs die at once.
+  static let minimumMemory: UInt64 = 4 << 20
+  /// The kernel's smallest CFS quota is 1 ms per 100 ms period: 10 millicores.
+  static let minimumMillicores: UInt32 = 10
+
+  /// Fills defaults into `requested`, checks every value against its bounds and resolves IO
+  /// devices to their numbers. Returns the effective limits and what the cgroup must apply.
+  static func limits(
+    _ requested: ResourceLimits, defaults: ResourceLimits, maximum: ResourceLimits
+  ) throws(JobError) -> (ResourceLimits, CgroupLimits) {
+    var effective = requested
+    effective.cpuMillicores = requested.cpuMillicores ?? defaults.cpuMillicores
+    effective.memoryBytes = requested.memoryBytes ?? defaults.memoryBytes
+    effective.maxPids = requested.maxPids ?? defaults.maxPids
+    if requested.io.isEmpty { effective.io = defaults.io }
+
+    if let cpu = effective.cpuMillicores {
+      let cores = UInt32(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+      let limit = maximum.cpuMillicores ?? cores * 1000
+      guard (minimumMillicores...limit).contains(cpu) else {
+        throw JobError(
+          .invalidArgument, "cpu limit \(cpu) millicores is outside \(minimumMillicores)...\(limit)")
+      }
+    }
+    if let memory = effective.memoryBytes {
+      let physical = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+      let limit = maximum.memoryBytes ?? physical
+      guard (minimumMemory...limit).contains(memory) else {
+        throw JobError(
+          .invalidArgument, "memory limit \(memory) bytes is outside \(minimumMemory)...\(limit)")
+      }
+    }
+    if let pids = effective.maxPids {
+      let limit = maximum.maxPids ?? 4_194_304
+      guard (1...limit).contains(pids) else {
+        throw JobError(.invalidArgument, "pids limit \(pids) is outside 1...\(limit)")
+      }
+    }
+    var devices: [CgroupLimits.Device] = []
+    for io in effective.io {
+      devices.append(try device(io))
+    }
+    guard Set(devices.map { "\($0.major):\($0.minor)" }).count == devices.count else {
+      throw JobError(.invalidArgument, "more than one IO limit for the same device")
+    }
+    let cgroup = CgroupLimits(
+      cpuMillicores: effective.cpuMillicores, memoryBytes: effective.memoryBytes,
+      maxPids: effective.maxPids, devices: devices)
+    return (effective, cgroup)
+  }
+
+  private static func device(_ io: IOLimit) throws(JobError) -> CgroupLimits.Device {
+    let values = [io.readBytesPerSecond, io.writeBytesPerSecond, io.readIOPS, io.writeIOPS]
+    guard values.contains(where: { $0 != nil }) else {
+      throw JobError(.invalidArgument, "IO limit for \(io.device) sets no value")
+    }
+    guard !values.contains(0) else {
+      throw JobError(.invalidArgument, "IO limit for \(io.device) must be positive")
+    }
+    var st = stat()
+    guard stat(io.device, &st) == 0 else {
+      throw JobError(.invalidArgument, "IO limit device \(io.device): \(errnoText())")
+    }
+    guard (st.st_mode & S_IFMT) == S_IFBLK else {
+      throw JobError(.invalidArgument, "IO limit device \(io.device) is not a block device")
+    }
+    // glibc's major()/minor() are macros Swift cannot import; this is their definition.
+    let dev = UInt64(st.st_rdev)
+    let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
+    let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
+    return CgroupLimits.Device(
+      major: major, minor: minor,
+      readBytesPerSecond: io.readBytesPerSecond, writeBytesPerSecond: io.writeBytesPerSecond,
+      readIOPS: io.readIOPS, writeIOPS: io.writeIOPS)
+  }
+
+  /// Rejects what cannot be passed to execve: NUL bytes, environment entries without a name.
+  static func strings(_ spec: JobSpec) throws(JobError) {
+    for value in [spec.command] + spec.arguments + spec.environment
+    where value.utf8.contains(0) {
+      throw JobError(.invalidArgument, "command, arguments and environment must not contain NUL")
+    }
+    for entry in spec.environment {
+      guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
+        throw JobError(.invalidArgument, "environment entry \"\(entry)\" is not NAME=value")
+      }
+    }
+    if let directory = spec.workingDirectory, !directory.hasPrefix("/") {
+      throw JobError(.invalidArgument, "working directory \"\(directory)\" is not absolute")
+    }
+  }
+
+  /// Resolves the command like execvp would, but in the worker and before anything starts, so
+  /// that "no such program" is an error of `start`. The final word is execve's: its error (for
+  /// example EACCES for the job's user) comes back from the job init.
+  static func executable(_ command: String, environment: [String]) throws(JobError) -> String {
+    guard !command.isEmpty else { throw JobError(.invalidArgument, "command is empty") }
+    if command.contains("/") {
+      guard command.hasPrefix("/") else {
+        throw JobError(
+          .invalidArgument, "command \"\(command)\" must be an absolute path or a bare name")
+      }
+      try checkExecutable(command)
+      return command
+    }
+    let path =
+      environment.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) }
+      ?? defaultPath
+    for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+      let candidate = "\(directory)/\(command)"
+      if (try? checkExecutable(candidate)) != nil { return candidate }
+    }
+    throw JobError(.failedToStart, "executable \"\(command)\" not found in PATH \(path)")
+  }
+
+  private static func checkExecutable(_ path: String) throws(JobError) {
+    var st = stat()
+    guard stat(path, &st) == 0 else {
+      throw JobError(.failedToStart, "cannot run \(path): \(errnoText())")
+    }
+    guard (st.st_mode & S_IFMT) == S_IFREG else {
+      throw JobError(.failedToStart, "cannot run \(path): not a regular file")
+    }
+    guard st.st_mode & 0o111 != 0 else {
+      throw JobError(.failedToStart, "cannot run \(path): \(errnoText(EACCES))")
+    }
+  }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import JobWorkerCore
+
+@Suite("Process execution")
+struct ExecutionTests {
+  @Test func echoOutputAndExitCode() async throws {
+    try await withManager { manager in
+      let (status, output) = try await manager.run("echo", "hello", "world")
+      #expect(output == "hello world\n")
+      #expect(status.state == .exited(code: 0))
+      #expect(status.command == "/usr/bin/echo" || status.command == "/bin/echo")
+      #expect(status.endedAt != nil)
+      #expect(status.outputBytes == 12)
+      #expect(status.limits.memoryBytes == 512 << 20)
+    }
+  }
+
+  @Test func exitCodeAndInterleavedStreams() async throws {
+    try await withManager { manager in
+      let (status, output) = try await manager.run(
+        "sh", "-c", "echo out; echo err >&2; echo out2; exit 3")
+      #expect(status.state == .exited(code: 3))
+      #expect(output == "out\nerr\nout2\n")
+    }
+  }
+
+  @Test func killedBySignal() async throws {
+    try await withManager { manager in
+      let (status, _) = try await manager.run("sh", "-c", "kill -KILL $$")
+      #expect(status.state == .signaled(signal: SIGKILL))
+    }
+  }
+
+  @Test func environmentDirectoryUserAndHostname() async throws {
+    try await withManager { manager in
+      let job = try await manager.start(
+        JobSpec(
+          command: "sh", arguments: ["-c", "echo $FOO; pwd; id -u; id -g; hostname; echo $PATH"],
+          environment: ["FOO=bar baz"], workingDirectory: "/tmp"))
+      let output = String(decoding: try await manager.collect(job.id), as: UTF8.self)
+      let lines = output.split(separator: "\n").map(String.init)
+      #expect(lines.count == 6)
+      #expect(Array(lines.prefix(4)) == ["bar baz", "/tmp", "65534", "65534"])
+      #expect(lines.dropFirst(4).first == "job-" + job.id.description.prefix(8))
+      #expect(lines.last == Validation.defaultPath)
+    }
+  }
+
+  @Test func missingProgramFailsAtStart() async throws {
+    try await withManager { manager in
+      for command in ["/nonexistent/program", "no-such-program-anywhere", "/etc/hostname"] {
+        let error = await #expect(throws: JobError.self) {
+          try await manager.start(JobSpec(command: command))
+        }
+        #expect(error?.code == .failedToStart, "\(command): \(String(describing: error))")
+      }
+      #expect(manager.list().isEmpty)
+    }
+  }
+
+  /// A program root can run but the job's user cannot: only execve itself knows, and its
+  /// error comes back through the close-on-exec pipe as an error of `start`.
+  @Test func execveErrorIsReportedByStart() async throws {
+    try await withManager { manager in
+      let directory = "/tmp/jobworker-test-\(UUID().uuidString.prefix(8))"
+      mkdir(directory, 0o755)
+      defer { try? FileManager.default.removeItem(atPath: directory) }
+      let program = directory + "/private"
+      _ = FileManager.default.createFile(
+        atPath: program, contents: Data("#!/bin/sh\necho hi\n".utf8),
+        attributes: [.posixPermissions: 0o700])
+      let error = await #expect(throws: JobError.self) {
+        try await manager.start(JobSpec(command: program))
+      }
+      #expect(error?.code == .failedToStart)
+      #expect(error?.message == "execve \(program): Permission denied")
+
+      let badDirectory = await #expect(throws: JobError.self) {
+        try await manager.start(JobSpec(command: "true", workingDirectory: "/root/nowhere"))
+      }
+      #expect(badDirectory?.code == .failedToStart)
+      #expect(badDirectory?.message.hasPrefix("chdir") == true)
+      #expect(manager.list().isEmpty)
+    }
+  }
+
+  @Test(arguments: [
+    ResourceLimits(cpuMillicores: 0), ResourceLimits(cpuMillicores: 1_000_000),
+    ResourceLimits(memoryBytes: 1024), ResourceLimits(maxPids: 0),
+    ResourceLimits(io: [IOLimit(device: "/dev/null", readBytesPerSecond: 1)]),
+    ResourceLimits(io: [IOLimit(device: "/dev/no-such-disk", readBytesPerSecond: 1)]),
+    ResourceLimits(io: [IOLimit(device: "/dev/null")]),
+  ])
+  func invalidLimits(_ limits: ResourceLimits) async throws {
+    try await withManager { manager in
+      let error = await #expect(throws: JobError.self) {
+        try await manager.start(JobSpec(command: "true", limits: limits))
+      }
+      #expect(error?.code == .invalidArgument)
+    }
+  }
+
+  @Test func invalidRequests() async throws {
+    try await withManager { manager in
+      for spec in [
+        JobSpec(command: "true", environment: ["NOEQUALS"]),
+        JobSpec(command: "true", workingDirectory: "relative"),
+        JobSpec(command: "bin/true"), JobSpec(command: ""),
+        JobSpec(command: "true", arguments: ["a\0b"]),
+      ] {
+        let error = await #expect(throws: JobError.self) { try await manager.start(spec) }
+        #expect(error?.code == .invalidArgument)
+      }
+    }
+  }
+
+  @Test func unknownJob() async throws {
+    try await withManager { manager in
+      let id = try #require(JobID(UUID().uuidString))
+      #expect(throws: JobError.self) { try manager.status(id) }
+      #expect(throws: JobError.self) { try manager.output(id) }
+      let error = await #expect(throws: JobError.self) { try await manager.stop(id) }
+      #expect(error?.code == .notFound)
+      #expect(JobID("not-a-uuid") == nil)
+    }
+  }
+
+  @Test func finalStateDecoding() {
+    #expect(Job.finalState(program: 3 << 8, stopRequested: false, killed: false, oomKills: 0)
+      == .exited(code: 3))
+    #expect(Job.finalState(program: 15, stopRequested: false, killed: false, oomKills: 0)
+      == .signaled(signal: 15))
+    #expect(Job.finalState(program: 9, stopRequested: false, killed: false, oomKills: 1)
+      == .oomKilled)
+    #expect(Job.finalState(program: 9, stopRequested: true, killed: true, oomKills: 0)
+      == .stopped(signal: SIGKILL))
+  }
+}

@@ -1,0 +1,63 @@
+import Foundation
+import Glibc
+import Logging
+import Testing
+
+@testable import JobWorkerCore
+
+/// Runs `body` with a fresh manager that has its own data directory and cgroup name, so tests
+/// can run in parallel; shuts it down and checks that no job cgroup is left. Returns without
+/// running `body` (printing why) when not root or without cgroups.
+func withManager(
+  grace: Duration = .seconds(2), runAsRoot: Bool = false,
+  maxOutputBytes: UInt64 = 64 << 20,
+  _ body: (JobManager) async throws -> Void
+) async throws {
+  guard geteuid() == 0 else {
+    print("skipping: the job worker tests need root")
+    return
+  }
+  let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
+  let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+  defer { try? FileManager.default.removeItem(atPath: directory) }
+  var configuration = JobManager.Configuration(
+    dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes, stopGracePeriod: grace,
+    cgroupName: name)
+  if runAsRoot {
+    configuration.runAsUser = 0
+    configuration.runAsGroup = 0
+  }
+  let manager: JobManager
+  do {
+    manager = try JobManager(configuration: configuration, logger: Logger(label: "test"))
+  } catch let error as JobError where error.code == .unavailable {
+    print("skipping: \(error)")
+    return
+  }
+  do {
+    try await body(manager)
+  } catch {
+    await manager.shutdown()
+    throw error
+  }
+  await manager.shutdown()
+  #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/\(name)"))
+}
+
+extension JobManager {
+  /// Starts a job and collects its whole output and final status.
+  func run(_ command: String, _ arguments: String..., limits: ResourceLimits = ResourceLimits())
+    async throws -> (status: JobStatus, output: String)
+  {
+    let started = try await start(
+      JobSpec(command: command, arguments: arguments, limits: limits, owner: "test"))
+    let bytes = try await collect(started.id)
+    return (try status(started.id), String(decoding: bytes, as: UTF8.self))
+  }
+
+  func collect(_ id: JobID) async throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    for try await chunk in try output(id) { bytes += chunk }
+    return bytes
+  }
+}
