@@ -11,23 +11,29 @@ public final class GRPCServerService: Service, Sendable {
   public let server: GRPCServer<HTTP2ServerTransport.Posix>
   private let name: String
   private let logger: Logger
+  private let onDrain: @Sendable () -> Void
 
   /// - Parameters:
   ///   - name: How logs name this server (`gateway`, `status`, …).
   ///   - address: Where to listen; port 0 picks a free port, logged once bound.
   ///   - services: The services to serve. Health and reflection are added by the caller (see
   ///     ``StandardServices``) so that tests can serve exactly what they need.
-  ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:)``.
+  ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``.
+  ///   - onDrain: Called when graceful shutdown begins, before the server stops accepting:
+  ///     end long-lived streams here (e.g. ``HealthService/endWatches()``), because gRPC waits
+  ///     for every open RPC to finish.
   public init(
     name: String,
     address: HostPort,
     services: [any RegistrableRPCService],
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
     interceptors: [any ServerInterceptor] = [],
-    logger: Logger
+    logger: Logger,
+    onDrain: @escaping @Sendable () -> Void = {}
   ) {
     self.name = name
     self.logger = logger
+    self.onDrain = onDrain
     let transport = HTTP2ServerTransport.Posix(
       address: address.host.contains(":")
         ? .ipv6(host: address.host, port: address.port)
@@ -38,9 +44,13 @@ public final class GRPCServerService: Service, Sendable {
   }
 
   /// Wraps an already configured server (e.g. one on a custom TLS transport).
-  public init(name: String, server: GRPCServer<HTTP2ServerTransport.Posix>, logger: Logger) {
+  public init(
+    name: String, server: GRPCServer<HTTP2ServerTransport.Posix>, logger: Logger,
+    onDrain: @escaping @Sendable () -> Void = {}
+  ) {
     self.name = name
     self.logger = logger
+    self.onDrain = onDrain
     self.server = server
   }
 
@@ -84,6 +94,8 @@ public final class GRPCServerService: Service, Sendable {
       }
       try await gracefulShutdown()
       self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
+      // First end our own long-lived streams (health watches, …), then stop accepting.
+      self.onDrain()
       self.server.beginGracefulShutdown()
     }
   }

@@ -42,6 +42,17 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
     for service in services { setStatus(.notServing, for: service) }
   }
 
+  /// Marks everything `NOT_SERVING`, sends that to every watcher, and ends their streams so
+  /// that a draining server is not held open by health watchers.
+  public func endWatches() {
+    markAllNotServing()
+    let continuations = state.withLock { state in
+      defer { state.watchers.removeAll() }
+      return state.watchers.values.map(\.continuation)
+    }
+    for continuation in continuations { continuation.finish() }
+  }
+
   /// The current status of `service`, or `nil` when it is unknown.
   public func status(of service: String) -> ServingStatus? {
     state.withLock { $0.statuses[service] }
@@ -72,12 +83,18 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
       return id
     }
     defer { _ = state.withLock { $0.watchers.removeValue(forKey: id) } }
-    // The stream ends when the RPC is cancelled (client gone or server shutting down).
-    try await withTaskCancellationHandler {
-      for await status in stream {
-        try await response.write(.with { $0.status = status })
+    // The stream ends when the client cancels the RPC (gRPC signals that through the RPC
+    // cancellation handle, not by cancelling this task), when this task is cancelled, or
+    // when the server drains (``endWatches()``).
+    try await withRPCCancellationHandler {
+      try await withTaskCancellationHandler {
+        for await status in stream {
+          try await response.write(.with { $0.status = status })
+        }
+      } onCancel: {
+        continuation.finish()
       }
-    } onCancel: {
+    } onCancelRPC: {
       continuation.finish()
     }
   }
