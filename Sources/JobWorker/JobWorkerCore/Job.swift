@@ -115,6 +115,9 @@ final class Job: Sendable {
 
   var hasEnded: Bool { state.withLock { $0.end != nil } }
 
+  /// Tasks waiting on this job (readers and stoppers), for leak checks in tests.
+  var waiterCount: Int { state.withLock { $0.outputWaiters.count + $0.endWaiters.count } }
+
   /// Waits until the init reported that the program runs (or why it does not).
   func startResult() async -> Result<Void, JobError> {
     await withCheckedContinuation { continuation in

@@ -246,6 +246,9 @@ public final class JobManager: Sendable {
     cgroup.removeParent()
   }
 
+  /// The job object, for tests.
+  func job(_ id: JobID) -> Job? { state.withLock { $0.jobs[id] } }
+
   private func lookup(_ id: JobID) throws(JobError) -> Job {
     guard let job = state.withLock({ $0.jobs[id] }) else {
       throw JobError(.notFound, "no job \(id)")

@@ -1,0 +1,96 @@
+import Foundation
+import Glibc
+import Testing
+
+@testable import JobWorkerCore
+
+@Suite("Isolation and stop")
+struct IsolationTests {
+  /// The job has its own PID namespace and /proc: our init is PID 1, the program PID 2, and
+  /// no process of the host is visible.
+  @Test func ownProcessNamespace() async throws {
+    try await withManager { manager in
+      let (status, output) = try await manager.run(
+        "sh", "-c", "cat /proc/1/comm; echo $$; ls /proc | grep -c '^[0-9]'")
+      #expect(status.state == .exited(code: 0))
+      let lines = output.split(separator: "\n")
+      #expect(lines.first == "jobinit")
+      #expect(lines.dropFirst().first == "2")
+      // init, sh, ls and grep at most.
+      #expect(Int(lines.last ?? "") ?? 99 <= 4)
+    }
+  }
+
+  /// Only the loopback device exists, and our init brought it up.
+  @Test func onlyLoopbackAndItIsUp() async throws {
+    try await withManager { manager in
+      let (status, output) = try await manager.run(
+        "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags")
+      #expect(status.state == .exited(code: 0))
+      let lines = output.split(separator: "\n").map(String.init)
+      #expect(lines.first == "lo")
+      #expect(lines.count == 2)
+      let flags = Int(lines.last?.dropFirst(2) ?? "", radix: 16) ?? 0
+      #expect(flags & Int(IFF_UP) != 0)
+    }
+  }
+
+  /// A mount made inside the job (as root, to be allowed to mount) stays inside.
+  @Test func mountsDoNotLeak() async throws {
+    try await withManager(runAsRoot: true) { manager in
+      let marker = "jobtest-\(UUID().uuidString.prefix(8))"
+      let directory = "/tmp/\(marker)"
+      mkdir(directory, 0o755)
+      defer { rmdir(directory) }
+      let (status, output) = try await manager.run(
+        "sh", "-c", "mount -t tmpfs \(marker) \(directory) && grep -c \(marker) /proc/self/mountinfo")
+      #expect(status.state == .exited(code: 0))
+      #expect(output == "1\n")
+      #expect(FileSystem.read("/proc/self/mountinfo")?.contains(marker) == false)
+    }
+  }
+
+  @Test func stopEndsSleepPromptly() async throws {
+    try await withManager(grace: .seconds(5)) { manager in
+      let job = try await manager.start(JobSpec(command: "sleep", arguments: ["600"]))
+      let clock = ContinuousClock()
+      let started = clock.now
+      let stopped = try await manager.stop(job.id)
+      #expect(clock.now - started < .seconds(2))
+      #expect(stopped.state == .stopped(signal: SIGTERM))
+      #expect(stopped.endedAt != nil)
+      // Idempotent.
+      #expect(try await manager.stop(job.id).state == .stopped(signal: SIGTERM))
+    }
+  }
+
+  /// A job that ignores SIGTERM (and whose children inherit that) is killed with its whole
+  /// tree after the grace period; no process and no cgroup is left.
+  @Test func stopKillsJobThatIgnoresSIGTERM() async throws {
+    try await withManager(grace: .milliseconds(500)) { manager in
+      let job = try await manager.start(
+        JobSpec(
+          command: "sh", arguments: ["-c", "trap '' TERM; sleep 600 & sleep 600 & echo ready; wait"]))
+      var iterator = try manager.output(job.id).makeAsyncIterator()
+      _ = try await iterator.next()
+      let pids = manager.cgroup.processes(job.id.description)
+      #expect(pids.count == 4)  // init, sh, two sleeps
+      let stopped = try await manager.stop(job.id)
+      #expect(stopped.state == .stopped(signal: SIGKILL))
+      for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
+      #expect(!FileSystem.exists(
+        "/sys/fs/cgroup/memory/\(manager.configuration.cgroupName)/\(job.id)"))
+    }
+  }
+
+  /// Orphans are re-parented to our init, which reaps them: no zombie stays in the job.
+  @Test func orphansAreReaped() async throws {
+    try await withManager { manager in
+      let (status, output) = try await manager.run(
+        "sh", "-c",
+        "(sleep 0.1 &); (sleep 0.1 &); sleep 0.5; cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z")
+      #expect(status.state == .exited(code: 1))  // grep -c found nothing
+      #expect(output == "0\n")
+    }
+  }
+}
