@@ -1,0 +1,221 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import JobWorkerCore
+import JobWorkerProtos
+import JobWorkerServer
+import ServiceKit
+import TLSKit
+import Testing
+
+/// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, or
+/// nil with a printed reason when jobs cannot run here (not root, no cgroups).
+func withJobWorker(
+  pki: TestPKI, limits: JobWorkerService.Limits = .init(),
+  _ body: @Sendable (_ port: Int, _ server: JobWorkerServer) async throws -> Void
+) async throws {
+  guard geteuid() == 0 else {
+    print("skipping: jobs need root (and cgroups); run the tests as root")
+    return
+  }
+  let manager: JobManager
+  do {
+    manager = try JobManager(
+      configuration: JobManager.Configuration(
+        dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
+        cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"),
+      logger: quietLogger)
+  } catch {
+    print("skipping: the job manager cannot run here: \(error)")
+    return
+  }
+  let server = try JobWorkerServer(
+    address: HostPort(host: "127.0.0.1", port: 0), tls: pki.serverTLS, manager: manager,
+    limits: limits, logger: quietLogger)
+  try await withThrowingTaskGroup(of: Void.self) { group in
+    group.addTask { try await server.run() }
+    let port = try #require(await server.listeningAddress?.port)
+    do {
+      try await body(port, server)
+    } catch {
+      await server.stop()
+      throw error
+    }
+    await server.stop()
+    try await group.waitForAll()
+  }
+}
+
+func start(
+  _ command: String, _ args: [String], port: Int, as files: ClientTLSFiles
+) async throws -> Jobworker_V1_JobStatus {
+  try await withJobClient(port: port, files: files) { client in
+    try await client.startJob(
+      .with {
+        $0.command = command
+        $0.args = args
+      }, options: testCallOptions
+    ).job
+  }
+}
+
+/// All output bytes and the final status of a job, as one client sees them.
+func collectOutput(
+  id: String, port: Int, as files: ClientTLSFiles
+) async throws -> ([UInt8], Jobworker_V1_JobStatus?, maxChunk: Int) {
+  try await withJobClient(port: port, files: files) { client in
+    try await client.streamOutput(.with { $0.jobID = id }, options: testCallOptions) { response in
+      var bytes: [UInt8] = []
+      var final: Jobworker_V1_JobStatus?
+      var maxChunk = 0
+      for try await message in response.messages {
+        switch message.event {
+        case .output(let data):
+          bytes += data
+          maxChunk = max(maxChunk, data.count)
+        case .finalStatus(let status): final = status
+        case .none: break
+        }
+      }
+      return (bytes, final, maxChunk)
+    }
+  }
+}
+
+@Suite("Job worker server", .serialized)
+struct ServerTests {
+  @Test("a user cannot see, stop or stream another user's job; an admin can")
+  func authorization() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, _ in
+      let job = try await start("sleep", ["30"], port: port, as: pki.client("alice"))
+      #expect(job.owner == "alice")
+      let id = job.jobID
+
+      // bob: exactly like a job that does not exist.
+      let missing = UUID().uuidString.lowercased()
+      for target in [id, missing] {
+        try await withJobClient(port: port, files: pki.client("bob")) { client in
+          let status = await #expect(throws: RPCError.self) {
+            try await client.getJobStatus(.with { $0.jobID = target }, options: testCallOptions)
+          }
+          #expect(status?.code == .notFound)
+          #expect(status?.message == "job \(target) not found")
+          let stop = await #expect(throws: RPCError.self) {
+            try await client.stopJob(.with { $0.jobID = target }, options: testCallOptions)
+          }
+          #expect(stop?.code == .notFound)
+          let stream = await #expect(throws: RPCError.self) {
+            try await client.streamOutput(.with { $0.jobID = target }, options: testCallOptions) {
+              response in for try await _ in response.messages {}
+            }
+          }
+          #expect(stream?.code == .notFound)
+          let list = try? await client.listJobs(.init(), options: testCallOptions)
+          #expect(list?.jobs.isEmpty == true)
+        }
+      }
+
+      // alice sees her job; admin sees and stops it.
+      let aliceList = try await withJobClient(port: port, files: pki.client("alice")) { client in
+        try await client.listJobs(.init(), options: testCallOptions).jobs.map(\.jobID)
+      }
+      #expect(aliceList == [id])
+      let stopped = try await withJobClient(port: port, files: pki.client("admin")) { client in
+        _ = try await client.getJobStatus(.with { $0.jobID = id }, options: testCallOptions)
+        return try await client.stopJob(.with { $0.jobID = id }, options: testCallOptions).job
+      }
+      #expect(stopped.state == .stopped)
+    }
+  }
+
+  @Test("errors map to gRPC codes")
+  func errorCodes() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki, limits: .init(maxRunningJobsPerUser: 1)) { port, _ in
+      try await withJobClient(port: port, files: pki.client("alice")) { client in
+        let badID = await #expect(throws: RPCError.self) {
+          try await client.getJobStatus(.with { $0.jobID = "nope" }, options: testCallOptions)
+        }
+        #expect(badID?.code == .invalidArgument)
+        let empty = await #expect(throws: RPCError.self) {
+          try await client.startJob(.init(), options: testCallOptions)
+        }
+        #expect(empty?.code == .invalidArgument)
+        let missing = await #expect(throws: RPCError.self) {
+          try await client.startJob(
+            .with { $0.command = "/nonexistent/program" }, options: testCallOptions)
+        }
+        #expect(missing?.code == .failedPrecondition || missing?.code == .invalidArgument)
+        _ = try await client.startJob(
+          .with {
+            $0.command = "sleep"
+            $0.args = ["30"]
+          }, options: testCallOptions)
+        let capped = await #expect(throws: RPCError.self) {
+          try await client.startJob(
+            .with {
+              $0.command = "sleep"
+              $0.args = ["30"]
+            }, options: testCallOptions)
+        }
+        #expect(capped?.code == .resourceExhausted)
+      }
+    }
+  }
+
+  @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks")
+  func concurrentStreams() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, _ in
+      // ~200 KB of output, binary-safe (includes every byte value), over about a second.
+      let job = try await start(
+        "sh", ["-c", "for i in 1 2 3 4 5; do head -c 40000 /dev/urandom; sleep 0.2; done"],
+        port: port, as: pki.client("alice"))
+      async let first = collectOutput(id: job.jobID, port: port, as: pki.client("alice"))
+      async let second = collectOutput(id: job.jobID, port: port, as: pki.client("admin"))
+      let (a, b) = try await (first, second)
+      #expect(a.0.count == 200_000)
+      #expect(a.0 == b.0)
+      #expect(a.1?.state == .exited && a.1?.exitCode == 0)
+      #expect(a.maxChunk <= 32 * 1024 && b.maxChunk <= 32 * 1024)
+    }
+  }
+
+  @Test("a client that disconnects mid-stream leaves the server serving")
+  func disconnectMidStream() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, server in
+      let job = try await start(
+        "sh", ["-c", "while true; do echo tick; sleep 0.05; done"], port: port,
+        as: pki.client("alice"))
+      for _ in 0..<5 {
+        // Read one message, then return: the client cancels the RPC and closes the connection.
+        let got = try await withJobClient(port: port, files: pki.client("alice")) { client in
+          try await client.streamOutput(.with { $0.jobID = job.jobID }, options: testCallOptions) {
+            response in
+            for try await message in response.messages {
+              if case .output = message.event { return true }
+            }
+            return false
+          }
+        }
+        #expect(got)
+      }
+      // Connections are gone from the registry, and the server still answers.
+      let deadline = ContinuousClock.now + .seconds(5)
+      while server.peers.count > 0 && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(server.peers.count == 0)
+      let status = try await withJobClient(port: port, files: pki.client("alice")) { client in
+        try await client.stopJob(.with { $0.jobID = job.jobID }, options: testCallOptions).job
+      }
+      #expect(status.state == .stopped)
+    }
+  }
+}

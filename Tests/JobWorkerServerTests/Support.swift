@@ -1,0 +1,221 @@
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import JobWorkerProtos
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceKit
+import TLSKit
+import Testing
+
+/// Certificates for one test, in a fresh temporary directory: our CA with a server, an admin
+/// (`root`-like `admin`), two users, an expired user, and a client from an unrelated CA.
+struct TestPKI: Sendable {
+  let directory: String
+  let layout: CertificateLayout
+
+  init() throws {
+    directory = NSTemporaryDirectory() + "jobworker-test-\(UUID().uuidString)"
+    layout = CertificateLayout(directory: directory)
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let ca = try CertificateAuthority.create()
+    try ca.issued.write(certificateTo: layout.caCertificate, keyTo: layout.caKey)
+    try ca.issueServer(hosts: ["localhost", "127.0.0.1"]).write(
+      certificateTo: layout.serverCertificate, keyTo: layout.serverKey)
+    for (name, role) in [("admin", Role.admin), ("alice", .user), ("bob", .user)] {
+      try ca.issueClient(name: name, role: role).write(
+        certificateTo: layout.certificate(for: name), keyTo: layout.key(for: name))
+    }
+    let longAgo = Date(timeIntervalSinceNow: -30 * 24 * 3600)
+    try ca.issueClient(name: "expired", role: .user, lifetime: 24 * 3600, now: longAgo).write(
+      certificateTo: layout.certificate(for: "expired"), keyTo: layout.key(for: "expired"))
+    let other = try CertificateAuthority.create(commonName: "some other CA")
+    try other.issued.write(
+      certificateTo: "\(directory)/other-ca.pem", keyTo: "\(directory)/other-ca-key.pem")
+    try other.issueClient(name: "mallory", role: .admin).write(
+      certificateTo: layout.certificate(for: "mallory"), keyTo: layout.key(for: "mallory"))
+  }
+
+  func remove() {
+    try? FileManager.default.removeItem(atPath: directory)
+  }
+
+  var serverTLS: MTLSServerConfiguration {
+    MTLSServerConfiguration(
+      certificatePath: layout.serverCertificate, keyPath: layout.serverKey,
+      trustRootsPath: layout.caCertificate)
+  }
+
+  func client(_ name: String) -> ClientTLSFiles {
+    ClientTLSFiles(
+      caPath: layout.caCertificate, certificatePath: layout.certificate(for: name),
+      keyPath: layout.key(for: name))
+  }
+}
+
+let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// Runs a job worker client call with `files`, against `port` on 127.0.0.1.
+func withJobClient<T: Sendable>(
+  port: Int, files: ClientTLSFiles, host: String = "127.0.0.1",
+  _ body: @Sendable (Jobworker_V1_JobWorker.Client<HTTP2ClientTransport.Posix>) async throws -> T
+) async throws -> T {
+  let transport = try HTTP2ClientTransport.Posix(
+    target: HostPort(host: host, port: port).resolvableTarget,
+    transportSecurity: files.transportSecurity)
+  return try await withGRPCClient(transport: transport) { client in
+    try await body(Jobworker_V1_JobWorker.Client(wrapping: client))
+  }
+}
+
+/// Options for test calls: fail fast, bounded.
+var testCallOptions: CallOptions {
+  var options = CallOptions.defaults
+  options.timeout = .seconds(10)
+  options.waitForReady = false
+  return options
+}
+
+// MARK: Raw TLS probe
+
+enum ProbeOutcome: Equatable {
+  /// The server sent HTTP/2 bytes after the handshake: the connection was accepted.
+  case accepted
+  /// The connection failed: a TLS alert, an error, or a close before any data.
+  case refused(String)
+
+  var isRefused: Bool { if case .refused = self { true } else { false } }
+}
+
+/// Connects with NIOSSL directly (so TLS versions can be pinned, which the gRPC transport
+/// cannot do), sends the HTTP/2 preface, and reports whether the server answered.
+///
+/// TLS 1.3 clients finish their side of the handshake before the server has checked the
+/// client certificate, so "refused" is decided by what follows: an alert and a close, never a
+/// single byte of HTTP/2.
+func probeTLS(port: Int, configuration: TLSConfiguration) async throws -> ProbeOutcome {
+  let context = try NIOSSLContext(configuration: configuration)
+  let group = MultiThreadedEventLoopGroup.singleton
+  let promise = group.any().makePromise(of: ProbeOutcome.self)
+  let channel = try await ClientBootstrap(group: group)
+    .connectTimeout(.seconds(5))
+    .channelInitializer { channel in
+      channel.eventLoop.makeCompletedFuture {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: "localhost"))
+        try sync.addHandler(ProbeHandler(promise: promise))
+      }
+    }
+    .connect(host: "127.0.0.1", port: port).get()
+  let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+  var buffer = channel.allocator.buffer(string: preface)
+  // An empty SETTINGS frame.
+  buffer.writeBytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+  channel.writeAndFlush(buffer, promise: nil)
+  channel.eventLoop.scheduleTask(in: .seconds(5)) {
+    promise.succeed(.refused("timeout"))
+  }
+  let outcome = try await promise.futureResult.get()
+  try? await channel.close()
+  return outcome
+}
+
+private final class ProbeHandler: ChannelInboundHandler {
+  typealias InboundIn = ByteBuffer
+  let promise: EventLoopPromise<ProbeOutcome>
+
+  init(promise: EventLoopPromise<ProbeOutcome>) { self.promise = promise }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    promise.succeed(.accepted)
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    promise.succeed(.refused(String(describing: error)))
+    context.close(promise: nil)
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    promise.succeed(.refused("closed"))
+  }
+}
+
+func clientTLSConfiguration(
+  pki: TestPKI, user: String?, minimum: TLSVersion = .tlsv12, maximum: TLSVersion = .tlsv13
+) throws -> TLSConfiguration {
+  var tls = TLSConfiguration.makeClientConfiguration()
+  tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(pki.layout.caCertificate))
+  if let user {
+    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(pki.layout.certificate(for: user))
+      .map { .certificate($0) }
+    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: pki.layout.key(for: user), format: .pem))
+  }
+  tls.minimumTLSVersion = minimum
+  tls.maximumTLSVersion = maximum
+  tls.applicationProtocols = ["h2"]
+  return tls
+}
+
+// MARK: Processes
+
+struct ProcessResult {
+  var status: Int32
+  var stdout: String
+  var stderr: String
+}
+
+/// Runs a program to completion (killed after `timeout`), capturing its output.
+func runProcess(
+  _ path: String, _ arguments: [String], environment: [String: String]? = nil,
+  timeout: Duration = .seconds(20)
+) async throws -> ProcessResult {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: path)
+  process.arguments = arguments
+  if let environment { process.environment = environment }
+  // Files, not pipes: nothing has to drain them, so no thread of the (small) cooperative
+  // pool ever blocks on a read.
+  let base = NSTemporaryDirectory() + "proc-\(UUID().uuidString)"
+  _ = FileManager.default.createFile(atPath: base + ".out", contents: nil)
+  _ = FileManager.default.createFile(atPath: base + ".err", contents: nil)
+  defer {
+    try? FileManager.default.removeItem(atPath: base + ".out")
+    try? FileManager.default.removeItem(atPath: base + ".err")
+  }
+  let out = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".out"))
+  let err = try FileHandle(forWritingTo: URL(fileURLWithPath: base + ".err"))
+  process.standardOutput = out
+  process.standardError = err
+  process.standardInput = FileHandle.nullDevice
+  try process.run()
+  try? out.close()
+  try? err.close()
+  let deadline = ContinuousClock.now + timeout
+  while process.isRunning {
+    if ContinuousClock.now > deadline {
+      process.terminate()
+      break
+    }
+    try await Task.sleep(for: .milliseconds(20))
+  }
+  process.waitUntilExit()
+  return ProcessResult(
+    status: process.terminationStatus,
+    stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
+    stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
+}
+
+/// The package's build products, found from this file's path.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+  .deletingLastPathComponent().deletingLastPathComponent().path
+
+func which(_ program: String) -> String? {
+  for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+    .split(separator: ":")
+  where FileManager.default.isExecutableFile(atPath: "\(directory)/\(program)") {
+    return "\(directory)/\(program)"
+  }
+  return nil
+}
