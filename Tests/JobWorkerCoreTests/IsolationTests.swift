@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Logging
 import Testing
 
 @testable import JobWorkerCore
@@ -91,6 +92,25 @@ struct IsolationTests {
         "(sleep 0.1 &); (sleep 0.1 &); sleep 0.5; cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z")
       #expect(status.state == .exited(code: 1))  // grep -c found nothing
       #expect(output == "0\n")
+    }
+  }
+
+  /// A new manager cleans up after a crashed one: job cgroups it finds under its cgroup name
+  /// are killed (with every process in them) and removed.
+  @Test func staleJobCgroupsAreRemovedAtStartUp() async throws {
+    try await withManager { crashed in
+      let job = try await crashed.start(JobSpec(command: "sleep", arguments: ["600"]))
+      let pids = crashed.cgroup.processes(job.id.description)
+      #expect(pids.count == 2)
+      // The "restarted" manager shares the crashed one's cgroup name.
+      let restarted = try JobManager(
+        configuration: crashed.configuration, logger: Logger(label: "test"))
+      for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
+      #expect(!FileSystem.exists(
+        "/sys/fs/cgroup/memory/\(crashed.configuration.cgroupName)/\(job.id)"))
+      try await crashed.job(job.id)?.waitForEnd()
+      #expect(try crashed.status(job.id).state == .signaled(signal: SIGKILL))
+      await restarted.shutdown()
     }
   }
 }

@@ -26,6 +26,8 @@ struct StreamingTests {
       }
       let status = try manager.status(job.id)
       #expect(status.state == .exited(code: 0))
+      // Neither the pump nor any finished reader keeps the log open.
+      #expect(openDescriptors(to: try #require(manager.job(job.id)).logPath) == 0)
       #expect(status.outputBytes == UInt64(expected.count))
       #expect(!status.outputTruncated)
     }
@@ -64,6 +66,8 @@ struct StreamingTests {
       reader.cancel()
       #expect(try await reader.value == "first\n")
       #expect(internalJob.waiterCount == 0)
+      // The cancelled reader's descriptor is closed; only the pump's remains.
+      #expect(openDescriptors(to: internalJob.logPath) == 1)
       let stopped = try await manager.stop(job.id)
       #expect(stopped.state == .stopped(signal: SIGTERM))
     }

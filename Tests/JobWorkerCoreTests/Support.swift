@@ -61,3 +61,12 @@ extension JobManager {
     return bytes
   }
 }
+
+/// Descriptors of this process that point at `path` (a leak check for one job's log file).
+func openDescriptors(to path: String) -> Int {
+  FileSystem.entries("/proc/self/fd").filter { fd in
+    var buffer = [CChar](repeating: 0, count: 4096)
+    let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+    return n > 0 && String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path
+  }.count
+}

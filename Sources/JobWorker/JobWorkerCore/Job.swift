@@ -41,6 +41,9 @@ final class Job: Sendable {
     var outputTruncated = false
     /// Set once the init was reaped, the output drained and the cgroup removed.
     var end: (state: JobState, at: Date, usage: ResourceUsage)?
+    /// The final usage, read just before the cgroup is removed (so `status` never reads a
+    /// removed cgroup as zeros).
+    var finalUsage: ResourceUsage?
     var tokens: [UInt64] = []
     var nextWaiterID: UInt64 = 0
     /// Readers waiting for output beyond what they have read, and callers waiting for the end.
@@ -105,12 +108,12 @@ final class Job: Sendable {
   // MARK: Queries and control (any thread)
 
   var status: JobStatus {
-    let snapshot = state.withLock { ($0.end, $0.outputBytes, $0.outputTruncated) }
+    let snapshot = state.withLock { ($0.end, $0.finalUsage, $0.outputBytes, $0.outputTruncated) }
     return JobStatus(
       id: id, owner: owner, command: command, arguments: arguments,
       state: snapshot.0?.state ?? .running, startedAt: startedAt, endedAt: snapshot.0?.at,
-      usage: snapshot.0?.usage ?? cgroup.usage(id.description), limits: limits,
-      outputBytes: snapshot.1, outputTruncated: snapshot.2)
+      usage: snapshot.1 ?? cgroup.usage(id.description), limits: limits,
+      outputBytes: snapshot.2, outputTruncated: snapshot.3)
   }
 
   var hasEnded: Bool { state.withLock { $0.end != nil } }
@@ -279,6 +282,7 @@ final class Job: Sendable {
     }
     let usage = cgroup.usage(name)
     let oomKills = cgroup.oomKills(name)
+    state.withLock { $0.finalUsage = usage }
     do {
       try cgroup.remove(name)
     } catch {

@@ -64,6 +64,9 @@ public final class JobManager: Sendable {
     var jobs: [JobID: Job] = [:]
     /// Insertion order, for `list()`.
     var order: [JobID] = []
+    /// Jobs whose init runs but whose `start` has not returned yet: not visible to callers,
+    /// but `shutdown` must stop them too.
+    var launching: [JobID: Job] = [:]
     var shuttingDown = false
   }
 
@@ -162,6 +165,13 @@ public final class JobManager: Sendable {
         try cgroup.add(pid: launched.pid, to: name)
       }
       try job.watch()
+      // Checked again under the lock that `shutdown` takes, so that no job escapes it.
+      try state.withLock { state throws(JobError) in
+        guard !state.shuttingDown else {
+          throw JobError(.unavailable, "the job manager is shutting down")
+        }
+        state.launching[id] = job
+      }
     } catch {
       job.stopWatching()
       Launcher.abandon(launched)
@@ -171,17 +181,21 @@ public final class JobManager: Sendable {
     undo = [{ rmdir(directory) }]
     try Launcher.release(launched)
 
-    if case .failure(let error) = await job.startResult() {
-      // The init exits right after reporting; wait for the reaper to clean up.
+    let result = await job.startResult()
+    state.withLock { state in
+      state.launching[id] = nil
+      if case .success = result {
+        state.jobs[id] = job
+        state.order.append(id)
+      }
+    }
+    if case .failure(let error) = result {
+      // The init exits right after reporting; wait until the reaper has cleaned up.
       try? await job.waitForEnd()
       unlink(logPath)
       throw error
     }
     undo = []
-    state.withLock { state in
-      state.jobs[id] = job
-      state.order.append(id)
-    }
     logger.info(
       "job started",
       metadata: ["jobworker.owner": "\(spec.owner)", "jobworker.command": "\(path)"])
@@ -192,7 +206,10 @@ public final class JobManager: Sendable {
   /// SIGKILL to every process of the job. Idempotent; returns the final status once the job
   /// has ended. If the calling task is cancelled, the job is killed without waiting.
   public func stop(_ id: JobID) async throws -> JobStatus {
-    let job = try lookup(id)
+    await stop(try lookup(id))
+  }
+
+  private func stop(_ job: Job) async -> JobStatus {
     guard job.requestStop() else { return job.status }
     let grace = configuration.stopGracePeriod
     let ended = await withTaskGroup(of: Bool.self) { group in
@@ -235,11 +252,11 @@ public final class JobManager: Sendable {
   public func shutdown() async {
     let jobs = state.withLock { state in
       state.shuttingDown = true
-      return Array(state.jobs.values)
+      return Array(state.jobs.values) + Array(state.launching.values)
     }
     await withDiscardingTaskGroup { group in
       for job in jobs where !job.hasEnded {
-        group.addTask { _ = try? await self.stop(job.id) }
+        group.addTask { _ = await self.stop(job) }
       }
     }
     await reactor.stop()
