@@ -64,8 +64,13 @@ public final class MetricsServer: Service, Sendable {
 
   /// Serves until graceful shutdown (scrapes are cheap: nothing is worth waiting for).
   public func run() async throws {
-    try await cancelWhenGracefulShutdown {
-      try await self.serve()
+    do {
+      try await cancelWhenGracefulShutdown {
+        try await self.serve()
+      }
+    } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+      // Being stopped is how this service ends; whatever the accept loop threw on the way
+      // out (CancellationError, a closed channel) is not a failure of the process.
     }
   }
 
