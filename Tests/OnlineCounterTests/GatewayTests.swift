@@ -1,0 +1,161 @@
+import CounterClient
+import CounterProtos
+import Foundation
+import GRPCCore
+import GatewayService
+import ServiceKit
+import ServiceLifecycle
+import StatusService
+import Testing
+
+@Suite struct GatewayTests {
+  /// Client ↔ gateway ↔ status on loopback: every EVEN/ODD client counted once, UNKNOWN not,
+  /// one id on two gateways once; pings every second.
+  @Test func clientsThroughTwoGatewaysAreCounted() async throws {
+    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, reader in
+      try await Harness.withGateway(status: [status]) { first, _, _ in
+        try await Harness.withGateway(status: [status]) { second, _, _ in
+          let ids = (0..<20).map { "load-\($0)" }
+          let client = CounterClient(
+            configuration: .init(ids: ids, gateways: [first, second], connections: 2),
+            logger: Harness.logger)
+          try await Harness.withClient(client) {
+            async let unknown = Harness.rawStream(
+              gateway: first, metadata: Harness.clientID("silent-type"), answer: .unknown,
+              pings: 3)
+            async let onFirst = Harness.rawStream(
+              gateway: first, metadata: Harness.clientID("roaming"), answer: .even, pings: 4)
+            async let onSecond = Harness.rawStream(
+              gateway: second, metadata: Harness.clientID("roaming"), answer: .odd, pings: 2)
+            let (u, a, b) = try await (unknown, onFirst, onSecond)
+            #expect(u.error == nil && a.error == nil && b.error == nil)
+            let first = try #require(a.pingTimes.first)
+            #expect(first - a.start < .milliseconds(300), "first ping promptly after connect")
+            // Pings after the first are on the client's slot: 1 s apart, ± 100 ms.
+            for (earlier, later) in zip(a.pingTimes.dropFirst(), a.pingTimes.dropFirst(2)) {
+              let interval = later - earlier
+              #expect(interval > .milliseconds(900) && interval < .milliseconds(1100))
+            }
+            let counted = try await Harness.eventually {
+              try await reader.onlineUsers() == UInt64(ids.count + 1)
+            }
+            #expect(counted)
+            // Stays exactly there: the UNKNOWN client is never counted.
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await reader.onlineUsers() == UInt64(ids.count + 1))
+            #expect(client.stats.connected == ids.count)
+          }
+        }
+      }
+    }
+  }
+
+  @Test func malformedClientIDsAreRefusedWithInvalidArgument() async throws {
+    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
+      gateway, _, _ in
+      let cases: [(Metadata, String)] = [
+        ([:], "missing"),
+        (Harness.clientID(""), "empty"),
+        (Harness.clientID(String(repeating: "a", count: 129)), "129 bytes"),
+        (Harness.clientID("no spaces"), "outside"),
+      ]
+      for (metadata, reason) in cases {
+        let result = try await Harness.rawStream(
+          gateway: gateway, metadata: metadata, answer: .even, pings: 1)
+        #expect(result.error?.code == .invalidArgument)
+        #expect(result.error?.message.contains(reason) == true, "\(String(describing: result.error))")
+      }
+      // The gateway still serves a good client.
+      let good = try await Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("fine"), answer: .even, pings: 2)
+      #expect(good.error == nil && good.pingTimes.count == 2)
+    }
+  }
+
+  @Test func silentClientIsDisconnectedWhileOthersKeepGoing() async throws {
+    try await Harness.withGateway(
+      status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: .seconds(1)
+    ) { gateway, _, _ in
+      async let silent = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("mute"), answer: nil, pings: 100)
+      async let talker = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("talker"), answer: .odd, pings: 4)
+      let (mute, ok) = try await (silent, talker)
+      #expect(mute.error?.code == .deadlineExceeded)
+      #expect(mute.elapsed >= .seconds(1) && mute.elapsed < .seconds(3))
+      #expect(ok.error == nil && ok.pingTimes.count == 4)
+    }
+  }
+
+  @Test func streamsOverTheLimitAreRefused() async throws {
+    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)], maxClients: 1) {
+      gateway, _, _ in
+      async let holder = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("first"), answer: .even, pings: 3)
+      try await Task.sleep(for: .milliseconds(300))
+      let refused = try await Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("second"), answer: .even, pings: 1)
+      #expect(refused.error?.code == .resourceExhausted)
+      #expect(try await holder.error == nil)
+    }
+  }
+
+  /// Status away: the gateway keeps one entry per user, retries, and nothing is lost.
+  @Test func presenceIsBufferedWhileStatusIsDown() async throws {
+    let store = Harness.temporaryStorePath()
+    let port = try await Harness.withStatus(storePath: store) { address, _ in address.port }
+    let status = HostPort(host: "127.0.0.1", port: port)
+    try await Harness.withGateway(status: [status]) { gateway, _, reporter in
+      let ids = (0..<5).map { "buffered-\($0)" }
+      let client = CounterClient(
+        configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
+      try await Harness.withClient(client) {
+        #expect(await Harness.eventually { client.stats.connected == ids.count })
+        // Several failed flushes and many pongs later: still one entry per user.
+        try await Task.sleep(for: .milliseconds(2_500))
+        #expect(reporter.pendingCount == ids.count)
+        try await Harness.withStatus(storePath: store, port: port) { _, reader in
+          let counted = await Harness.eventually {
+            (try? await reader.onlineUsers()) == UInt64(ids.count)
+          }
+          #expect(counted)
+        }
+      }
+    }
+  }
+
+  /// Graceful shutdown ends client streams with UNAVAILABLE and flushes what is pending.
+  @Test func drainTellsClientsToGoAndFlushes() async throws {
+    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, reader in
+      try await Self.drain(status: status, reader: reader)
+    }
+  }
+
+  static func drain(status: HostPort, reader: StatusReader) async throws {
+    // No periodic flush within the test: only the final flush can report the client.
+    let (gateway, reporter, server) = try Harness.makeGateway(
+      status: [status], flushInterval: .seconds(60))
+    let services: [any Service] = [reporter, server, gateway]
+    let group = ServiceGroup(
+      configuration: .init(
+        services: services.map { .init(service: $0) },
+        gracefulShutdownSignals: [], logger: Harness.logger))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await group.run() }
+      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
+      async let stream = Harness.rawStream(
+        gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
+      let pending = await Harness.eventually { reporter.pendingCount == 1 }
+      #expect(pending)
+      let before = try await reader.onlineUsers()
+      #expect(before == 0)
+      await group.triggerGracefulShutdown()
+      let result = try await stream
+      #expect(result.error?.code == .unavailable)
+      try await tasks.waitForAll()
+      let after = try await reader.onlineUsers()
+      #expect(after == 1)
+      #expect(gateway.connectedClients == 0)
+    }
+  }
+}

@@ -1,0 +1,216 @@
+import CounterClient
+import CounterProtos
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import GatewayService
+import Logging
+import PresenceStore
+import ServiceKit
+import ServiceLifecycle
+import StatusService
+import Synchronization
+
+/// Real servers on 127.0.0.1, port 0, each run in a `ServiceGroup` that is shut down
+/// gracefully when the body returns, as in production.
+enum Harness {
+  static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+  static let loopback = "127.0.0.1"
+
+  static func temporaryStorePath() -> String {
+    let directory = FileManager.default.temporaryDirectory
+      .appendingPathComponent("online-counter-tests-\(UUID().uuidString)")
+    return directory.appendingPathComponent("status.sqlite").path
+  }
+
+  static func withServices<T: Sendable>(
+    _ services: [any Service], _ body: () async throws -> T
+  ) async throws -> T {
+    let group = ServiceGroup(
+      configuration: .init(
+        services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
+        logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await group.run() }
+      do {
+        let result = try await body()
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+        return result
+      } catch {
+        await group.triggerGracefulShutdown()
+        tasks.cancelAll()
+        throw error
+      }
+    }
+  }
+
+  /// A status server on a SQLite file.
+  static func withStatus<T: Sendable>(
+    storePath: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
+    _ body: (HostPort, StatusReader) async throws -> T
+  ) async throws -> T {
+    let store = try await makePresenceStore(url: "sqlite:\(storePath)", logger: logger)
+    let reader = StatusReader(store: store, clock: clock, logger: logger)
+    let standard = try StandardServices(
+      serving: [StatusReader.serviceName, PresenceIngest.serviceName],
+      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    let server = GRPCServerService(
+      name: "status", address: HostPort(host: loopback, port: port),
+      services: [reader, PresenceIngest(store: store, clock: clock, logger: logger)]
+        + standard.all,
+      config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 << 20), logger: logger)
+    return try await withServices([store, server]) {
+      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
+      return try await body(address, reader)
+    }
+  }
+
+  /// A gateway reporting to `status`, flushing every 200 ms so that tests are quick.
+  static func makeGateway(
+    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
+    flushInterval: Duration = .milliseconds(200)
+  ) throws -> (Gateway, PresenceReporter, GRPCServerService) {
+    var reporting = PresenceReporter.Configuration(gatewayID: "test", endpoints: status)
+    reporting.flushInterval = flushInterval
+    reporting.callTimeout = .seconds(1)
+    reporting.maxBackoff = .milliseconds(400)
+    reporting.finalFlushBudget = .seconds(2)
+    let reporter = try PresenceReporter(configuration: reporting, logger: logger)
+    var config = Gateway.Configuration()
+    config.pongTimeout = pongTimeout
+    config.maxClients = maxClients
+    let gateway = Gateway(configuration: config, reporter: reporter, health: nil, logger: logger)
+    let server = GRPCServerService(
+      name: "gateway", address: HostPort(host: loopback, port: 0), services: [gateway],
+      config: GRPCServerService.hardenedConfig(maxRequestBytes: 1024, maxConcurrentStreams: 1_000),
+      logger: logger)
+    return (gateway, reporter, server)
+  }
+
+  static func withGateway<T: Sendable>(
+    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
+    _ body: (HostPort, Gateway, PresenceReporter) async throws -> T
+  ) async throws -> T {
+    let (gateway, reporter, server) = try makeGateway(
+      status: status, pongTimeout: pongTimeout, maxClients: maxClients)
+    // The order production uses: the gateway drains first, the reporter flushes last.
+    return try await withServices([reporter, server, gateway]) {
+      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
+      return try await body(address, gateway, reporter)
+    }
+  }
+
+  /// Runs `client` while `body` runs.
+  static func withClient<T: Sendable>(
+    _ client: CounterClient, _ body: () async throws -> T
+  ) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await client.run() }
+      defer { tasks.cancelAll() }
+      return try await body()
+    }
+  }
+
+  /// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
+  static func eventually(
+    timeout: Duration = .seconds(5), _ check: () async throws -> Bool
+  ) async rethrows -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+      if try await check() { return true }
+      try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await check()
+  }
+
+  struct StreamResult: Sendable {
+    var start: ContinuousClock.Instant
+    var pingTimes: [ContinuousClock.Instant]
+    var error: RPCError?
+    var elapsed: Duration
+  }
+
+  /// A hand-made `Connect` stream: answers pings with `answer` (never, when `nil`) until it
+  /// has received `pings`, then ends its side and drains.
+  static func rawStream(
+    gateway: HostPort, metadata: Metadata, answer: Tenten_Interview_Status?, pings: Int,
+    timeout: Duration = .seconds(15)
+  ) async throws -> StreamResult {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: gateway.resolvableTarget, transportSecurity: .plaintext)
+    let times = Mutex<[ContinuousClock.Instant]>([])
+    let start = ContinuousClock.now
+    return try await withGRPCClient(transport: transport) { client in
+      let stub = Tenten_Interview_Gateway.Client(wrapping: client)
+      let (answers, answering) = AsyncStream.makeStream(of: Void.self)
+      var options = CallOptions.defaults
+      options.timeout = timeout
+      do {
+        try await stub.connect(
+          metadata: metadata, options: options,
+          requestProducer: { writer in
+            for await _ in answers {
+              if let answer { try await writer.write(.with { $0.status = answer }) }
+            }
+          },
+          onResponse: { response in
+            defer { answering.finish() }
+            for try await _ in response.messages {
+              let count = times.withLock { times in
+                times.append(.now)
+                return times.count
+              }
+              if count >= pings { answering.finish() } else { answering.yield() }
+            }
+          })
+        return StreamResult(
+          start: start, pingTimes: times.withLock { $0 }, error: nil, elapsed: .now - start)
+      } catch let error as RPCError {
+        return StreamResult(
+          start: start, pingTimes: times.withLock { $0 }, error: error, elapsed: .now - start)
+      }
+    }
+  }
+
+  static func clientID(_ id: String) -> Metadata { ["client-id": .string(id)] }
+
+  /// Reports presence straight to a status server, as a gateway would.
+  static func report(
+    _ records: [(String, Int64)], to status: HostPort
+  ) async throws -> Tenten_Interview_ReportPresenceResponse {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: status.resolvableTarget, transportSecurity: .plaintext)
+    return try await withGRPCClient(transport: transport) { client in
+      var options = CallOptions.defaults
+      options.timeout = .seconds(5)
+      return try await Tenten_Interview_PresenceIngest.Client(wrapping: client).reportPresence(
+        .with {
+          $0.gatewayID = "test"
+          $0.records = records.map { id, millis in
+            .with {
+              $0.userID = id
+              $0.lastSeenUnixMs = millis
+            }
+          }
+        }, options: options)
+    }
+  }
+
+  /// The count, asked over gRPC.
+  static func fetchCount(from status: HostPort) async throws -> UInt64 {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: status.resolvableTarget, transportSecurity: .plaintext)
+    return try await withGRPCClient(transport: transport) { client in
+      var options = CallOptions.defaults
+      options.timeout = .seconds(5)
+      return try await Tenten_Interview_StatusReader.Client(wrapping: client)
+        .fetchOnlineUsersInLast3Mins(.init(), options: options).onlineUsers
+    }
+  }
+
+  static func nowMillis() -> Int64 { systemMillisClock() }
+}
+
+enum HarnessError: Error { case notListening }

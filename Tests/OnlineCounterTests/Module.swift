@@ -1,1 +1,0 @@
-// Tests of this module land with the issue that builds it.
