@@ -16,7 +16,16 @@ public enum JobCtlMain {
       FileHandle.standardError.write(Data("jobctl: error: \(error.message)\n".utf8))
       exit(1)
     } catch {
-      JobCtlCommand.exit(withError: error)
+      let code = JobCtlCommand.exitCode(for: error)
+      if code.isSuccess || error is ExitCode {
+        // --help, --version, or `run` passing on the job's exit code.
+        JobCtlCommand.exit(withError: error)
+      }
+      // Usage errors: one line (the first of ArgumentParser's message) plus where help is.
+      let message = JobCtlCommand.message(for: error).split(separator: "\n").first ?? "invalid usage"
+      FileHandle.standardError.write(
+        Data("jobctl: error: \(message) (see `jobctl help`)\n".utf8))
+      exit(code.rawValue)
     }
   }
 }
