@@ -27,7 +27,8 @@ struct DemoCommand: AsyncParsableCommand {
     // Parts run one after the other; after Ctrl-C (graceful shutdown) each remaining part
     // sees the shutdown at once and returns.
     let parts: [any Service] = [
-      CounterDemo(duration: .seconds(duration), logger: logger)
+      CounterDemo(duration: .seconds(duration), logger: logger),
+      JobWorkerDemo(logger: logger),
     ]
     let sequence = Sequence(parts: parts)
     let group = ServiceGroup(
