@@ -1,0 +1,203 @@
+internal import Synchronization
+
+/// A single-flight, short-lived cache for the online count.
+///
+/// A burst of reads costs one query: callers that arrive while a query runs wait for its
+/// answer instead of issuing their own, and for `maxAge` after a query started its answer is
+/// reused. An answer is reused only for a window whose start (`sinceMillis`) is within
+/// `maxAge` of the one it was computed for, so a caller whose clock jumps (tests with an
+/// injected clock) always gets a fresh count.
+///
+/// Staleness is measured from when the query *started*, so no answer is ever older than
+/// `maxAge` plus nothing. ``invalidate()`` drops the cache after a local write, so one
+/// process reads its own writes.
+public final class CachedCount: Sendable {
+  public typealias Fetch = @Sendable (_ sinceMillis: Int64) async throws -> UInt64
+
+  private struct Answer {
+    var sinceMillis: Int64
+    var value: UInt64
+    var startedAt: ContinuousClock.Instant
+  }
+
+  private struct Flight {
+    var sinceMillis: Int64
+    var startedAt: ContinuousClock.Instant
+    var waiters: [UInt64: CheckedContinuation<UInt64, any Error>] = [:]
+  }
+
+  private struct State {
+    var answer: Answer?
+    /// Flights by id; `current` is the one new callers may join. An invalidated flight
+    /// still answers the callers that joined it, but not later ones.
+    var flights: [UInt64: Flight] = [:]
+    var current: UInt64?
+    var nextID: UInt64 = 0
+    var generation: UInt64 = 0
+    var queries: UInt64 = 0
+  }
+
+  private enum Step {
+    case answered(UInt64)
+    case lead(flightID: UInt64, generation: UInt64)
+    case join(flightID: UInt64)
+  }
+
+  private let fetch: Fetch
+  private let maxAge: Duration
+  private let maxAgeMillis: Int64
+  private let clock = ContinuousClock()
+  private let state = Mutex(State())
+
+  /// - Parameters:
+  ///   - maxAge: how stale an answer may be; 1 s by default, as the contract allows.
+  ///   - fetch: the real query.
+  public init(maxAge: Duration = .seconds(1), fetch: @escaping Fetch) {
+    self.fetch = fetch
+    self.maxAge = maxAge
+    let (seconds, attoseconds) = maxAge.components
+    self.maxAgeMillis = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+  }
+
+  /// How many real queries ran so far (for tests and metrics).
+  public var queryCount: UInt64 { state.withLock { $0.queries } }
+
+  /// Forgets the cached answer and detaches any query in flight from new callers.
+  public func invalidate() {
+    state.withLock { state in
+      state.answer = nil
+      state.current = nil
+      state.generation &+= 1
+    }
+  }
+
+  /// The number of users online since `sinceMillis`, possibly up to `maxAge` stale.
+  public func count(sinceMillis: Int64) async throws -> UInt64 {
+    while true {
+      try Task.checkCancellation()
+      switch nextStep(sinceMillis: sinceMillis) {
+      case .answered(let value):
+        return value
+      case .lead(let flightID, let generation):
+        return try await lead(flightID: flightID, generation: generation)
+      case .join(let flightID):
+        do {
+          return try await join(flightID: flightID)
+        } catch is CancellationError where !Task.isCancelled {
+          // The leader was cancelled, not us: try again (we may lead this time).
+          continue
+        }
+      }
+    }
+  }
+
+  private func nextStep(sinceMillis: Int64) -> Step {
+    let now = clock.now
+    return state.withLock { state in
+      if let answer = state.answer, answer.startedAt.duration(to: now) <= maxAge,
+        abs(answer.sinceMillis - sinceMillis) <= maxAgeMillis
+      {
+        return .answered(answer.value)
+      }
+      if let id = state.current, let flight = state.flights[id],
+        flight.startedAt.duration(to: now) <= maxAge,
+        abs(flight.sinceMillis - sinceMillis) <= maxAgeMillis
+      {
+        return .join(flightID: id)
+      }
+      let id = state.nextID
+      state.nextID += 1
+      state.flights[id] = Flight(sinceMillis: sinceMillis, startedAt: now)
+      state.current = id
+      state.queries += 1
+      return .lead(flightID: id, generation: state.generation)
+    }
+  }
+
+  private func lead(flightID: UInt64, generation: UInt64) async throws -> UInt64 {
+    let result: Result<UInt64, any Error>
+    do {
+      let sinceMillis = state.withLock { $0.flights[flightID]?.sinceMillis } ?? 0
+      result = .success(try await fetch(sinceMillis))
+    } catch {
+      result = .failure(error)
+    }
+    let waiters = state.withLock { state in
+      guard let flight = state.flights.removeValue(forKey: flightID) else {
+        return [UInt64: CheckedContinuation<UInt64, any Error>]()
+      }
+      if state.current == flightID { state.current = nil }
+      if case .success(let value) = result, state.generation == generation {
+        state.answer = Answer(
+          sinceMillis: flight.sinceMillis, value: value, startedAt: flight.startedAt)
+      }
+      return flight.waiters
+    }
+    // Resume outside the lock: a continuation may run code synchronously.
+    for continuation in waiters.values {
+      continuation.resume(with: result)
+    }
+    return try result.get()
+  }
+
+  private func join(flightID: UInt64) async throws -> UInt64 {
+    let waiterID = state.withLock { state in
+      defer { state.nextID += 1 }
+      return state.nextID
+    }
+    return try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { continuation in
+        let outcome: Result<UInt64, any Error>? = state.withLock { state in
+          // Cancelled before we registered: the handler below found nothing to resume.
+          if Task.isCancelled { return .failure(CancellationError()) }
+          guard state.flights[flightID] != nil else {
+            // The flight ended between our decision and now: ask again.
+            return .failure(CancellationError())
+          }
+          state.flights[flightID]?.waiters[waiterID] = continuation
+          return nil
+        }
+        if let outcome { continuation.resume(with: outcome) }
+      }
+    } onCancel: {
+      let continuation = state.withLock { state in
+        state.flights[flightID]?.waiters.removeValue(forKey: waiterID)
+      }
+      continuation?.resume(throwing: CancellationError())
+    }
+  }
+}
+
+/// A ``PresenceStore`` whose counts go through a ``CachedCount``; writes and prunes made
+/// through it invalidate the cache, so this process reads its own writes while other
+/// replicas' writes show within `maxAge`.
+public final class CachedPresenceStore: PresenceStore {
+  public let base: any PresenceStore
+  public let cache: CachedCount
+
+  public init(base: any PresenceStore, maxAge: Duration = .seconds(1)) {
+    self.base = base
+    self.cache = CachedCount(maxAge: maxAge) { sinceMillis in
+      try await base.countOnline(sinceMillis: sinceMillis)
+    }
+  }
+
+  public func run() async throws {
+    try await base.run()
+  }
+
+  public func record(_ records: [PresenceRecord]) async throws {
+    try await base.record(records)
+    cache.invalidate()
+  }
+
+  public func countOnline(sinceMillis: Int64) async throws -> UInt64 {
+    try await cache.count(sinceMillis: sinceMillis)
+  }
+
+  public func prune(beforeMillis: Int64) async throws -> Int {
+    let pruned = try await base.prune(beforeMillis: beforeMillis)
+    if pruned > 0 { cache.invalidate() }
+    return pruned
+  }
+}

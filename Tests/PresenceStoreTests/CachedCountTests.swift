@@ -1,0 +1,136 @@
+import PresenceStore
+import Synchronization
+import Testing
+
+/// A fetch whose calls the test can count and hold open.
+final class GatedFetch: Sendable {
+  private let calls = Mutex<[Int64]>([])
+  private let isOpen = Mutex(false)
+  let answer: UInt64
+
+  init(answer: UInt64) {
+    self.answer = answer
+  }
+
+  var sinceValues: [Int64] { calls.withLock { $0 } }
+
+  /// Lets every pending and future call finish.
+  func release() { isOpen.withLock { $0 = true } }
+
+  func fetch(_ since: Int64) async throws -> UInt64 {
+    calls.withLock { $0.append(since) }
+    // Polling keeps the gate trivially correct for many waiters and for cancellation
+    // (Task.sleep throws when the caller is cancelled).
+    while !isOpen.withLock({ $0 }) {
+      try await Task.sleep(for: .milliseconds(2))
+    }
+    return answer
+  }
+}
+
+@Suite("CachedCount")
+struct CachedCountTests {
+  @Test func concurrentCallersShareOneQuery() async throws {
+    let fetch = GatedFetch(answer: 7)
+    let cache = CachedCount(maxAge: .seconds(60)) { try await fetch.fetch($0) }
+    try await withThrowingTaskGroup(of: UInt64.self) { group in
+      for offset in 0..<50 {
+        group.addTask { try await cache.count(sinceMillis: 1_000 + Int64(offset)) }
+      }
+      // Wait until the one query is in flight, then let it answer.
+      while fetch.sinceValues.isEmpty { await Task.yield() }
+      fetch.release()
+      for try await value in group { #expect(value == 7) }
+    }
+    #expect(fetch.sinceValues.count == 1)
+    #expect(cache.queryCount == 1)
+  }
+
+  @Test func answerExpiresAfterMaxAge() async throws {
+    let fetch = GatedFetch(answer: 1)
+    fetch.release()
+    let cache = CachedCount(maxAge: .milliseconds(50)) { try await fetch.fetch($0) }
+    _ = try await cache.count(sinceMillis: 0)
+    _ = try await cache.count(sinceMillis: 0)
+    #expect(cache.queryCount == 1)
+    try await Task.sleep(for: .milliseconds(120))
+    _ = try await cache.count(sinceMillis: 0)
+    #expect(cache.queryCount == 2)
+  }
+
+  @Test func distantWindowIsNotServedFromCache() async throws {
+    let fetch = GatedFetch(answer: 1)
+    fetch.release()
+    let cache = CachedCount(maxAge: .seconds(1)) { try await fetch.fetch($0) }
+    _ = try await cache.count(sinceMillis: 10_000)
+    _ = try await cache.count(sinceMillis: 11_000)  // within 1 s: reused
+    _ = try await cache.count(sinceMillis: 9_000)  // within 1 s: reused
+    #expect(cache.queryCount == 1)
+    _ = try await cache.count(sinceMillis: 11_001)  // an injected clock jumped: fresh
+    #expect(fetch.sinceValues == [10_000, 11_001])
+  }
+
+  @Test func invalidateForcesAFreshQuery() async throws {
+    let fetch = GatedFetch(answer: 1)
+    fetch.release()
+    let cache = CachedCount(maxAge: .seconds(60)) { try await fetch.fetch($0) }
+    _ = try await cache.count(sinceMillis: 0)
+    cache.invalidate()
+    _ = try await cache.count(sinceMillis: 0)
+    #expect(cache.queryCount == 2)
+  }
+
+  @Test func errorsReachEveryWaiterAndAreNotCached() async throws {
+    struct Boom: Error {}
+    let calls = Mutex(0)
+    let cache = CachedCount(maxAge: .seconds(60)) { _ in
+      calls.withLock { $0 += 1 }
+      throw Boom()
+    }
+    await #expect(throws: Boom.self) { try await cache.count(sinceMillis: 0) }
+    await #expect(throws: Boom.self) { try await cache.count(sinceMillis: 0) }
+    #expect(calls.withLock { $0 } == 2)
+  }
+
+  @Test func cancelledWaiterLeavesTheOthersAnswered() async throws {
+    let fetch = GatedFetch(answer: 3)
+    let cache = CachedCount(maxAge: .seconds(60)) { try await fetch.fetch($0) }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      // The leader.
+      group.addTask {
+        let value = try await cache.count(sinceMillis: 0)
+        #expect(value == 3)
+      }
+      while fetch.sinceValues.isEmpty { await Task.yield() }
+      // A waiter that gives up: its cancellation must end it promptly.
+      let quitter = Task { try await cache.count(sinceMillis: 0) }
+      quitter.cancel()
+      await #expect(throws: CancellationError.self) { try await quitter.value }
+      // Another waiter still gets the shared answer.
+      group.addTask {
+        let value = try await cache.count(sinceMillis: 0)
+        #expect(value == 3)
+      }
+      fetch.release()
+      try await group.waitForAll()
+    }
+    #expect(cache.queryCount == 1)
+  }
+
+  @Test func cancelledLeaderHandsOverToAWaiter() async throws {
+    let fetch = GatedFetch(answer: 5)
+    let cache = CachedCount(maxAge: .seconds(60)) { try await fetch.fetch($0) }
+    let leader = Task { try await cache.count(sinceMillis: 0) }
+    while fetch.sinceValues.isEmpty { await Task.yield() }
+    let waiter = Task { try await cache.count(sinceMillis: 0) }
+    // Give the waiter time to join the leader's flight (if it has not, it simply leads).
+    try await Task.sleep(for: .milliseconds(50))
+    leader.cancel()
+    // The leader's fetch saw its cancellation; the waiter must not inherit that error: it
+    // retries and leads a new query.
+    await #expect(throws: CancellationError.self) { try await leader.value }
+    fetch.release()
+    #expect(try await waiter.value == 5)
+    #expect(cache.queryCount == 2)
+  }
+}

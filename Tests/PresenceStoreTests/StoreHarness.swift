@@ -1,0 +1,121 @@
+import Foundation
+import Logging
+import PostgresNIO
+import PresenceStore
+import Testing
+
+/// The stores the shared suite runs against.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+  case sqlite, postgres
+  var testDescription: String { rawValue }
+}
+
+/// Silent unless PRESENCE_TEST_LOG is set (then debug logs go to stderr, for diagnosis).
+let quietLogger: Logger = {
+  guard ProcessInfo.processInfo.environment["PRESENCE_TEST_LOG"] != nil else {
+    return Logger(label: "presence-store-tests", factory: { _ in SwiftLogNoOpLogHandler() })
+  }
+  var logger = Logger(label: "presence-store-tests", factory: { StreamLogHandler.standardError(label: $0) })
+  logger.logLevel = .trace
+  return logger
+}()
+
+/// The PostgreSQL the tests use: `POSTGRES_URL` (see scripts/start-postgres), or nil.
+var postgresURL: String? {
+  guard let url = ProcessInfo.processInfo.environment["POSTGRES_URL"], !url.isEmpty else {
+    return nil
+  }
+  return url
+}
+
+/// Appends query options to a URL that may already have some.
+func adding(_ options: String, to url: String) -> String {
+  url + (url.contains("?") ? "&" : "?") + options
+}
+
+/// One isolated place to keep presence: a temporary SQLite file, or a fresh schema in the
+/// test database. `open()` can be called again to get a new store over the same data
+/// (persistence across reopen).
+struct StoreLocation: Sendable {
+  let kind: StoreKind
+  let url: String
+  let cleanup: @Sendable () async -> Void
+
+  /// Nil (with a printed reason) when the kind cannot run here.
+  static func make(_ kind: StoreKind, test: String = #function) -> StoreLocation? {
+    switch kind {
+    case .sqlite:
+      let directory = FileManager.default.temporaryDirectory
+        .appendingPathComponent("presence-tests-\(UUID().uuidString)")
+      let path = directory.appendingPathComponent("nested/presence.sqlite").path
+      return StoreLocation(kind: kind, url: "sqlite:\(path)") {
+        try? FileManager.default.removeItem(at: directory)
+      }
+    case .postgres:
+      guard let base = postgresURL else {
+        print("SKIP \(test) [postgres]: POSTGRES_URL is not set (run scripts/start-postgres)")
+        return nil
+      }
+      let schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+      let url = adding("schema=\(schema)", to: base)
+      return StoreLocation(kind: kind, url: url) {
+        await dropSchema(schema, base: base)
+      }
+    }
+  }
+
+  /// Opens a store here and runs `body` while the store runs.
+  func withStore<T: Sendable>(
+    cacheMaxAge: Duration? = nil,
+    _ body: @Sendable (any PresenceStore) async throws -> T
+  ) async throws -> T {
+    let store = try await makePresenceStore(
+      url: url, logger: quietLogger, countCacheMaxAge: cacheMaxAge)
+    return try await running(store, body)
+  }
+}
+
+/// Runs `store` in a child task for the duration of `body`, as a ServiceGroup would.
+func running<T: Sendable>(
+  _ store: any PresenceStore, _ body: @Sendable (any PresenceStore) async throws -> T
+) async throws -> T {
+  try await withThrowingTaskGroup(of: Void.self) { group in
+    group.addTask { try await store.run() }
+    defer { group.cancelAll() }
+    return try await body(store)
+  }
+}
+
+/// Best-effort removal of a test schema, straight through postgres-nio (opening a store on
+/// the base URL would create tables in the default schema).
+func dropSchema(_ schema: String, base: String) async {
+  guard let configuration = try? PostgresPresenceStore.Configuration(url: base) else { return }
+  let client = PostgresClient(configuration: configuration.client)
+  await withTaskGroup(of: Void.self) { group in
+    group.addTask { await client.run() }
+    group.addTask {
+      _ = try? await client.query(
+        PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"))
+    }
+    group.addTask { try? await Task.sleep(for: .seconds(5)) }
+    // The drop or the time limit, whichever comes first (run() only ends when cancelled).
+    _ = await group.next()
+    group.cancelAll()
+  }
+}
+
+/// Runs `body` with a fresh location of `kind`, removing it afterwards; skips (printing why)
+/// when the kind is not available here.
+func withLocation(
+  _ kind: StoreKind, test: String = #function,
+  _ body: (StoreLocation) async throws -> Void
+) async throws {
+  guard let location = StoreLocation.make(kind, test: test) else { return }
+  do {
+    try await body(location)
+  } catch {
+    await location.cleanup()
+    throw error
+  }
+  await location.cleanup()
+}
