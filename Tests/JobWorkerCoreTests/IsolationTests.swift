@@ -105,10 +105,11 @@ struct IsolationTests {
       // The "restarted" manager shares the crashed one's cgroup name.
       let restarted = try JobManager(
         configuration: crashed.configuration, logger: Logger(label: "test"))
-      for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
       #expect(!FileSystem.exists(
         "/sys/fs/cgroup/memory/\(crashed.configuration.cgroupName)/\(job.id)"))
+      // The killed init stays a zombie until its parent (here still alive) reaps it.
       try await crashed.job(job.id)?.waitForEnd()
+      for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
       #expect(try crashed.status(job.id).state == .signaled(signal: SIGKILL))
       await restarted.shutdown()
     }

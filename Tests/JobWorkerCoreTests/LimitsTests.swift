@@ -27,7 +27,7 @@ struct LimitsTests {
       let usage = try manager.status(job.id).usage
       let throttled = manager.cgroup.throttledPeriods(job.id.description) ?? 0
       _ = try await manager.stop(job.id)
-      #expect(throttled >= 3)
+      #expect(throttled >= 1)
       // 100 ms per second of quota; allow for scheduling slack.
       #expect(usage.cpuMicros < 300_000)
       #expect(usage.cpuMicros > 20_000)
@@ -69,7 +69,6 @@ struct LimitsTests {
           command: "sleep", arguments: ["600"],
           limits: ResourceLimits(
             io: [IOLimit(device: device, readBytesPerSecond: 1 << 20, writeIOPS: 100)])))
-      defer { _ = job }
       let name = manager.configuration.cgroupName
       if manager.cgroup.version == "v1" {
         let dir = "/sys/fs/cgroup/blkio/\(name)/\(job.id)"

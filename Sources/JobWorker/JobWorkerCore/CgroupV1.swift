@@ -39,7 +39,7 @@ struct CgroupV1: CgroupDriver {
     if let millicores = limits.cpuMillicores {
       // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
       try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")
-      try FileSystem.write(path("cpu", name) + "/cpu.cfs_quota_us", String(millicores * 100))
+      try FileSystem.write(path("cpu", name) + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
     }
     if let memory = limits.memoryBytes {
       let dir = path("memory", name)

@@ -31,7 +31,7 @@ struct CgroupV2: CgroupDriver {
     let dir = path(name)
     try FileSystem.makeDirectory(dir)
     if let millicores = limits.cpuMillicores {
-      try FileSystem.write(dir + "/cpu.max", "\(millicores * 100) 100000")
+      try FileSystem.write(dir + "/cpu.max", "\(UInt64(millicores) * 100) 100000")
     }
     if let memory = limits.memoryBytes {
       try FileSystem.write(dir + "/memory.max", String(memory))

@@ -46,7 +46,7 @@ enum FileSystem {
 
   /// Creates a directory and its missing parents.
   static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
-    var prefix = ""
+    var prefix = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
       prefix += "/" + component
       try makeDirectory(prefix, mode: mode)

@@ -18,7 +18,7 @@ final class Reactor: Sendable {
     var nextToken: UInt64 = 1
     var stopping = false
     var stopped = false
-    var stopWaiter: CheckedContinuation<Void, Never>?
+    var stopWaiters: [CheckedContinuation<Void, Never>] = []
   }
 
   private let epollFD: Int32
@@ -74,7 +74,7 @@ final class Reactor: Sendable {
       let done = state.withLock { state -> Bool in
         if state.stopped { return true }
         state.stopping = true
-        state.stopWaiter = continuation
+        state.stopWaiters.append(continuation)
         return false
       }
       if done {
@@ -105,11 +105,12 @@ final class Reactor: Sendable {
     }
     close(wakeFD)
     close(epollFD)
-    let waiter = state.withLock { state in
+    let waiters = state.withLock { state in
       state.stopped = true
-      return state.stopWaiter.take()
+      defer { state.stopWaiters = [] }
+      return state.stopWaiters
     }
-    waiter?.resume()
+    for waiter in waiters { waiter.resume() }
   }
 }
 

@@ -23,7 +23,7 @@ enum Validation {
     if let cpu = effective.cpuMillicores {
       let cores = UInt32(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
       let limit = maximum.cpuMillicores ?? cores * 1000
-      guard (minimumMillicores...limit).contains(cpu) else {
+      guard cpu >= minimumMillicores && cpu <= limit else {
         throw JobError(
           .invalidArgument, "cpu limit \(cpu) millicores is outside \(minimumMillicores)...\(limit)")
       }
@@ -31,14 +31,14 @@ enum Validation {
     if let memory = effective.memoryBytes {
       let physical = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
       let limit = maximum.memoryBytes ?? physical
-      guard (minimumMemory...limit).contains(memory) else {
+      guard memory >= minimumMemory && memory <= limit else {
         throw JobError(
           .invalidArgument, "memory limit \(memory) bytes is outside \(minimumMemory)...\(limit)")
       }
     }
     if let pids = effective.maxPids {
       let limit = maximum.maxPids ?? 4_194_304
-      guard (1...limit).contains(pids) else {
+      guard pids >= 1 && pids <= limit else {
         throw JobError(.invalidArgument, "pids limit \(pids) is outside 1...\(limit)")
       }
     }
