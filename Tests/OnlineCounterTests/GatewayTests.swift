@@ -2,6 +2,8 @@ import CounterClient
 import CounterProtos
 import Foundation
 import GRPCCore
+import GRPCNIOTransportHTTP2
+import GRPCProtobuf
 import GatewayService
 import ServiceKit
 import ServiceLifecycle
@@ -87,6 +89,38 @@ import Testing
     }
   }
 
+  @Test func garbageFrameEndsOnlyThatStream() async throws {
+    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
+      gateway, _, _ in
+      async let good = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("neighbour"), answer: .even, pings: 3)
+      let transport = try HTTP2ClientTransport.Posix(
+        target: gateway.resolvableTarget, transportSecurity: .plaintext)
+      let failure: RPCError? = try await withGRPCClient(transport: transport) { client in
+        var options = CallOptions.defaults
+        options.timeout = .seconds(5)
+        do {
+          try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
+            request: StreamingClientRequest(metadata: Harness.clientID("vandal")) { writer in
+              try await writer.write(Tenten_Interview_Pong())
+              try await Task.sleep(for: .seconds(3))
+            },
+            serializer: GarbageSerializer(), deserializer: ProtobufDeserializer(),
+            options: options
+          ) { response in
+            for try await _ in response.messages {}
+          }
+          return nil
+        } catch let error as RPCError {
+          return error
+        }
+      }
+      #expect(failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
+      let neighbour = try await good
+      #expect(neighbour.error == nil && neighbour.pingTimes.count == 3)
+    }
+  }
+
   @Test func streamsOverTheLimitAreRefused() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)], maxClients: 1) {
       gateway, _, _ in
@@ -157,5 +191,12 @@ import Testing
       #expect(after == 1)
       #expect(gateway.connectedClients == 0)
     }
+  }
+}
+
+/// Serializes any message as bytes that are not valid protobuf (a truncated varint field).
+private struct GarbageSerializer: MessageSerializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: Tenten_Interview_Pong) throws -> Bytes {
+    Bytes([0x08, 0xFF, 0xFF, 0xFF])
   }
 }

@@ -50,7 +50,8 @@ struct ClientCommand: AsyncParsableCommand {
         group.addTask {
           while !Task.isCancelled {
             try await Task.sleep(for: .seconds(summaryInterval))
-            print(client.stats.summary())
+            // Unbuffered, so that lines show up promptly in a file or a pipe.
+            FileHandle.standardOutput.write(Data("\(client.stats.summary())\n".utf8))
           }
         }
       }

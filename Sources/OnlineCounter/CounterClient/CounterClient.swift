@@ -24,6 +24,12 @@ public struct CounterClient: Sendable {
     public var connections: Int
     public var initialBackoff: Duration = .milliseconds(200)
     public var maxBackoff: Duration = .seconds(10)
+    /// A stream that lived this long worked: the backoff starts over after it ends (so a
+    /// drained client moves at once, while a gateway that keeps dropping clients is not
+    /// hammered).
+    public var stableAfter: Duration = .seconds(10)
+    /// Streams opened per second at start, so that N clients do not storm the gateway.
+    public var startRate = 2_000
 
     public init(ids: [String], gateways: [HostPort], connections: Int = 1) {
       self.ids = ids
@@ -59,6 +65,8 @@ public struct CounterClient: Sendable {
       }
       for (index, id) in config.ids.enumerated() {
         group.addTask {
+          let delay = Duration.seconds(1) * (Double(index) / Double(max(self.config.startRate, 1)))
+          try? await Task.sleep(for: delay)
           await self.simulate(id: id, start: index % count, clients: clients)
         }
       }
@@ -78,9 +86,10 @@ public struct CounterClient: Sendable {
     while !Task.isCancelled {
       let gateway = config.gateways[connection % config.gateways.count]
       logger.log(level: level, "connecting", metadata: ["client.gateway": "\(gateway)"])
+      let opened = ContinuousClock.now
       let outcome = await stream(id: id, client: clients[connection], logger: logger, level: level)
       if Task.isCancelled { return }
-      if outcome.receivedPings { attempt = 0 }
+      if outcome.receivedPings, ContinuousClock.now - opened >= config.stableAfter { attempt = 0 }
       attempt += 1
       let cap = min(config.maxBackoff, config.initialBackoff * (1 << min(attempt - 1, 20)))
       let delay = Duration.nanoseconds(Int64.random(in: 0...cap.nanoseconds))

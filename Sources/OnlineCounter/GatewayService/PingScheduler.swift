@@ -42,25 +42,26 @@ final class PingScheduler: Sendable {
   /// Registers a session for `userID`, or refuses when full or draining.
   func add(userID: String) -> Result<ClientSession, AdmissionError> {
     let slot = Int(ClientID.stableHash(userID) % UInt64(Self.slotCount))
-    let (result, count) = state.withLock { state -> (Result<ClientSession, AdmissionError>, Int) in
-      if state.draining { return (.failure(.draining), state.count) }
-      if state.count >= maxSessions { return (.failure(.full(limit: maxSessions)), state.count) }
+    return state.withLock { state -> Result<ClientSession, AdmissionError> in
+      if state.draining { return .failure(.draining) }
+      if state.count >= maxSessions { return .failure(.full(limit: maxSessions)) }
       let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: .now)
       state.nextID += 1
       state.slots[slot][session.id] = session
       state.count += 1
-      return (.success(session), state.count)
+      // Recorded under the lock: outside it, concurrent updates could land out of order and
+      // leave the gauge stale.
+      connected.record(state.count)
+      return .success(session)
     }
-    connected.record(count)
-    return result
   }
 
   func remove(_ session: ClientSession) {
-    let count = state.withLock { state in
-      if state.slots[session.slot].removeValue(forKey: session.id) != nil { state.count -= 1 }
-      return state.count
+    state.withLock { state in
+      guard state.slots[session.slot].removeValue(forKey: session.id) != nil else { return }
+      state.count -= 1
+      connected.record(state.count)
     }
-    connected.record(count)
   }
 
   /// Refuses new sessions from now on and ends every open one with `reason`.
