@@ -52,10 +52,13 @@ struct CgroupV2Tests {
     #expect(FileSystem.read(root + "/jw/job/memory.max") == "67108864")
     #expect(FileSystem.read(root + "/jw/job/memory.swap.max") == "0")
     #expect(FileSystem.read(root + "/jw/job/pids.max") == "50")
-    #expect(FileSystem.read(root + "/jw/job/io.max") == "254:0 rbps=1000 wbps=max riops=max wiops=10")
+    #expect(
+      FileSystem.read(root + "/jw/job/io.max") == "254:0 rbps=1000 wbps=max riops=max wiops=10")
 
-    #expect(driver.usage("job") == ResourceUsage(
-      cpuMicros: 1234, memoryPeakBytes: 4096, ioReadBytes: 101, ioWriteBytes: 202))
+    #expect(
+      driver.usage("job")
+        == ResourceUsage(
+          cpuMicros: 1234, memoryPeakBytes: 4096, ioReadBytes: 101, ioWriteBytes: 202))
     #expect(driver.oomKills("job") == 1)
     #expect(driver.throttledPeriods("job") == 7)
     driver.killAll("job")

@@ -44,7 +44,8 @@ struct IsolationTests {
       mkdir(directory, 0o755)
       defer { rmdir(directory) }
       let (status, output) = try await manager.run(
-        "sh", "-c", "mount -t tmpfs \(marker) \(directory) && grep -c \(marker) /proc/self/mountinfo")
+        "sh", "-c",
+        "mount -t tmpfs \(marker) \(directory) && grep -c \(marker) /proc/self/mountinfo")
       #expect(status.state == .exited(code: 0))
       #expect(output == "1\n")
       #expect(FileSystem.read("/proc/self/mountinfo")?.contains(marker) == false)
@@ -71,7 +72,8 @@ struct IsolationTests {
     try await withManager(grace: .milliseconds(500)) { manager in
       let job = try await manager.start(
         JobSpec(
-          command: "sh", arguments: ["-c", "trap '' TERM; sleep 600 & sleep 600 & echo ready; wait"]))
+          command: "sh",
+          arguments: ["-c", "trap '' TERM; sleep 600 & sleep 600 & echo ready; wait"]))
       var iterator = try manager.output(job.id).makeAsyncIterator()
       _ = try await iterator.next()
       let pids = manager.cgroup.processes(job.id.description)
@@ -79,8 +81,9 @@ struct IsolationTests {
       let stopped = try await manager.stop(job.id)
       #expect(stopped.state == .stopped(signal: SIGKILL))
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
-      #expect(!FileSystem.exists(
-        "/sys/fs/cgroup/memory/\(manager.configuration.cgroupName)/\(job.id)"))
+      #expect(
+        !FileSystem.exists(
+          "/sys/fs/cgroup/memory/\(manager.configuration.cgroupName)/\(job.id)"))
     }
   }
 
@@ -89,7 +92,8 @@ struct IsolationTests {
     try await withManager { manager in
       let (status, output) = try await manager.run(
         "sh", "-c",
-        "(sleep 0.1 &); (sleep 0.1 &); sleep 0.5; cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z")
+        "(sleep 0.1 &); (sleep 0.1 &); sleep 0.5; cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z"
+      )
       #expect(status.state == .exited(code: 1))  // grep -c found nothing
       #expect(output == "0\n")
     }
@@ -105,8 +109,9 @@ struct IsolationTests {
       // The "restarted" manager shares the crashed one's cgroup name.
       let restarted = try JobManager(
         configuration: crashed.configuration, logger: Logger(label: "test"))
-      #expect(!FileSystem.exists(
-        "/sys/fs/cgroup/memory/\(crashed.configuration.cgroupName)/\(job.id)"))
+      #expect(
+        !FileSystem.exists(
+          "/sys/fs/cgroup/memory/\(crashed.configuration.cgroupName)/\(job.id)"))
       // The killed init stays a zombie until its parent (here still alive) reaps it.
       try await crashed.job(job.id)?.waitForEnd()
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }

@@ -87,7 +87,8 @@ struct LimitsTests {
     var st = stat()
     guard stat("/", &st) == 0 else { return nil }
     let dev = UInt64(st.st_dev)
-    let number = "\(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)):\((dev & 0xff) | ((dev >> 12) & ~0xff))"
+    let number =
+      "\(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)):\((dev & 0xff) | ((dev >> 12) & ~0xff))"
     let uevent = FileSystem.read("/sys/dev/block/\(number)/uevent") ?? ""
     guard let line = uevent.split(separator: "\n").first(where: { $0.hasPrefix("DEVNAME=") })
     else { return nil }

@@ -11,7 +11,8 @@ struct StreamingTests {
   @Test func concurrentReadersGetIdenticalCompleteOutput() async throws {
     try await withManager { manager in
       let job = try await manager.start(
-        JobSpec(command: "sh", arguments: ["-c", "for i in 1 2 3 4 5; do seq 20000; sleep 0.1; done"]))
+        JobSpec(
+          command: "sh", arguments: ["-c", "for i in 1 2 3 4 5; do seq 20000; sleep 0.1; done"]))
       let outputs = try await withThrowingTaskGroup(of: [UInt8].self) { group in
         for _ in 0..<3 { group.addTask { try await manager.collect(job.id) } }
         return try await group.reduce(into: []) { $0.append($1) }

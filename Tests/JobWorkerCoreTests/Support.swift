@@ -67,6 +67,7 @@ func openDescriptors(to path: String) -> Int {
   FileSystem.entries("/proc/self/fd").filter { fd in
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-    return n > 0 && String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path
+    return n > 0
+      && String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path
   }.count
 }

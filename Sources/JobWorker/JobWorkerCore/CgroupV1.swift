@@ -21,7 +21,8 @@ struct CgroupV1: CgroupDriver {
     for controller in Self.controllers { try FileSystem.makeDirectory(path(controller)) }
     var stale = Set<String>()
     for controller in Self.controllers {
-      for name in FileSystem.entries(path(controller)) where FileSystem.isDirectory(
+      for name in FileSystem.entries(path(controller))
+      where FileSystem.isDirectory(
         path(controller, name))
       {
         stale.insert(name)
@@ -39,7 +40,8 @@ struct CgroupV1: CgroupDriver {
     if let millicores = limits.cpuMillicores {
       // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
       try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")
-      try FileSystem.write(path("cpu", name) + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
+      try FileSystem.write(
+        path("cpu", name) + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
     }
     if let memory = limits.memoryBytes {
       let dir = path("memory", name)

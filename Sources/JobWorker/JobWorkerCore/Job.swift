@@ -277,7 +277,8 @@ final class Job: Sendable {
     if !leftovers.isEmpty {
       // Cannot happen for processes of the namespace; a process that joined the cgroup
       // from outside would keep it alive, so kill it rather than leak the cgroup.
-      logger.warning("processes left in the job's cgroup", metadata: ["jobworker.pids": "\(leftovers)"])
+      logger.warning(
+        "processes left in the job's cgroup", metadata: ["jobworker.pids": "\(leftovers)"])
       cgroup.killAll(name)
     }
     let usage = cgroup.usage(name)

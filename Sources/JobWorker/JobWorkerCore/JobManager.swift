@@ -85,7 +85,8 @@ public final class JobManager: Sendable {
     } catch {
       throw JobError(.unavailable, "cannot create the data directory: \(error)")
     }
-    let cgroup = try Cgroups.detect(root: configuration.cgroupRoot, parent: configuration.cgroupName)
+    let cgroup = try Cgroups.detect(
+      root: configuration.cgroupRoot, parent: configuration.cgroupName)
     do {
       let stale = try cgroup.prepare()
       if !stale.isEmpty {
@@ -279,7 +280,8 @@ public final class JobManager: Sendable {
     do {
       try body()
     } catch {
-      throw JobError(error.errno == ENOSPC || error.errno == EMFILE ? .resourceExhausted : code,
+      throw JobError(
+        error.errno == ENOSPC || error.errno == EMFILE ? .resourceExhausted : code,
         "\(error)")
     }
   }

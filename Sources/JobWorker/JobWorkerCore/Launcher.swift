@@ -65,10 +65,12 @@ enum Launcher {
       close(output[0])
       close(status[0])
       close(release[1])
-      let code: JobError.Code = -pid == EAGAIN || -pid == ENOMEM ? .resourceExhausted : .failedToStart
+      let code: JobError.Code =
+        -pid == EAGAIN || -pid == ENOMEM ? .resourceExhausted : .failedToStart
       throw JobError(code, "clone: \(errnoText(-pid))")
     }
-    return Launched(pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1])
+    return Launched(
+      pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1])
   }
 
   /// Lets the init proceed (it is in its cgroup by now).
@@ -76,7 +78,9 @@ enum Launcher {
     var go: UInt8 = 1
     let n = write(launched.release, &go, 1)
     close(launched.release)
-    guard n == 1 else { throw JobError(.internalError, "cannot release the job init: \(errnoText())") }
+    guard n == 1 else {
+      throw JobError(.internalError, "cannot release the job init: \(errnoText())")
+    }
   }
 
   /// Abandons a launch before release: closing the release pipe makes the init exit at once,

@@ -1,6 +1,6 @@
+import CJobInit
 import Foundation
 import Glibc
-import CJobInit
 import Synchronization
 
 /// One OS thread that waits with epoll on every job's output pipe, status pipe and pidfd and

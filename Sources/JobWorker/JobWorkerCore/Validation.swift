@@ -25,7 +25,8 @@ enum Validation {
       let limit = maximum.cpuMillicores ?? cores * 1000
       guard cpu >= minimumMillicores && cpu <= limit else {
         throw JobError(
-          .invalidArgument, "cpu limit \(cpu) millicores is outside \(minimumMillicores)...\(limit)")
+          .invalidArgument, "cpu limit \(cpu) millicores is outside \(minimumMillicores)...\(limit)"
+        )
       }
     }
     if let memory = effective.memoryBytes {
