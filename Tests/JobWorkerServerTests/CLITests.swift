@@ -30,7 +30,8 @@ struct CLITests {
     let pki = try TestPKI()
     defer { pki.remove() }
     try await withJobWorker(pki: pki) { port, _ in
-      let result = try await jobctl(["run", "--", "sh", "-c", "echo hi; exit 3"], pki: pki, port: port)
+      let result = try await jobctl(
+        ["run", "--", "sh", "-c", "echo hi; exit 3"], pki: pki, port: port)
       #expect(result.stdout == "hi\n")
       #expect(result.status == 3, "\(result.stderr)")
       let killed = try await jobctl(["run", "--", "sh", "-c", "kill -9 $$"], pki: pki, port: port)
@@ -49,15 +50,19 @@ struct CLITests {
     }
   }
 
-  @Test("unknown job id, bad flags, unreachable server, wrong CA, expired certificate: one line, non-zero")
+  @Test(
+    "unknown job id, bad flags, unreachable server, wrong CA, expired certificate: one line, non-zero"
+  )
   func oneLineErrors() async throws {
     guard available() else { return }
     let pki = try TestPKI()
     defer { pki.remove() }
     let missing = UUID().uuidString.lowercased()
     // Nothing listens on port 1.
-    Self.check(try await jobctl(["list"], pki: pki, port: 1), "cannot reach the job worker at 127.0.0.1:1")
-    Self.check(try await jobctl(["list", "--bogus"], pki: pki, port: 1), "Unknown option '--bogus'")
+    Self.check(
+      try await jobctl(["list"], pki: pki, port: 1), "cannot reach the job worker at 127.0.0.1:1")
+    Self.check(
+      try await jobctl(["list", "--bogus"], pki: pki, port: 1), "Unknown option '--bogus'")
     Self.check(try await jobctl(["list"], pki: pki, port: 1, user: "expired"), "expired on")
     Self.check(try await jobctl(["list"], pki: pki, port: 1, user: "nobody"), "jobctl certs init")
     try await withWhoAmIServer(pki: pki) { port, _ in
@@ -69,12 +74,15 @@ struct CLITests {
         "server does not accept client certificate")
     }
     try await withJobWorker(pki: pki) { port, _ in
-      Self.check(try await jobctl(["status", missing], pki: pki, port: port), "job \(missing) not found")
+      Self.check(
+        try await jobctl(["status", missing], pki: pki, port: port), "job \(missing) not found")
       Self.check(try await jobctl(["stop", "not-a-uuid"], pki: pki, port: port), "is not a UUID")
     }
   }
 
-  static func check(_ result: ProcessResult, _ needle: String, sourceLocation: SourceLocation = #_sourceLocation) {
+  static func check(
+    _ result: ProcessResult, _ needle: String, sourceLocation: SourceLocation = #_sourceLocation
+  ) {
     #expect(result.status != 0, sourceLocation: sourceLocation)
     #expect(result.stdout.isEmpty, sourceLocation: sourceLocation)
     #expect(

@@ -150,7 +150,8 @@ func clientTLSConfiguration(
   if let user {
     tls.certificateChain = try NIOSSLCertificate.fromPEMFile(pki.layout.certificate(for: user))
       .map { .certificate($0) }
-    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: pki.layout.key(for: user), format: .pem))
+    tls.privateKey = .privateKey(
+      try NIOSSLPrivateKey(file: pki.layout.key(for: user), format: .pem))
   }
   tls.minimumTLSVersion = minimum
   tls.maximumTLSVersion = maximum

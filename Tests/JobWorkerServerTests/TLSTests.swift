@@ -35,10 +35,14 @@ final class WhoAmIService: Jobworker_V1_JobWorker.SimpleServiceProtocol, Sendabl
 
   func startJob(
     request: Jobworker_V1_StartJobRequest, context: ServerContext
-  ) async throws -> Jobworker_V1_StartJobResponse { throw RPCError(code: .unimplemented, message: "") }
+  ) async throws -> Jobworker_V1_StartJobResponse {
+    throw RPCError(code: .unimplemented, message: "")
+  }
   func stopJob(
     request: Jobworker_V1_StopJobRequest, context: ServerContext
-  ) async throws -> Jobworker_V1_StopJobResponse { throw RPCError(code: .unimplemented, message: "") }
+  ) async throws -> Jobworker_V1_StopJobResponse {
+    throw RPCError(code: .unimplemented, message: "")
+  }
   func getJobStatus(
     request: Jobworker_V1_GetJobStatusRequest, context: ServerContext
   ) async throws -> Jobworker_V1_GetJobStatusResponse {
@@ -106,7 +110,8 @@ struct TLSTests {
     defer { pki.remove() }
     try await withWhoAmIServer(pki: pki) { port, peers in
       let outcome = try await probeTLS(
-        port: port, configuration: try clientTLSConfiguration(pki: pki, user: user, maximum: maximum))
+        port: port,
+        configuration: try clientTLSConfiguration(pki: pki, user: user, maximum: maximum))
       #expect(outcome.isRefused, "\(what): \(outcome)")
       #expect(peers.count == 0)
     }
@@ -148,7 +153,9 @@ struct TLSTests {
         "-alpn", "h2", version, "-ign_eof",
       ]
       if let user {
-        arguments += ["-cert", pki.layout.certificate(for: user), "-key", pki.layout.key(for: user)]
+        arguments += [
+          "-cert", pki.layout.certificate(for: user), "-key", pki.layout.key(for: user),
+        ]
       }
       let result = try await runProcess(openssl, arguments, timeout: .seconds(10))
       let output = (result.stdout + result.stderr).lowercased()
@@ -190,10 +197,12 @@ struct PeerIdentityTests {
     try await withWhoAmIServer(pki: pki) { port, peers in
       let job = try await withJobClient(port: port, files: pki.client("alice")) { client in
         let forged: Metadata = [
-          "x-jobworker-identity": "admin", "x-client-cn": "admin", "x-ssl-client-s-dn": "CN=admin,OU=admin",
+          "x-jobworker-identity": "admin", "x-client-cn": "admin",
+          "x-ssl-client-s-dn": "CN=admin,OU=admin",
           "x-forwarded-client-cert": "Subject=\"CN=admin,OU=admin\"",
         ]
-        return try await client.listJobs(.init(), metadata: forged, options: testCallOptions).jobs[0]
+        return try await client.listJobs(.init(), metadata: forged, options: testCallOptions).jobs[
+          0]
       }
       #expect(job.owner == "alice")
       #expect(job.command == "user")
@@ -224,7 +233,8 @@ struct PeerIdentityTests {
   func identityRules() throws {
     let ca = try CertificateAuthority.create()
     let alice = try ca.issueClient(name: "alice", role: .user)
-    #expect(try PeerIdentity(certificate: alice.certificate) == PeerIdentity(name: "alice", role: .user))
+    #expect(
+      try PeerIdentity(certificate: alice.certificate) == PeerIdentity(name: "alice", role: .user))
     // A server certificate has no OU: no role, refused.
     let server = try ca.issueServer(hosts: ["localhost"])
     #expect(throws: PeerIdentityError.self) { try PeerIdentity(certificate: server.certificate) }
@@ -238,7 +248,8 @@ struct PeerIdentityTests {
     let pki = try TestPKI()
     defer { pki.remove() }
     let key = try FileManager.default.attributesOfItem(atPath: pki.layout.key(for: "alice"))
-    let cert = try FileManager.default.attributesOfItem(atPath: pki.layout.certificate(for: "alice"))
+    let cert = try FileManager.default.attributesOfItem(
+      atPath: pki.layout.certificate(for: "alice"))
     #expect((key[.posixPermissions] as? Int) == 0o600)
     #expect((cert[.posixPermissions] as? Int) == 0o644)
   }

@@ -34,7 +34,8 @@ struct JobWorker: AsyncParsableCommand {
   var cert: String = Environment.string("JOBWORKER_CERT", default: "\(defaultDirectory)/server.pem")
 
   @Option(help: "Server private key (env: JOBWORKER_KEY).")
-  var key: String = Environment.string("JOBWORKER_KEY", default: "\(defaultDirectory)/server-key.pem")
+  var key: String = Environment.string(
+    "JOBWORKER_KEY", default: "\(defaultDirectory)/server-key.pem")
 
   @Option(help: "Where job output is stored (env: JOBWORKER_DATA_DIR).")
   var dataDir: String = Environment.string("JOBWORKER_DATA_DIR", default: "/var/lib/jobworker")

@@ -20,8 +20,11 @@ struct CertsInitCommand: AsyncParsableCommand {
   @Option(parsing: .upToNextOption, help: "Host names and IP addresses of the server.")
   var hosts: [String] = ["localhost", "127.0.0.1"]
 
-  @Option(parsing: .upToNextOption, help: "Client identities to create, NAME:ROLE (role admin|user).")
-  var clients: [ClientSpec] = [ClientSpec(name: "admin", role: .admin), ClientSpec(name: "alice", role: .user)]
+  @Option(
+    parsing: .upToNextOption, help: "Client identities to create, NAME:ROLE (role admin|user).")
+  var clients: [ClientSpec] = [
+    ClientSpec(name: "admin", role: .admin), ClientSpec(name: "alice", role: .user),
+  ]
 
   @Flag(help: "Replace an existing CA (every certificate it issued stops working).")
   var force = false
@@ -43,7 +46,8 @@ struct CertsInitCommand: AsyncParsableCommand {
     for client in clients {
       try ca.issueClient(name: client.name, role: client.role).write(
         certificateTo: layout.certificate(for: client.name), keyTo: layout.key(for: client.name))
-      print("client:  \(layout.certificate(for: client.name)) (\(client.name), role \(client.role))")
+      print(
+        "client:  \(layout.certificate(for: client.name)) (\(client.name), role \(client.role))")
     }
   }
 }

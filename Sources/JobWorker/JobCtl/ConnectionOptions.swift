@@ -10,12 +10,15 @@ public struct ConnectionOptions: ParsableArguments, Sendable {
     "JOBCTL_SERVER", default: HostPort(host: "127.0.0.1", port: 50053))
 
   @Option(help: "Directory holding the certificates `jobctl certs init` made (env: JOBCTL_DIR).")
-  public var dir: String = Environment.string("JOBCTL_DIR", default: CertificateLayout.defaultDirectory)
+  public var dir: String = Environment.string(
+    "JOBCTL_DIR", default: CertificateLayout.defaultDirectory)
 
   @Option(help: "Identity to use: picks DIR/USER.pem and DIR/USER-key.pem (env: JOBCTL_USER).")
   public var user: String = Environment.string("JOBCTL_USER", default: "admin")
 
-  @Option(help: "CA certificate that signed the server's certificate; default DIR/ca.pem (env: JOBCTL_CA).")
+  @Option(
+    help:
+      "CA certificate that signed the server's certificate; default DIR/ca.pem (env: JOBCTL_CA).")
   public var ca: String = Environment.string("JOBCTL_CA", default: "")
 
   @Option(help: "Client certificate; default DIR/USER.pem (env: JOBCTL_CERT).")

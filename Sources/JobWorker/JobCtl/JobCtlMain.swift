@@ -22,7 +22,8 @@ public enum JobCtlMain {
         JobCtlCommand.exit(withError: error)
       }
       // Usage errors: one line (the first of ArgumentParser's message) plus where help is.
-      let message = JobCtlCommand.message(for: error).split(separator: "\n").first ?? "invalid usage"
+      let message =
+        JobCtlCommand.message(for: error).split(separator: "\n").first ?? "invalid usage"
       FileHandle.standardError.write(
         Data("jobctl: error: \(message) (see `jobctl help`)\n".utf8))
       exit(code.rawValue)

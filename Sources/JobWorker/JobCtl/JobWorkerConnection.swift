@@ -145,7 +145,8 @@ public struct JobCtlError: Error, CustomStringConvertible, Sendable {
         self.init(
           "TLS handshake failed: no common TLS version (the server requires TLS 1.3)",
           code: rpc.code)
-      } else if lower.contains("refused") || lower.contains("connect") || lower.contains("resolve") {
+      } else if lower.contains("refused") || lower.contains("connect") || lower.contains("resolve")
+      {
         self.init(
           "cannot reach the job worker at \(server) (\(Self.shortReason(detail))); is `jobworker` "
             + "running there? set --server or JOBCTL_SERVER", code: rpc.code)

@@ -12,7 +12,9 @@ struct JobOptions: ParsableArguments {
   @Option(help: "Maximum number of processes and threads.")
   var pids: UInt32?
 
-  @Option(name: .customLong("io-read"), help: "Disk read limit DEVICE=BYTES/s, e.g. /dev/vda=10M (repeatable).")
+  @Option(
+    name: .customLong("io-read"),
+    help: "Disk read limit DEVICE=BYTES/s, e.g. /dev/vda=10M (repeatable).")
   var ioRead: [DeviceRate] = []
 
   @Option(name: .customLong("io-write"), help: "Disk write limit DEVICE=BYTES/s (repeatable).")

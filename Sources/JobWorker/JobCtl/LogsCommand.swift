@@ -7,7 +7,8 @@ struct LogsCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "logs",
     abstract: "Print a job's output (stdout and stderr combined) byte for byte.",
-    discussion: "Without -f, prints the output so far and exits; with -f, follows until the job ends.")
+    discussion:
+      "Without -f, prints the output so far and exits; with -f, follows until the job ends.")
 
   @OptionGroup var connection: ConnectionOptions
   @Flag(name: .shortAndLong, help: "Follow live output until the job ends.") var follow = false

@@ -19,7 +19,8 @@ enum Printer {
         Swift.print("no jobs")
         return
       }
-      let rows = [["ID", "OWNER", "STATE", "STARTED", "COMMAND"]]
+      let rows =
+        [["ID", "OWNER", "STATE", "STARTED", "COMMAND"]]
         + jobs.map { job in
           [job.jobID, job.owner, state(job), date(job.startedAt.date), commandLine(job)]
         }
@@ -104,24 +105,38 @@ enum Printer {
 
 /// The JSON shape of a job: stable field names, snake_case like the proto.
 struct JobJSON: Encodable {
-  var job_id: String
+  var jobId: String
   var owner: String
   var command: String
   var args: [String]
   var state: String
-  var exit_code: Int32?
+  var exitCode: Int32?
   var signal: Int32?
-  var started_at: Date
-  var ended_at: Date?
-  var cpu_usage_usec: UInt64
-  var memory_peak_bytes: UInt64
-  var io_read_bytes: UInt64
-  var io_write_bytes: UInt64
-  var output_bytes: UInt64
-  var output_truncated: Bool
+  var startedAt: Date
+  var endedAt: Date?
+  var cpuUsageUsec: UInt64
+  var memoryPeakBytes: UInt64
+  var ioReadBytes: UInt64
+  var ioWriteBytes: UInt64
+  var outputBytes: UInt64
+  var outputTruncated: Bool
+
+  enum CodingKeys: String, CodingKey {
+    case jobId = "job_id"
+    case exitCode = "exit_code"
+    case startedAt = "started_at"
+    case endedAt = "ended_at"
+    case cpuUsageUsec = "cpu_usage_usec"
+    case memoryPeakBytes = "memory_peak_bytes"
+    case ioReadBytes = "io_read_bytes"
+    case ioWriteBytes = "io_write_bytes"
+    case outputBytes = "output_bytes"
+    case outputTruncated = "output_truncated"
+    case owner, command, args, state, signal
+  }
 
   init(_ job: Jobworker_V1_JobStatus) {
-    job_id = job.jobID
+    jobId = job.jobID
     owner = job.owner
     command = job.command
     args = job.args
@@ -133,16 +148,16 @@ struct JobJSON: Encodable {
     case .oomKilled: state = "oom_killed"
     default: state = "unknown"
     }
-    exit_code = job.state == .exited ? job.exitCode : nil
+    exitCode = job.state == .exited ? job.exitCode : nil
     signal = [.signaled, .stopped, .oomKilled].contains(job.state) ? job.signal : nil
-    started_at = job.startedAt.date
-    ended_at = job.hasEndedAt ? job.endedAt.date : nil
-    cpu_usage_usec = job.usage.cpuUsageUsec
-    memory_peak_bytes = job.usage.memoryPeakBytes
-    io_read_bytes = job.usage.ioReadBytes
-    io_write_bytes = job.usage.ioWriteBytes
-    output_bytes = job.outputBytes
-    output_truncated = job.outputTruncated
+    startedAt = job.startedAt.date
+    endedAt = job.hasEndedAt ? job.endedAt.date : nil
+    cpuUsageUsec = job.usage.cpuUsageUsec
+    memoryPeakBytes = job.usage.memoryPeakBytes
+    ioReadBytes = job.usage.ioReadBytes
+    ioWriteBytes = job.usage.ioWriteBytes
+    outputBytes = job.outputBytes
+    outputTruncated = job.outputTruncated
   }
 }
 
@@ -151,7 +166,9 @@ enum StandardOutput {
   static func write(_ bytes: [UInt8]) throws {
     var offset = 0
     while offset < bytes.count {
-      let written = bytes[offset...].withUnsafeBytes { Foundation.write(1, $0.baseAddress, $0.count) }
+      let written = bytes[offset...].withUnsafeBytes {
+        Foundation.write(1, $0.baseAddress, $0.count)
+      }
       if written < 0 && errno == EINTR { continue }
       guard written > 0 else {
         throw JobCtlError("cannot write to standard output: \(String(cString: strerror(errno)))")

@@ -5,7 +5,8 @@ import JobWorkerProtos
 struct RunCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "run",
-    abstract: "Start a job, stream its output, and exit with its exit code (128+N if killed by signal N).")
+    abstract:
+      "Start a job, stream its output, and exit with its exit code (128+N if killed by signal N).")
 
   @OptionGroup var connection: ConnectionOptions
   @OptionGroup var job: JobOptions

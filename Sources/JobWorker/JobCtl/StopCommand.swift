@@ -5,7 +5,8 @@ import JobWorkerProtos
 struct StopCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "stop",
-    abstract: "Stop a job: SIGTERM, then SIGKILL after a grace period. Stopping an ended job is a no-op.")
+    abstract:
+      "Stop a job: SIGTERM, then SIGKILL after a grace period. Stopping an ended job is a no-op.")
 
   @OptionGroup var connection: ConnectionOptions
   @Argument(help: "The job id.") var id: String

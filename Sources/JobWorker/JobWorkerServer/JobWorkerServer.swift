@@ -72,9 +72,11 @@ public final class JobWorkerServer: Service, Sendable {
       }
       group.addTask {
         if let address = await self.listeningAddress {
-          self.logger.info("job worker listening (mTLS, TLS 1.3 only)", metadata: [
-            "jobworker.address": "\(address)"
-          ])
+          self.logger.info(
+            "job worker listening (mTLS, TLS 1.3 only)",
+            metadata: [
+              "jobworker.address": "\(address)"
+            ])
         }
         // Throws when cancelled, i.e. when serving already ended.
         if (try? await gracefulShutdown()) != nil { await self.stop() }

@@ -3,6 +3,7 @@ public import GRPCCore
 public import JobWorkerCore
 import JobWorkerProtos
 public import Logging
+import Metrics
 import Synchronization
 public import TLSKit
 
@@ -42,6 +43,9 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   private let logger: Logger
   /// Starts in flight per identity, so concurrent StartJob calls cannot overshoot the cap.
   private let pendingStarts = Mutex<[String: Int]>([:])
+  private let jobsStarted = Counter(label: "jobworker_jobs_started_total")
+  private let startsOverCap = Counter(label: "jobworker_starts_over_cap_total")
+  private let callsRefused = Counter(label: "jobworker_calls_refused_total")
 
   public init(manager: JobManager, peers: PeerRegistry, limits: Limits = Limits(), logger: Logger) {
     self.manager = manager
@@ -69,6 +73,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     // already visible as running here, so the count can only err on the safe side.
     let running = manager.list().filter { $0.owner == caller.name && $0.state == .running }.count
     guard running + pending - 1 < limits.maxRunningJobsPerUser else {
+      startsOverCap.increment()
       throw RPCError(
         code: .resourceExhausted,
         message: "\(caller.name) already has \(running) running jobs (limit "
@@ -78,7 +83,8 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
       command: request.command, arguments: request.args, environment: request.env,
       workingDirectory: request.workingDirectory.isEmpty ? nil : request.workingDirectory,
       limits: ResourceLimits(request.limits), owner: caller.name)
-    let status = try await mapErrors { try await manager.start(spec) }
+    let status = try await mapErrorsAsync { try await manager.start(spec) }
+    jobsStarted.increment()
     logger.info(
       "job started",
       metadata: [
@@ -93,7 +99,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   ) async throws -> Jobworker_V1_StopJobResponse {
     let caller = try authenticate(context)
     let id = try visibleJob(request.jobID, to: caller).id
-    let status = try await mapErrors { try await manager.stop(id) }
+    let status = try await mapErrorsAsync { try await manager.stop(id) }
     logger.info(
       "job stopped", metadata: ["jobworker.job_id": "\(id)", "jobworker.caller": "\(caller.name)"])
     return .with { $0.job = Jobworker_V1_JobStatus(status) }
@@ -146,6 +152,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     do {
       return try peers.identity(for: context)
     } catch {
+      callsRefused.increment()
       logger.notice(
         "call refused", metadata: ["jobworker.peer": "\(context.remotePeer)", "error": "\(error)"])
       switch error.code {
@@ -175,7 +182,9 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   }
 
   private func validate(_ request: Jobworker_V1_StartJobRequest) throws {
-    func invalid(_ message: String) -> RPCError { RPCError(code: .invalidArgument, message: message) }
+    func invalid(_ message: String) -> RPCError {
+      RPCError(code: .invalidArgument, message: message)
+    }
     guard !request.command.isEmpty else { throw invalid("command is empty") }
     let strings = [request.command, request.workingDirectory] + request.args + request.env
     guard request.args.count + request.env.count <= limits.maxArgumentCount else {
@@ -204,7 +213,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     }
   }
 
-  private func mapErrors<T>(_ body: () async throws -> T) async throws -> T {
+  private func mapErrorsAsync<T>(_ body: () async throws -> T) async throws -> T {
     do {
       return try await body()
     } catch let error as JobError {

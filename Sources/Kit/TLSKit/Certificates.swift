@@ -79,7 +79,8 @@ public struct CertificateAuthority: Sendable {
         SubjectKeyIdentifier(hash: publicKey)
       },
       issuerPrivateKey: key)
-    return CertificateAuthority(issued: IssuedCertificate(certificate: certificate, privateKey: key))
+    return CertificateAuthority(
+      issued: IssuedCertificate(certificate: certificate, privateKey: key))
   }
 
   /// Loads a CA written by ``IssuedCertificate/write(certificateTo:keyTo:)``.
@@ -89,14 +90,17 @@ public struct CertificateAuthority: Sendable {
     guard key.publicKey == certificate.publicKey else {
       throw CertificateError("\(keyPath) is not the private key of \(certificatePath)")
     }
-    return CertificateAuthority(issued: IssuedCertificate(certificate: certificate, privateKey: key))
+    return CertificateAuthority(
+      issued: IssuedCertificate(certificate: certificate, privateKey: key))
   }
 
   /// A server certificate for `hosts` (DNS names or IP addresses, all put in the SAN).
   public func issueServer(
     hosts: [String], lifetime: TimeInterval = leafLifetime, now: Date = Date()
   ) throws -> IssuedCertificate {
-    guard let first = hosts.first else { throw CertificateError("a server needs at least one host") }
+    guard let first = hosts.first else {
+      throw CertificateError("a server needs at least one host")
+    }
     let names = try hosts.map(Self.generalName)
     return try issue(
       subject: try DistinguishedName { CommonName(first) },
@@ -144,8 +148,11 @@ public struct CertificateAuthority: Sendable {
   }
 
   static func generalName(_ host: String) throws -> GeneralName {
-    if let bytes = IPAddressBytes(host) { return .ipAddress(ASN1OctetString(contentBytes: bytes[...])) }
-    guard !host.isEmpty, host.allSatisfy({ $0.isLetter || $0.isNumber || "-.*".contains($0) }) else {
+    if let bytes = ipAddressBytes(host) {
+      return .ipAddress(ASN1OctetString(contentBytes: bytes[...]))
+    }
+    guard !host.isEmpty, host.allSatisfy({ $0.isLetter || $0.isNumber || "-.*".contains($0) })
+    else {
       throw CertificateError("invalid host name '\(host)'")
     }
     return .dnsName(host)
@@ -153,7 +160,7 @@ public struct CertificateAuthority: Sendable {
 }
 
 /// The binary form of an IPv4 or IPv6 address, as a SAN `iPAddress` needs.
-private func IPAddressBytes(_ text: String) -> [UInt8]? {
+private func ipAddressBytes(_ text: String) -> [UInt8]? {
   var v4 = in_addr()
   if inet_pton(AF_INET, text, &v4) == 1 {
     return withUnsafeBytes(of: &v4) { Array($0) }

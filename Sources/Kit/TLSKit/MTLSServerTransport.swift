@@ -23,7 +23,9 @@ public struct MTLSServerConfiguration: Sendable {
     let roots: [NIOSSLCertificate]
     do {
       chain = try NIOSSLCertificate.fromPEMFile(certificatePath)
-    } catch { throw CertificateError("cannot load server certificate \(certificatePath): \(error)") }
+    } catch {
+      throw CertificateError("cannot load server certificate \(certificatePath): \(error)")
+    }
     do {
       key = try NIOSSLPrivateKey(file: keyPath, format: .pem)
     } catch { throw CertificateError("cannot load server key \(keyPath): \(error)") }
@@ -31,7 +33,8 @@ public struct MTLSServerConfiguration: Sendable {
       roots = try NIOSSLCertificate.fromPEMFile(trustRootsPath)
     } catch { throw CertificateError("cannot load CA certificate \(trustRootsPath): \(error)") }
     guard !chain.isEmpty, !roots.isEmpty else {
-      throw CertificateError("empty certificate file: \(chain.isEmpty ? certificatePath : trustRootsPath)")
+      throw CertificateError(
+        "empty certificate file: \(chain.isEmpty ? certificatePath : trustRootsPath)")
     }
     var tls = TLSConfiguration.makeServerConfiguration(
       certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
