@@ -1,4 +1,6 @@
 import ArgumentParser
+import Dispatch
+import Foundation
 import JobWorkerProtos
 
 /// `jobctl run [limits] -- CMD ARGS…`: start, stream, exit like the job did.
@@ -17,11 +19,34 @@ struct RunCommand: AsyncParsableCommand {
     let started = try await connection.withClient { client in
       try await client.startJob(request, options: connection.callOptions).job
     }
-    // TODO: on SIGINT, stop the job before exiting (today ^C leaves it running; `jobctl stop`).
-    guard
-      let final = try await OutputStreamer.stream(
-        id: started.jobID, connection: connection, limit: nil)
-    else { throw ExitCode.failure }
+    // ^C stops the job (a job started by `run` belongs to this terminal); the stream then
+    // ends with the final status as usual. A second ^C exits at once.
+    let interrupts = Interrupts()
+    defer { interrupts.cancel() }
+    let signals = interrupts.stream
+    let final = try await withThrowingTaskGroup(of: Jobworker_V1_JobStatus?.self) {
+      group -> Jobworker_V1_JobStatus? in
+      group.addTask {
+        try await OutputStreamer.stream(id: started.jobID, connection: connection, limit: nil)
+      }
+      group.addTask {
+        var iterator = signals.makeAsyncIterator()
+        guard await iterator.next() != nil else { return nil }
+        FileHandle.standardError.write(Data("jobctl: stopping job \(started.jobID)\n".utf8))
+        _ = try? await connection.withClient { client in
+          try await client.stopJob(
+            .with { $0.jobID = started.jobID }, options: connection.callOptions)
+        }
+        guard await iterator.next() != nil else { return nil }
+        throw ExitCode(130)
+      }
+      defer { group.cancelAll() }
+      while let result = try await group.next() {
+        if let result { return result }
+      }
+      return nil
+    }
+    guard let final else { throw ExitCode.failure }
     throw ExitCode(Self.exitCode(final))
   }
 
@@ -31,5 +56,28 @@ struct RunCommand: AsyncParsableCommand {
     case .signaled, .stopped, .oomKilled: 128 + status.signal
     default: 1
     }
+  }
+}
+
+/// SIGINT as an async sequence until ``cancel()``, which restores the default action.
+struct Interrupts {
+  let stream: AsyncStream<Void>
+  private let source: any DispatchSourceSignal
+
+  init() {
+    let (stream, continuation) = AsyncStream.makeStream(
+      of: Void.self, bufferingPolicy: .bufferingNewest(2))
+    signal(SIGINT, SIG_IGN)
+    let source = DispatchSource.makeSignalSource(signal: SIGINT)
+    source.setEventHandler { continuation.yield() }
+    source.setCancelHandler { continuation.finish() }
+    source.resume()
+    self.stream = stream
+    self.source = source
+  }
+
+  func cancel() {
+    source.cancel()
+    signal(SIGINT, SIG_DFL)
   }
 }
