@@ -49,6 +49,27 @@ struct ExecutionTests {
     }
   }
 
+  /// Many jobs started, streamed and reaped at once: each gets its own output and status.
+  @Test func manyConcurrentJobs() async throws {
+    try await withManager { manager in
+      let results = try await withThrowingTaskGroup(of: (Int, JobStatus, String).self) { group in
+        for index in 0..<40 {
+          group.addTask {
+            let (status, output) = try await manager.run("sh", "-c", "echo job \(index)")
+            return (index, status, output)
+          }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+      }
+      #expect(results.count == 40)
+      for (index, status, output) in results {
+        #expect(status.state == .exited(code: 0))
+        #expect(output == "job \(index)\n")
+      }
+      #expect(Set(manager.list().map(\.id)).count == 40)
+    }
+  }
+
   @Test func missingProgramFailsAtStart() async throws {
     try await withManager { manager in
       for command in ["/nonexistent/program", "no-such-program-anywhere", "/etc/hostname"] {

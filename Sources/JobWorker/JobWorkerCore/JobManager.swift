@@ -180,7 +180,14 @@ public final class JobManager: Sendable {
     }
     // From here the job owns the descriptors, and its reaper removes the cgroup.
     undo = [{ rmdir(directory) }]
-    try Launcher.release(launched)
+    do {
+      try Launcher.release(launched)
+    } catch {
+      // The init reads EOF instead of the release byte and exits; the reaper cleans up.
+      try? await job.waitForEnd()
+      state.withLock { $0.launching[id] = nil }
+      throw error
+    }
 
     let result = await job.startResult()
     state.withLock { state in
