@@ -87,9 +87,9 @@ final class Job: Sendable {
   /// Registers the three descriptors with the reactor. On failure the caller kills the init.
   func watch() throws(JobError) {
     for (fd, handler) in [
-      (outputFD, { @Sendable [self] (_: UInt32) in self.pumpOutput() }),
-      (statusFD, { @Sendable [self] (_: UInt32) in self.readReports() }),
-      (pidfd, { @Sendable [self] (_: UInt32) in self.reap() }),
+      (outputFD, { @Sendable [self] scratch in self.pumpOutput(scratch) }),
+      (statusFD, { @Sendable [self] _ in self.readReports() }),
+      (pidfd, { @Sendable [self] scratch in self.reap(scratch) }),
     ] as [(Int32, Reactor.Handler)] {
       let token = try reactor.add(fd: fd, handler: handler)
       state.withLock { $0.tokens.append(token) }
@@ -204,16 +204,15 @@ final class Job: Sendable {
 
   /// Copies what the pipe holds into the log file, up to the cap; bytes past the cap are read
   /// and dropped so that the job never blocks on a full pipe.
-  private func pumpOutput() -> Reactor.Disposition {
-    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-    let n = buffer.withUnsafeMutableBytes { read(outputFD, $0.baseAddress, $0.count) }
+  private func pumpOutput(_ buffer: UnsafeMutableRawBufferPointer) -> Reactor.Disposition {
+    let n = read(outputFD, buffer.baseAddress, buffer.count)
     if n < 0 { return errno == EAGAIN || errno == EINTR ? .keep : .remove }
     if n == 0 { return .remove }
     let stored = state.withLock { $0.outputBytes }
     let room = Int(min(UInt64(n), maxOutputBytes - min(stored, maxOutputBytes)))
     var written = 0
     while written < room {
-      let w = buffer.withUnsafeBytes { write(logFD, $0.baseAddress! + written, room - written) }
+      let w = write(logFD, buffer.baseAddress! + written, room - written)
       if w < 0 && errno == EINTR { continue }
       if w <= 0 {
         logger.error("cannot store output", metadata: ["jobworker.error": "\(errnoText())"])
@@ -265,12 +264,12 @@ final class Job: Sendable {
   /// remove the cgroup and wake everyone waiting. When the init (PID 1 of the job's namespace)
   /// exits, the kernel kills every other process of the namespace and only then lets the init
   /// be reaped, so at this point no process of the job is left to write.
-  private func reap() -> Reactor.Disposition {
+  private func reap(_ scratch: UnsafeMutableRawBufferPointer) -> Reactor.Disposition {
     var initStatus: Int32 = 0
     let reaped = waitpid(pid, &initStatus, WNOHANG)
     if reaped == 0 || (reaped < 0 && errno == EINTR) { return .keep }
 
-    while pumpOutput() == .keep, hasPendingInput(outputFD) {}
+    while pumpOutput(scratch) == .keep, hasPendingInput(outputFD) {}
     _ = readReports()
     let name = id.description
     let leftovers = cgroup.processes(name)

@@ -11,7 +11,10 @@ import Synchronization
 final class Reactor: Sendable {
   /// What a handler asks for after it ran.
   enum Disposition { case keep, remove }
-  typealias Handler = @Sendable (_ events: UInt32) -> Disposition
+  /// `scratch` is a buffer owned by the reactor thread, valid during the call only: output
+  /// pumps read into it instead of allocating per read.
+  typealias Handler = @Sendable (_ scratch: UnsafeMutableRawBufferPointer) -> Disposition
+  static let scratchSize = 64 * 1024
 
   private struct State {
     var handlers: [UInt64: (fd: Int32, handler: Handler)] = [:]
@@ -88,6 +91,9 @@ final class Reactor: Sendable {
 
   private func loop() {
     var events = [epoll_event](repeating: epoll_event(), count: 64)
+    let scratch = UnsafeMutableRawBufferPointer.allocate(
+      byteCount: Self.scratchSize, alignment: 16)
+    defer { scratch.deallocate() }
     while true {
       let count = events.withUnsafeMutableBufferPointer {
         epoll_wait(epollFD, $0.baseAddress, Int32($0.count), -1)
@@ -100,7 +106,7 @@ final class Reactor: Sendable {
       for event in events[0..<Int(count)] where event.data.u64 != Self.wakeToken {
         let token = event.data.u64
         guard let entry = state.withLock({ $0.handlers[token] }) else { continue }
-        if entry.handler(event.events) == .remove { remove(token: token) }
+        if entry.handler(scratch) == .remove { remove(token: token) }
       }
     }
     close(wakeFD)
