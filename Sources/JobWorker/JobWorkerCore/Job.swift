@@ -268,6 +268,13 @@ final class Job: Sendable {
     var initStatus: Int32 = 0
     let reaped = waitpid(pid, &initStatus, WNOHANG)
     if reaped == 0 || (reaped < 0 && errno == EINTR) { return .keep }
+    if reaped < 0 {
+      // ECHILD: something else in this process reaped our child (a waitpid(-1) elsewhere, or
+      // SIGCHLD set to SIG_IGN), so its status is lost; the program's own status, reported
+      // by the init, usually is not.
+      logger.warning(
+        "the job's init was reaped elsewhere", metadata: ["jobworker.error": "\(errnoText())"])
+    }
 
     while pumpOutput(scratch) == .keep, hasPendingInput(outputFD) {}
     _ = readReports()
