@@ -80,6 +80,32 @@ struct CLITests {
     }
   }
 
+  @Test("certs init writes a CA, server and clients with 0600 keys, and refuses to replace the CA")
+  func certsInit() async throws {
+    guard available() else { return }
+    let directory = NSTemporaryDirectory() + "jobctl-certs-\(UUID().uuidString)/nested"
+    defer { try? FileManager.default.removeItem(atPath: directory + "/..") }
+    var environment = ProcessInfo.processInfo.environment
+    environment["JOBCTL_DIR"] = directory
+    let first = try await runProcess(Self.jobctl, ["certs", "init"], environment: environment)
+    #expect(first.status == 0, "\(first.stderr)")
+    for name in ["ca", "server", "admin", "alice"] {
+      let key = try FileManager.default.attributesOfItem(atPath: "\(directory)/\(name)-key.pem")
+      #expect((key[.posixPermissions] as? Int) == 0o600)
+      #expect(FileManager.default.fileExists(atPath: "\(directory)/\(name).pem"))
+    }
+    let again = try await runProcess(Self.jobctl, ["certs", "init"], environment: environment)
+    #expect(again.status != 0)
+    #expect(again.stderr.contains("--force"))
+    let issue = try await runProcess(
+      Self.jobctl, ["certs", "issue", "carol", "--role", "admin"], environment: environment)
+    #expect(issue.status == 0, "\(issue.stderr)")
+    #expect(FileManager.default.fileExists(atPath: "\(directory)/carol-key.pem"))
+    let bad = try await runProcess(
+      Self.jobctl, ["certs", "issue", "carol", "--role", "root"], environment: environment)
+    #expect(bad.status == 64)
+  }
+
   static func check(
     _ result: ProcessResult, _ needle: String, sourceLocation: SourceLocation = #_sourceLocation
   ) {
