@@ -153,7 +153,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
       return try peers.identity(for: context)
     } catch {
       callsRefused.increment()
-      logger.notice(
+      logger.info(
         "call refused", metadata: ["jobworker.peer": "\(context.remotePeer)", "error": "\(error)"])
       switch error.code {
       case .noCertificate: throw RPCError(code: .unauthenticated, message: error.message)
