@@ -77,20 +77,17 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     request: StreamingServerRequest<Tenten_Interview_Pong>, context: ServerContext
   ) async throws -> StreamingServerResponse<Tenten_Interview_Ping> {
     let userID = try ClientID.from(request.metadata)
-    let session: ClientSession
-    switch scheduler.add(userID: userID) {
-    case .success(let added):
-      session = added
-    case .failure(.full(let limit)):
+    // Refuse early, before the response starts, when we already know the answer...
+    if let refusal = scheduler.admissionError() {
       refused.increment()
-      throw RPCError(
-        code: .resourceExhausted, message: "gateway is at its limit of \(limit) clients")
-    case .failure(.draining):
-      throw RPCError(code: .unavailable, message: "gateway draining")
+      throw refusal
     }
     let logger = self.logger.with("gateway.client_id", userID)
-    logger.debug("client connected")
     return StreamingServerResponse { writer in
+      // ...but register only here: the producer is what removes the session again, and it
+      // does not run for an RPC cancelled before it starts.
+      let session = try self.admit(userID)
+      logger.debug("client connected")
       defer {
         self.scheduler.remove(session)
         logger.debug("client disconnected")
@@ -123,6 +120,16 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
         group.cancelAll()
       }
       return [:]
+    }
+  }
+
+  private func admit(_ userID: String) throws(RPCError) -> ClientSession {
+    switch scheduler.add(userID: userID) {
+    case .success(let session):
+      return session
+    case .failure(let error):
+      refused.increment()
+      throw error.rpcError
     }
   }
 

@@ -23,6 +23,15 @@ final class PingScheduler: Sendable {
   enum AdmissionError: Error {
     case full(limit: Int)
     case draining
+
+    var rpcError: RPCError {
+      switch self {
+      case .full(let limit):
+        RPCError(code: .resourceExhausted, message: "gateway is at its limit of \(limit) clients")
+      case .draining:
+        RPCError(code: .unavailable, message: "gateway draining")
+      }
+    }
   }
 
   private let state = Mutex(State())
@@ -38,6 +47,15 @@ final class PingScheduler: Sendable {
   }
 
   var count: Int { state.withLock { $0.count } }
+
+  /// Why a new session would be refused now, if it would.
+  func admissionError() -> RPCError? {
+    state.withLock { state -> AdmissionError? in
+      if state.draining { return .draining }
+      if state.count >= maxSessions { return .full(limit: maxSessions) }
+      return nil
+    }?.rpcError
+  }
 
   /// Registers a session for `userID`, or refuses when full or draining.
   func add(userID: String) -> Result<ClientSession, AdmissionError> {
