@@ -93,7 +93,7 @@ public final class PostgresPresenceStore: PresenceStore {
   }
 
   /// Runs the connection pool until cancelled or until graceful shutdown; migrates the
-  /// schema as soon as the database answers.
+  /// schema as soon as the database answers. Call it exactly once per instance.
   public func run() async {
     await withDiscardingTaskGroup { group in
       group.addTask { await self.client.run() }
@@ -106,7 +106,10 @@ public final class PostgresPresenceStore: PresenceStore {
             try await self.ensureSchema()
             return
           } catch {
-            self.logger.warning(
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            // Info, not error: the database being down at start is expected and recovered
+            // from; calls report it to their callers as .unavailable anyway.
+            self.logger.info(
               "presence schema migration failed; retrying",
               metadata: ["presence.error": "\(error)"])
             try? await Task.sleep(for: delay)
