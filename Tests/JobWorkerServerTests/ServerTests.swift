@@ -218,4 +218,33 @@ struct ServerTests {
       #expect(status.state == .stopped)
     }
   }
+
+  @Test("a client that leaves while its job is quiet frees the stream at once")
+  func quietStreamCancelled() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, server in
+      // One line, then silence: nothing more will ever be written to this stream.
+      let job = try await start(
+        "sh", ["-c", "echo start; exec sleep 600"], port: port, as: pki.client("alice"))
+      let got = try await withJobClient(port: port, files: pki.client("alice")) { client in
+        try await client.streamOutput(.with { $0.jobID = job.jobID }, options: testCallOptions) {
+          response in
+          for try await message in response.messages {
+            if case .output = message.event { return true }
+          }
+          return false
+        }
+      }
+      #expect(got)
+      let deadline = ContinuousClock.now + .seconds(5)
+      while server.service.activeOutputStreams > 0 && ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      #expect(server.service.activeOutputStreams == 0, "the handler outlived its client")
+      _ = try await withJobClient(port: port, files: pki.client("alice")) { client in
+        try await client.stopJob(.with { $0.jobID = job.jobID }, options: testCallOptions).job
+      }
+    }
+  }
 }

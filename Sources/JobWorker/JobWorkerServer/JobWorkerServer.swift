@@ -15,6 +15,8 @@ public import TLSKit
 public final class JobWorkerServer: Service, Sendable {
   public let manager: JobManager
   public let peers: PeerRegistry
+  /// The JobWorker API implementation (e.g. to read ``JobWorkerService/activeOutputStreams``).
+  public let service: JobWorkerService
   private let transport: MTLSServerTransport
   private let server: GRPCServer<MTLSServerTransport>
   private let standard: StandardServices
@@ -46,6 +48,7 @@ public final class JobWorkerServer: Service, Sendable {
       descriptorSets: [JobWorkerDescriptors.fileDescriptorSetBase64])
     self.manager = manager
     self.peers = peers
+    self.service = service
     self.transport = transport
     self.standard = standard
     self.server = GRPCServer(transport: transport, services: [service] + standard.all)

@@ -43,6 +43,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   private let logger: Logger
   /// Starts in flight per identity, so concurrent StartJob calls cannot overshoot the cap.
   private let pendingStarts = Mutex<[String: Int]>([:])
+  private let openStreams = Mutex(0)
   private let jobsStarted = Counter(label: "jobworker_jobs_started_total")
   private let startsOverCap = Counter(label: "jobworker_starts_over_cap_total")
   private let callsRefused = Counter(label: "jobworker_calls_refused_total")
@@ -134,17 +135,36 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     let caller = try authenticate(context)
     let id = try visibleJob(request.jobID, to: caller).id
     let output = try mapErrors { try manager.output(id) }
-    for try await chunk in output {
-      var offset = 0
-      while offset < chunk.count {
-        let end = min(offset + limits.maxChunkBytes, chunk.count)
-        try await response.write(.with { $0.output = Data(chunk[offset..<end]) })
-        offset = end
+    let maxChunkBytes = limits.maxChunkBytes
+    openStreams.withLock { $0 += 1 }
+    defer { openStreams.withLock { $0 -= 1 } }
+    // gRPC reports a client's departure through the RPC cancellation handle, not by cancelling
+    // this task. Race the copy against it: otherwise a client that leaves while the job is
+    // quiet keeps this handler (and a graceful shutdown) waiting until the job writes again.
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask {
+        try await context.cancellation.cancelled
+        throw RPCError(code: .cancelled, message: "the client cancelled the stream")
       }
+      group.addTask {
+        for try await chunk in output {
+          var offset = 0
+          while offset < chunk.count {
+            let end = min(offset + maxChunkBytes, chunk.count)
+            try await response.write(.with { $0.output = Data(chunk[offset..<end]) })
+            offset = end
+          }
+        }
+        let final = try self.mapErrors { try self.manager.status(id) }
+        try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(final) })
+      }
+      try await group.next()
+      group.cancelAll()
     }
-    let final = try mapErrors { try manager.status(id) }
-    try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(final) })
   }
+
+  /// Output streams being served right now.
+  public var activeOutputStreams: Int { openStreams.withLock { $0 } }
 
   // MARK: Authorization
 
