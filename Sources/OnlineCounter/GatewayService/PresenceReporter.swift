@@ -113,8 +113,9 @@ public final class PresenceReporter: Service, Sendable {
         failures.increment()
         let left = records.count
         merge(records)
-        logger.warning(
-          "presence flush failed; will retry",
+        // Cancelled by shutdown mid-call: expected, and the final flush sends it.
+        logger.log(
+          level: Task.isCancelled ? .debug : .warning, "presence flush failed; will retry",
           metadata: ["gateway.error": "\(error)", "gateway.pending": "\(left)"])
         return false
       }
