@@ -26,7 +26,7 @@ public struct PresencePruner: Service {
   }
 
   public func run() async throws {
-    try await cancelWhenGracefulShutdown {
+    await cancelWhenGracefulShutdown {
       while !Task.isCancelled {
         do {
           let deleted = try await pruneOnce()
