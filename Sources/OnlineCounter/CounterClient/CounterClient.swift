@@ -48,7 +48,7 @@ public struct CounterClient: Sendable {
     self.logger = logger
   }
 
-  /// Runs until cancelled.
+  /// Runs until cancelled, or until the gateway refuses every id.
   public func run() async throws {
     // A multiple of the gateway count, so that "the next connection" is another gateway.
     let gateways = config.gateways.count
@@ -63,14 +63,18 @@ public struct CounterClient: Sendable {
       for client in clients {
         group.addTask { try await client.runConnections() }
       }
-      for (index, id) in config.ids.enumerated() {
-        group.addTask {
-          let delay = Duration.seconds(1) * (Double(index) / Double(max(self.config.startRate, 1)))
-          try? await Task.sleep(for: delay)
-          await self.simulate(id: id, start: index % count, clients: clients)
+      await withDiscardingTaskGroup { simulated in
+        for (index, id) in config.ids.enumerated() {
+          simulated.addTask {
+            let delay =
+              Duration.seconds(1) * (Double(index) / Double(max(self.config.startRate, 1)))
+            try? await Task.sleep(for: delay)
+            await self.simulate(id: id, start: index % count, clients: clients)
+          }
         }
       }
-      // Children above end only on cancellation; nothing to do until then.
+      // Every client ended (cancelled, or its id refused): close the connections.
+      for client in clients { client.beginGracefulShutdown() }
     }
   }
 
@@ -89,6 +93,12 @@ public struct CounterClient: Sendable {
       let opened = ContinuousClock.now
       let outcome = await stream(id: id, client: clients[connection], logger: logger, level: level)
       if Task.isCancelled { return }
+      if outcome.refusedID {
+        logger.error("gateway refused the client id; giving up", metadata: [
+          "client.reason": "\(outcome.reason)"
+        ])
+        return
+      }
       if outcome.receivedPings, ContinuousClock.now - opened >= config.stableAfter { attempt = 0 }
       attempt += 1
       let cap = min(config.maxBackoff, config.initialBackoff * (1 << min(attempt - 1, 20)))
@@ -107,6 +117,8 @@ public struct CounterClient: Sendable {
   private struct Outcome: Sendable {
     var receivedPings: Bool
     var reason: String
+    /// The gateway refused the id itself: retrying cannot help.
+    var refusedID = false
   }
 
   /// One stream, from open to end; never throws (the reason is returned).
@@ -147,7 +159,9 @@ public struct CounterClient: Sendable {
       return Outcome(receivedPings: pinged.value, reason: "stream ended by gateway")
     } catch {
       answer.finish()
-      return Outcome(receivedPings: pinged.value, reason: "\(error)")
+      return Outcome(
+        receivedPings: pinged.value, reason: "\(error)",
+        refusedID: (error as? RPCError)?.code == .invalidArgument)
     }
   }
 }
