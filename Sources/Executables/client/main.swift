@@ -44,8 +44,11 @@ struct ClientCommand: AsyncParsableCommand {
       configuration: .init(ids: ids, gateways: gateway.endpoints, connections: connections),
       logger: logger)
     if count == nil { logger.info("starting", metadata: ["client.id": "\(id)"]) }
-    try await withThrowingTaskGroup { group in
-      group.addTask { try await client.run() }
+    let interrupted = try await withThrowingTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        try await client.run()
+        return false
+      }
       if count != nil {
         group.addTask {
           while !Task.isCancelled {
@@ -53,15 +56,18 @@ struct ClientCommand: AsyncParsableCommand {
             // Unbuffered, so that lines show up promptly in a file or a pipe.
             FileHandle.standardOutput.write(Data("\(client.stats.summary())\n".utf8))
           }
+          return false
         }
       }
       group.addTask {
         await Self.waitForInterrupt()
-        throw CancellationError()
+        return true
       }
-      do { try await group.next() } catch is CancellationError {}
-      group.cancelAll()
+      defer { group.cancelAll() }
+      return try await group.next() ?? true
     }
+    // The clients ended by themselves only if the gateway refused their ids.
+    if !interrupted { throw ExitCode.failure }
   }
 
   /// Returns on SIGINT or SIGTERM, so that Ctrl-C ends the streams cleanly.
