@@ -77,6 +77,7 @@ import Testing
     let store = Harness.temporaryStorePath()
     let now = Harness.nowMillis()
     let first = try await StatusProcess.start(binary: binary, store: store)
+    defer { first.kill() }  // also when an expectation throws: never leak the process
     _ = try await Harness.report((0..<7).map { ("user-\($0)", now) }, to: first.address)
     #expect(try await Harness.fetchCount(from: first.address) == 7)
     first.kill()
@@ -138,7 +139,9 @@ struct StatusProcess {
     throw StatusProcessError(log: log)
   }
 
+  /// SIGKILL, then reap; a no-op once the process has exited (so it is safe in `defer`).
   func kill() {
+    guard process.isRunning else { return }
     Foundation.kill(process.processIdentifier, SIGKILL)
     process.waitUntilExit()
   }
