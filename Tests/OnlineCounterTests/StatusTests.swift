@@ -58,7 +58,7 @@ import Testing
     try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { address, _ in
       let now = Harness.nowMillis()
       _ = try await Harness.report([("u1", now), ("u2", now), ("u3", now)], to: address)
-      let output = try Self.run(
+      let output = try await Self.run(
         grpcurl,
         ["-plaintext", "\(address)", "tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"])
       #expect(output.contains("\"onlineUsers\": \"3\""), "grpcurl printed: \(output)")
@@ -92,17 +92,10 @@ import Testing
       .first { FileManager.default.isExecutableFile(atPath: $0) }
   }
 
-  static func run(_ executable: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+  /// Runs a command without blocking the cooperative pool (the servers under test run in
+  /// this process and need it).
+  static func run(_ executable: String, _ arguments: [String]) async throws -> String {
+    try await Subprocess.run(executable, arguments).output
   }
 }
 

@@ -128,7 +128,9 @@ struct PostgresOutageTests {
         try await store.countOnline(sinceMillis: 0)
       }
       #expect(error?.code == .unavailable)
-      #expect(start.duration(to: clock.now) < .seconds(2))
+      // Fails fast (operation timeout 500 ms) rather than hanging; the bound is loose so that
+      // slow builds (ThreadSanitizer, a loaded CI host) do not make this a timing test.
+      #expect(start.duration(to: clock.now) < .seconds(8))
     }
   }
 
@@ -151,7 +153,9 @@ struct PostgresOutageTests {
           try await store.record([PresenceRecord(userID: "during", lastSeenMillis: Self.t0)])
         }
         #expect(error?.code == .unavailable)
-        #expect(start.duration(to: clock.now) < .seconds(2))
+        // Fails fast (operation timeout 500 ms) rather than hanging; the bound is loose so that
+      // slow builds (ThreadSanitizer, a loaded CI host) do not make this a timing test.
+      #expect(start.duration(to: clock.now) < .seconds(8))
       }
 
       try cluster.start()

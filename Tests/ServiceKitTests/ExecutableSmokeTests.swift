@@ -64,7 +64,7 @@ import Testing
     #expect(!body.isEmpty)
 
     if let grpcurl = StandardServicesTests.which("grpcurl") {
-      let list = try StandardServicesTests.run(grpcurl, ["-plaintext", "\(address)", "list"])
+      let list = try await StandardServicesTests.run(grpcurl, ["-plaintext", "\(address)", "list"])
       #expect(list.contains(service))
       #expect(list.contains("grpc.health.v1.Health"))
     }

@@ -104,13 +104,13 @@ import Testing
       return
     }
     try await withServer { address, _ in
-      let list = try Self.run(grpcurl, ["-plaintext", "\(address)", "list"])
+      let list = try await Self.run(grpcurl, ["-plaintext", "\(address)", "list"])
       #expect(list.contains("tenten.interview.StatusReader"))
       #expect(list.contains("grpc.health.v1.Health"))
-      let describe = try Self.run(
+      let describe = try await Self.run(
         grpcurl, ["-plaintext", "\(address)", "describe", "tenten.interview.StatusReader"])
       #expect(describe.contains("FetchOnlineUsersInLast3Mins"))
-      let check = try Self.run(grpcurl, ["-plaintext", "\(address)", "grpc.health.v1.Health/Check"])
+      let check = try await Self.run(grpcurl, ["-plaintext", "\(address)", "grpc.health.v1.Health/Check"])
       #expect(check.contains("SERVING"))
     }
   }
@@ -138,16 +138,9 @@ import Testing
     return paths.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
   }
 
-  static func run(_ executable: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+  /// Runs a command without blocking the cooperative pool (the in-process server under test
+  /// needs it), with a bound on its run time.
+  static func run(_ executable: String, _ arguments: [String]) async throws -> String {
+    try await Subprocess.run(executable, ["-max-time", "10"] + arguments).output
   }
 }
