@@ -131,8 +131,8 @@ public final class PostgresPresenceStore: PresenceStore {
     let sorted = latest.sorted { $0.key < $1.key }
     let ids = sorted.map(\.key)
     let timestamps = sorted.map(\.value)
-    try await perform("record") { client, logger in
-      _ = try await client.query(
+    try await perform("record") { connection, logger in
+      _ = try await connection.query(
         """
         INSERT INTO presence (user_id, last_seen_ms)
         SELECT * FROM UNNEST(\(ids)::text[], \(timestamps)::bigint[])
@@ -143,8 +143,8 @@ public final class PostgresPresenceStore: PresenceStore {
   }
 
   public func countOnline(sinceMillis: Int64) async throws -> UInt64 {
-    try await perform("count") { client, logger in
-      let rows = try await client.query(
+    try await perform("count") { connection, logger in
+      let rows = try await connection.query(
         "SELECT count(*) FROM presence WHERE last_seen_ms >= \(sinceMillis)", logger: logger)
       var count: Int64 = 0
       for try await value in rows.decode(Int64.self) {
@@ -163,8 +163,8 @@ public final class PostgresPresenceStore: PresenceStore {
       // right now are left for the next prune instead of making either side wait. The
       // outer predicate is re-checked on a concurrently updated row, so a user who came
       // back online meanwhile is never deleted.
-      let deleted = try await perform("prune") { client, logger in
-        let rows = try await client.query(
+      let deleted = try await perform("prune") { connection, logger in
+        let rows = try await connection.query(
           """
           WITH doomed AS (
             DELETE FROM presence WHERE ctid IN (
@@ -239,8 +239,8 @@ public final class PostgresPresenceStore: PresenceStore {
   private func ensureSchema() async throws {
     if schemaReady.withLock({ $0 }) { return }
     let sql = Self.migrationSQL(schema: configuration.schema)
-    try await withOperationDeadline("migrate") {
-      _ = try await self.client.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
+    try await withLeasedConnection("migrate") { connection, logger in
+      _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
     let first = schemaReady.withLock { ready in
       defer { ready = true }
@@ -257,11 +257,29 @@ public final class PostgresPresenceStore: PresenceStore {
 
   private func perform<T: Sendable>(
     _ operation: String,
-    _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T
+    _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
   ) async throws -> T {
     try await ensureSchema()
-    return try await withOperationDeadline(operation) {
-      try await body(self.client, self.logger)
+    return try await withLeasedConnection(operation, body)
+  }
+
+  /// Runs `body` on a pooled connection, under the operation deadline.
+  private func withLeasedConnection<T: Sendable>(
+    _ operation: String,
+    _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+  ) async throws -> T {
+    try await withOperationDeadline(operation) {
+      try await self.client.withConnection { connection in
+        // Right after the server closes a connection (restart), the pool can still hand it
+        // out for an instant, and postgres-nio never answers a query written to a closed
+        // channel (the write is dropped), so the call would hang past any deadline. Refuse
+        // it instead: the pool replaces it, the caller retries.
+        guard !connection.isClosed else {
+          throw PresenceStoreError(
+            code: .unavailable, message: "PostgreSQL \(operation): connection closed")
+        }
+        return try await body(connection, self.logger)
+      }
     }
   }
 
