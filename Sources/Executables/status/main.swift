@@ -34,18 +34,7 @@ struct StatusCommand: AsyncParsableCommand {
   @OptionGroup var shutdown: ShutdownOptions
 
   func run() async throws {
-    if healthCheck {
-      let target = listen.host == "0.0.0.0" ? HostPort(host: "127.0.0.1", port: listen.port) : listen
-      switch await HealthProbe.check(target) {
-      case .success(.serving): throw ExitCode.success
-      case .success(let status):
-        print("not serving: \(status)")
-        throw ExitCode.failure
-      case .failure(let error):
-        print("health check failed: \(error)")
-        throw ExitCode.failure
-      }
-    }
+    if healthCheck { await HealthProbe.exitWithHealthOf(listen: listen) }
     logging.bootstrap()
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))

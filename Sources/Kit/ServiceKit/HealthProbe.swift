@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import ServiceKitProtos
@@ -34,5 +35,23 @@ extension HostPort {
       return .ipv4(address: host, port: port)
     }
     return .dns(host: host, port: port)
+  }
+}
+
+extension HealthProbe {
+  /// The `--health-check` mode of a server binary (e.g. a container's `HEALTHCHECK`): probes
+  /// the server's own `--listen` address (a wildcard host is probed on loopback) and ends the
+  /// process, 0 when serving and 1 otherwise, with the reason on standard output.
+  public static func exitWithHealthOf(listen: HostPort) async -> Never {
+    let host = ["0.0.0.0", "::"].contains(listen.host) ? "127.0.0.1" : listen.host
+    switch await check(HostPort(host: host, port: listen.port)) {
+    case .success(.serving):
+      exit(0)
+    case .success(let status):
+      print("not serving: \(status)")
+    case .failure(let error):
+      print("health check failed: \(error)")
+    }
+    exit(1)
   }
 }
