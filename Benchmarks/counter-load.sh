@@ -10,7 +10,15 @@
 set -euo pipefail
 bin=$1 clients=$2 seconds=$3 connections=${4:-16}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+# Stop clients first, then the gateway (its final flush needs status), then status.
+cleanup() {
+  for pid in ${client_pid:-} ${gateway_pid:-} ${status_pid:-}; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 || true
 
 "$bin/status" --listen 127.0.0.1:50052 --metrics-listen 127.0.0.1:9102 \
@@ -20,7 +28,7 @@ status_pid=$!
   --status 127.0.0.1:50052 --max-clients $((clients + 1000)) --log-level warning &
 gateway_pid=$!
 sleep 2
-"$bin/client" --count "$clients" --connections "$connections" --id bench \
+stdbuf -oL "$bin/client" --count "$clients" --connections "$connections" --id bench \
   --gateway 127.0.0.1:50051 --summary-interval 5 --log-level warning > "$work/client.log" 2>&1 &
 client_pid=$!
 sleep "$seconds"
