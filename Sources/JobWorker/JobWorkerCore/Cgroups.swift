@@ -70,6 +70,7 @@ enum Cgroups {
     for attempt in 0..<100 {
       if rmdir(path) == 0 || errno == ENOENT { return }
       guard errno == EBUSY, attempt < 99 else { break }
+      // Bounded (at most 0.2 s): the kernel releases the last task moments after its exit.
       usleep(2_000)
     }
     throw FileSystem.SystemError(operation: "rmdir \(path)", errno: errno)
