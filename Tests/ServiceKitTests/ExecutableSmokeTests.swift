@@ -1,6 +1,4 @@
 import Foundation
-import NIOCore
-import NIOPosix
 import ServiceKit
 import Testing
 
@@ -14,13 +12,24 @@ import Testing
   static let binDirectory = GeneratedCodeTests.root.appending(
     path: ".build/x86_64-unknown-linux-gnu/debug")
 
-  /// A port that was free a moment ago (bound to port 0 and released).
-  static func freePort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    return port
+  /// The addresses a server logged once bound (`server.address`, `metrics.address` in its
+  /// JSON log). Binding port 0 in the server itself leaves no window in which another socket
+  /// (e.g. a client connection of a parallel test) can take a port we picked.
+  static func boundAddresses(
+    logFile: URL, process: Process
+  ) async throws -> (grpc: HostPort, metrics: HostPort)? {
+    for _ in 0..<200 where process.isRunning {
+      let log = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
+      func field(_ name: String) -> HostPort? {
+        guard let range = log.range(of: "\"\(name)\":\"") else { return nil }
+        return HostPort(String(log[range.upperBound...].prefix { $0 != "\"" }))
+      }
+      if let grpc = field("server.address"), let metrics = field("metrics.address") {
+        return (grpc, metrics)
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+    return nil
   }
 
   @Test(arguments: [
@@ -32,22 +41,27 @@ import Testing
       print("skipped: \(binary.path) not built (run swift build first)")
       return
     }
-    let grpcPort = try await Self.freePort()
-    let metricsPort = try await Self.freePort()
     let data = FileManager.default.temporaryDirectory.appending(path: "smoke-\(UUID())")
+    try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: data) }
+    let logFile = data.appending(path: "server.log")
+    try #require(FileManager.default.createFile(atPath: logFile.path, contents: nil))
+    let log = try FileHandle(forWritingTo: logFile)
+    defer { try? log.close() }
     let process = Process()
     process.executableURL = binary
     process.arguments = [
-      "--listen", "127.0.0.1:\(grpcPort)", "--metrics-listen", "127.0.0.1:\(metricsPort)",
+      "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
       "--log-format", "json", "--shutdown-grace", "5",
     ] + (name == "status" ? ["--store", "sqlite:\(data.path)/status.sqlite"] : [])
     process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
+    process.standardError = log
     try process.run()
     defer { if process.isRunning { process.terminate() } }
 
-    let address = HostPort(host: "127.0.0.1", port: grpcPort)
+    let bound = try await Self.boundAddresses(logFile: logFile, process: process)
+    let address = try #require(bound?.grpc, "\(name) logged no bound addresses")
+    let metricsPort = try #require(bound?.metrics.port)
     var serving = false
     for _ in 0..<100 where !serving {
       if case .success(.serving) = await HealthProbe.check(address, timeout: .seconds(1)) {
