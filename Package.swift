@@ -88,6 +88,9 @@ let package = Package(
     // MARK: Online counter.
     protoTarget("CounterProtos", path: "Sources/OnlineCounter/CounterProtos"),
     .target(
+      name: "CounterModel", path: "Sources/OnlineCounter/CounterModel",
+      swiftSettings: swiftSettings),
+    .target(
       name: "PresenceStore",
       dependencies: [
         logging, metrics, lifecycle, nioSSL, .product(name: "GRDB", package: "GRDB.swift"),
@@ -96,12 +99,15 @@ let package = Package(
       path: "Sources/OnlineCounter/PresenceStore", swiftSettings: swiftSettings),
     .target(
       name: "StatusService",
-      dependencies: ["CounterProtos", "PresenceStore", "ServiceKit", grpcCore, logging, metrics],
+      dependencies: [
+        "CounterModel", "CounterProtos", "PresenceStore", "ServiceKit", grpcCore, logging, metrics,
+      ],
       path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
     .target(
       name: "GatewayService",
       dependencies: [
-        "CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging, metrics, lifecycle, nioCore,
+        "CounterModel", "CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging, metrics,
+        lifecycle, nioCore,
       ],
       path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
     .target(
@@ -179,7 +185,7 @@ let package = Package(
     .testTarget(
       name: "OnlineCounterTests",
       dependencies: [
-        "StatusService", "GatewayService", "CounterClient", "CounterProtos", "PresenceStore",
+        "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos", "PresenceStore",
         "ServiceKit", grpcCore, grpcHTTP2, logging,
       ],
       path: "Tests/OnlineCounterTests", swiftSettings: swiftSettings),

@@ -1,8 +1,8 @@
-/// The rules for a user (client) id, as the gateway enforces them on `client-id`: 1 to 128
-/// bytes of `[A-Za-z0-9._:-]`. The status service checks them again because a buggy or
-/// compromised gateway must not be able to fill the store with garbage keys.
+/// The rules for a user (client) id: 1 to 128 bytes of `[A-Za-z0-9._:-]`.
 ///
-/// Kept identical to `GatewayService.ClientID`; a test checks both on the same inputs.
+/// One definition for both services: the gateway enforces it on the `client-id` metadata, and
+/// the status service checks again because a buggy or compromised gateway must not be able to
+/// fill the store with garbage keys.
 public enum UserID {
   public static let maxBytes = 128
 
@@ -18,7 +18,7 @@ public enum UserID {
   }
 
   @inline(__always)
-  static func isAllowed(_ byte: UInt8) -> Bool {
+  public static func isAllowed(_ byte: UInt8) -> Bool {
     switch byte {
     case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
       UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"),
