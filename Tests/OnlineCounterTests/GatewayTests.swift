@@ -149,12 +149,14 @@ import Testing
 
   @Test func streamsOverTheLimitAreRefused() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)], maxClients: 1) {
-      gateway, _, _ in
+      address, gateway, _ in
       async let holder = Harness.rawStream(
-        gateway: gateway, metadata: Harness.clientID("first"), answer: .even, pings: 3)
-      try await Task.sleep(for: .milliseconds(300))
+        gateway: address, metadata: Harness.clientID("first"), answer: .even, pings: 3)
+      // Wait for the first session to be registered; a fixed sleep lost this race on a
+      // loaded CI machine, and the second stream then took the only slot.
+      #expect(await Harness.eventually { gateway.connectedClients == 1 })
       let refused = try await Harness.rawStream(
-        gateway: gateway, metadata: Harness.clientID("second"), answer: .even, pings: 1)
+        gateway: address, metadata: Harness.clientID("second"), answer: .even, pings: 1)
       #expect(refused.error?.code == .resourceExhausted)
       #expect(try await holder.error == nil)
     }

@@ -49,11 +49,12 @@ struct CachedCountTests {
   @Test func answerExpiresAfterMaxAge() async throws {
     let fetch = GatedFetch(answer: 1)
     fetch.release()
-    let cache = CachedCount(maxAge: .milliseconds(50)) { try await fetch.fetch($0) }
+    // Wide enough that a loaded CI host cannot stretch the two reads apart past maxAge.
+    let cache = CachedCount(maxAge: .milliseconds(500)) { try await fetch.fetch($0) }
     _ = try await cache.count(sinceMillis: 0)
     _ = try await cache.count(sinceMillis: 0)
     #expect(cache.queryCount == 1)
-    try await Task.sleep(for: .milliseconds(120))
+    try await Task.sleep(for: .milliseconds(600))
     _ = try await cache.count(sinceMillis: 0)
     #expect(cache.queryCount == 2)
   }
