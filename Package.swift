@@ -69,8 +69,8 @@ let package = Package(
     .target(
       name: "ServiceKit",
       dependencies: [
-        "ServiceKitProtos", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging, metrics,
-        lifecycle, argumentParser, nioCore, nioPosix,
+        "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
+        metrics, lifecycle, argumentParser, nioCore, nioPosix,
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
@@ -106,13 +106,13 @@ let package = Package(
     .target(
       name: "GatewayService",
       dependencies: [
-        "CounterModel", "CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging, metrics,
-        lifecycle, nioCore,
+        "CounterModel", "CounterProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
+        metrics, lifecycle, nioCore,
       ],
       path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
     .target(
       name: "CounterClient",
-      dependencies: ["CounterProtos", "ServiceKit", grpcCore, grpcHTTP2, logging],
+      dependencies: ["CounterProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging],
       path: "Sources/OnlineCounter/CounterClient", swiftSettings: swiftSettings),
 
     // MARK: Job worker.
@@ -140,13 +140,14 @@ let package = Package(
 
     // MARK: Executables: argument parsing, bootstrap, run.
     .executableTarget(
-      name: "gateway", dependencies: ["GatewayService", "ServiceKit", argumentParser],
+      name: "gateway", dependencies: ["GatewayService", "ServiceKit", "TLSKit", argumentParser],
       path: "Sources/Executables/gateway", swiftSettings: swiftSettings),
     .executableTarget(
-      name: "status", dependencies: ["StatusService", "PresenceStore", "ServiceKit", argumentParser],
+      name: "status",
+      dependencies: ["StatusService", "PresenceStore", "ServiceKit", "TLSKit", argumentParser],
       path: "Sources/Executables/status", swiftSettings: swiftSettings),
     .executableTarget(
-      name: "client", dependencies: ["CounterClient", "ServiceKit", argumentParser],
+      name: "client", dependencies: ["CounterClient", "ServiceKit", "TLSKit", argumentParser],
       path: "Sources/Executables/client", swiftSettings: swiftSettings),
     .executableTarget(
       name: "jobworker",
@@ -167,6 +168,9 @@ let package = Package(
       path: "Sources/Executables/demo", swiftSettings: swiftSettings),
 
     // MARK: Tests: one target per library; integration tests need root, processes, PostgreSQL.
+    .target(
+      name: "TestSupport", dependencies: ["TLSKit"], path: "Tests/TestSupport",
+      swiftSettings: swiftSettings),
     .testTarget(
       name: "ServiceKitTests",
       dependencies: [
@@ -178,15 +182,15 @@ let package = Package(
     .testTarget(
       name: "PresenceStoreTests",
       dependencies: [
-        "PresenceStore", logging, lifecycle,
+        "PresenceStore", "TestSupport", logging, lifecycle,
         .product(name: "PostgresNIO", package: "postgres-nio"),
       ],
       path: "Tests/PresenceStoreTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "OnlineCounterTests",
       dependencies: [
-        "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos", "PresenceStore",
-        "ServiceKit", grpcCore, grpcHTTP2, logging,
+        "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos",
+        "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
       ],
       path: "Tests/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(
@@ -196,6 +200,7 @@ let package = Package(
       name: "JobWorkerServerTests",
       dependencies: [
         "JobWorkerServer", "JobWorkerCore", "JobCtl", "TLSKit", "JobWorkerProtos", "ServiceKit",
+        "TestSupport",
         grpcCore, grpcHTTP2, nioCore, nioPosix, nioSSL, x509, crypto, logging,
       ],
       path: "Tests/JobWorkerServerTests", swiftSettings: swiftSettings),

@@ -6,6 +6,7 @@ import JobWorkerProtos
 import JobWorkerServer
 import ServiceKit
 import TLSKit
+import TestSupport
 import Testing
 
 /// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, or

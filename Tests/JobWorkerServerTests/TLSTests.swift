@@ -5,6 +5,7 @@ import JobWorkerProtos
 import NIOSSL
 import ServiceKit
 import TLSKit
+import TestSupport
 import Testing
 
 /// A stand-in job service that answers `ListJobs` with who the caller is, so the TLS and
@@ -59,9 +60,9 @@ func withWhoAmIServer(
   pki: TestPKI, _ body: @Sendable (_ port: Int, _ peers: PeerRegistry) async throws -> Void
 ) async throws {
   let peers = PeerRegistry()
-  let factory = try MTLSListenerFactory(
+  let factory = try TLSListenerFactory(
     host: "127.0.0.1", port: 0, configuration: pki.serverTLS, registry: peers)
-  let transport = MTLSServerTransport(listenerFactory: factory)
+  let transport = TLSServerTransport(listenerFactory: factory)
   let server = GRPCServer(transport: transport, services: [WhoAmIService(peers: peers)])
   try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask { try await server.serve() }

@@ -10,6 +10,7 @@ import ServiceKit
 import ServiceLifecycle
 import StatusService
 import Synchronization
+import TLSKit
 
 /// Real servers on 127.0.0.1, port 0, each run in a `ServiceGroup` that is shut down
 /// gracefully when the body returns, as in production.
@@ -26,19 +27,27 @@ enum Harness {
   static func withServices<T: Sendable>(
     _ services: [any Service], _ body: () async throws -> T
   ) async throws -> T {
-    let group = ServiceGroup(
-      configuration: .init(
-        services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
-        logger: logger))
+    try await withServiceRun(services) { _ in try await body() }
+  }
+
+  /// Runs `services` while `body` runs; `body` may end them early through the `ServiceRun`.
+  static func withServiceRun<T: Sendable>(
+    _ services: [any Service], _ body: (ServiceRun) async throws -> T
+  ) async throws -> T {
+    let run = ServiceRun(
+      ServiceGroup(
+        configuration: .init(
+          services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
+          logger: logger)))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
-      tasks.addTask { try await group.run() }
+      tasks.addTask { try await run.run() }
       do {
-        let result = try await body()
-        await group.triggerGracefulShutdown()
+        let result = try await body(run)
+        await run.stop()
         try await tasks.waitForAll()
         return result
       } catch {
-        await group.triggerGracefulShutdown()
+        await run.stop()
         tasks.cancelAll()
         throw error
       }
@@ -50,7 +59,17 @@ enum Harness {
     storePath: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
     _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
-    let store = try await makePresenceStore(url: "sqlite:\(storePath)", logger: logger)
+    try await withStatus(storeURL: "sqlite:\(storePath)", port: port, clock: clock) {
+      address, reader, _ in try await body(address, reader)
+    }
+  }
+
+  /// A status server on the store `storeURL` names (SQLite or PostgreSQL).
+  static func withStatus<T: Sendable>(
+    storeURL: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
+    _ body: (HostPort, StatusReader, ServiceRun) async throws -> T
+  ) async throws -> T {
+    let store = try await makePresenceStore(url: storeURL, logger: logger)
     let reader = StatusReader(store: store, clock: clock, logger: logger)
     let standard = try StandardServices(
       serving: [StatusReader.serviceName, PresenceIngest.serviceName],
@@ -60,9 +79,9 @@ enum Harness {
       services: [reader, PresenceIngest(store: store, clock: clock, logger: logger)]
         + standard.all,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 << 20), logger: logger)
-    return try await withServices([store, server]) {
+    return try await withServiceRun([store, server]) { run in
       guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, reader)
+      return try await body(address, reader, run)
     }
   }
 
@@ -92,12 +111,22 @@ enum Harness {
     status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
     _ body: (HostPort, Gateway, PresenceReporter) async throws -> T
   ) async throws -> T {
+    try await withGateway(status: status, pongTimeout: pongTimeout, maxClients: maxClients) {
+      address, gateway, reporter, _ in try await body(address, gateway, reporter)
+    }
+  }
+
+  /// A gateway that `body` may also drain (`stop()`) or kill before the end.
+  static func withGateway<T: Sendable>(
+    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
+    _ body: (HostPort, Gateway, PresenceReporter, ServiceRun) async throws -> T
+  ) async throws -> T {
     let (gateway, reporter, server) = try makeGateway(
       status: status, pongTimeout: pongTimeout, maxClients: maxClients)
     // The order production uses: the gateway drains first, the reporter flushes last.
-    return try await withServices([reporter, server, gateway]) {
+    return try await withServiceRun([reporter, server, gateway]) { run in
       guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, gateway, reporter)
+      return try await body(address, gateway, reporter, run)
     }
   }
 
@@ -199,9 +228,11 @@ enum Harness {
   }
 
   /// The count, asked over gRPC.
-  static func fetchCount(from status: HostPort) async throws -> UInt64 {
+  static func fetchCount(
+    from status: HostPort, security: ClientSecurity = .plaintext
+  ) async throws -> UInt64 {
     let transport = try HTTP2ClientTransport.Posix(
-      target: status.resolvableTarget, transportSecurity: .plaintext)
+      target: status.resolvableTarget, transportSecurity: security.transportSecurity)
     return try await withGRPCClient(transport: transport) { client in
       var options = CallOptions.defaults
       options.timeout = .seconds(5)
@@ -214,3 +245,38 @@ enum Harness {
 }
 
 enum HarnessError: Error { case notListening }
+
+/// A service group that a test can end before the scope that runs it does.
+final class ServiceRun: Sendable {
+  private let group: ServiceGroup
+  private let killed = Atomic(false)
+  /// Finished by `kill()`, or when the group ends by itself.
+  private let (ended, end) = AsyncStream.makeStream(of: Void.self)
+
+  init(_ group: ServiceGroup) { self.group = group }
+
+  /// Graceful shutdown, as on SIGTERM (a gateway drains, a reporter flushes); returns at once.
+  func stop() async { await group.triggerGracefulShutdown() }
+
+  /// Cancels every service: connections close at once and nothing is drained or flushed, the
+  /// nearest a service in this process gets to `kill -9`.
+  func kill() {
+    killed.store(true, ordering: .relaxed)
+    end.finish()
+  }
+
+  /// Runs the group until it ends, or until `kill()`.
+  func run() async throws {
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask {
+        defer { self.end.finish() }
+        try await self.group.run()
+      }
+      for await _ in ended {}
+      guard killed.load(ordering: .relaxed) else { return try await tasks.waitForAll() }
+      // Whatever a cancelled service throws is the expected end of a killed group.
+      tasks.cancelAll()
+      _ = await tasks.nextResult()
+    }
+  }
+}

@@ -29,10 +29,10 @@ import Testing
       name: "test", address: HostPort(host: "127.0.0.1", port: 0), services: standard.all,
       logger: Self.logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await service.server.serve() }
+      group.addTask { try await service.serveUntilStopped() }
       let address = try #require(await service.listeningAddress)
       try await body(address, standard)
-      service.server.beginGracefulShutdown()
+      service.beginGracefulShutdown()
       try await group.waitForAll()
     }
   }

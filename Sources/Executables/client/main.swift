@@ -3,6 +3,7 @@ import CounterClient
 import Foundation
 import Logging
 import ServiceKit
+import TLSKit
 import UnixSignals
 
 /// A presence client, or with `--count N` a load generator of N simulated clients.
@@ -28,21 +29,40 @@ struct ClientCommand: AsyncParsableCommand {
   @Option(help: "Seconds between summary lines in load mode.")
   var summaryInterval = 5
 
+  @Option(help: "Connect over TLS, verifying gateways with this CA (env: CLIENT_TLS_CA).")
+  var tlsCA = Environment.string("CLIENT_TLS_CA", default: "")
+
+  @Option(help: "Client certificate, if gateways require one (env: CLIENT_TLS_CERT).")
+  var tlsCert = Environment.string("CLIENT_TLS_CERT", default: "")
+
+  @Option(help: "Key of --tls-cert (env: CLIENT_TLS_KEY).")
+  var tlsKey = Environment.string("CLIENT_TLS_KEY", default: "")
+
   @OptionGroup var logging: LoggingOptions
 
   func validate() throws {
     if let count, count < 1 { throw ValidationError("--count must be at least 1") }
     guard connections >= 1 else { throw ValidationError("--connections must be at least 1") }
     guard summaryInterval >= 1 else { throw ValidationError("--summary-interval must be ≥ 1") }
+    _ = try security()
+  }
+
+  func security() throws -> ClientSecurity {
+    do {
+      return try ClientSecurity.from(
+        caPath: tlsCA.nilIfEmpty, certificatePath: tlsCert.nilIfEmpty,
+        keyPath: tlsKey.nilIfEmpty, prefix: "tls")
+    } catch { throw ValidationError(error.message) }
   }
 
   func run() async throws {
     logging.bootstrap()
     let logger = Logger(label: "client")
     let ids = count.map { n in (0..<n).map { "\(id)-\($0)" } } ?? [id]
-    let client = CounterClient(
-      configuration: .init(ids: ids, gateways: gateway.endpoints, connections: connections),
-      logger: logger)
+    var configuration = CounterClient.Configuration(
+      ids: ids, gateways: gateway.endpoints, connections: connections)
+    configuration.security = try security()
+    let client = CounterClient(configuration: configuration, logger: logger)
     if count == nil { logger.info("starting", metadata: ["client.id": "\(id)"]) }
     let interrupted = try await withThrowingTaskGroup(of: Bool.self) { group in
       group.addTask {

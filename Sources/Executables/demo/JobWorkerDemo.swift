@@ -55,7 +55,7 @@ struct JobWorkerDemo: Service {
     }
     let server = try JobWorkerServer(
       address: HostPort(host: "127.0.0.1", port: 0),
-      tls: MTLSServerConfiguration(
+      tls: ServerTLSConfiguration(
         certificatePath: layout.serverCertificate, keyPath: layout.serverKey,
         trustRootsPath: layout.caCertificate),
       manager: manager, logger: logger)

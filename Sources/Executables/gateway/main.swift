@@ -7,6 +7,7 @@ import Metrics
 import Prometheus
 import ServiceKit
 import ServiceLifecycle
+import TLSKit
 
 /// The gateway: holds clients' presence streams, pings them every second and reports who
 /// answered to the status service.
@@ -38,9 +39,25 @@ struct GatewayCommand: AsyncParsableCommand {
   var gatewayID: String = Environment.string(
     "GATEWAY_ID", default: ProcessInfo.processInfo.hostName)
 
-  @Flag(help: "Probe the gRPC health of the server at --listen, exit 0 if serving, else 1.")
-  var healthCheck = false
+  @Option(help: "Serve clients TLS 1.3 with this certificate chain, PEM (env: GATEWAY_TLS_CERT).")
+  var tlsCert = Environment.string("GATEWAY_TLS_CERT", default: "")
 
+  @Option(help: "Key of --tls-cert, PEM (env: GATEWAY_TLS_KEY).")
+  var tlsKey = Environment.string("GATEWAY_TLS_KEY", default: "")
+
+  @Option(help: "Require client certificates signed by this CA (env: GATEWAY_TLS_CLIENT_CA).")
+  var tlsClientCA = Environment.string("GATEWAY_TLS_CLIENT_CA", default: "")
+
+  @Option(help: "Connect to status over TLS, verified with this CA (env: GATEWAY_STATUS_CA).")
+  var statusCA = Environment.string("GATEWAY_STATUS_CA", default: "")
+
+  @Option(help: "Client certificate for mutual TLS to status (env: GATEWAY_STATUS_CERT).")
+  var statusCert = Environment.string("GATEWAY_STATUS_CERT", default: "")
+
+  @Option(help: "Key of --status-cert (env: GATEWAY_STATUS_KEY).")
+  var statusKey = Environment.string("GATEWAY_STATUS_KEY", default: "")
+
+  @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
@@ -49,17 +66,35 @@ struct GatewayCommand: AsyncParsableCommand {
       throw ValidationError("--pong-timeout must be between 1 and 3600 seconds")
     }
     guard maxClients >= 1 else { throw ValidationError("--max-clients must be at least 1") }
+    _ = try security()
+  }
+
+  /// The client port's TLS and the connections to status, from the flags.
+  func security() throws -> (server: ServerTLSConfiguration?, status: ClientSecurity) {
+    do {
+      return (
+        try ServerTLSConfiguration.from(
+          certificatePath: tlsCert.nilIfEmpty, keyPath: tlsKey.nilIfEmpty,
+          clientCAPath: tlsClientCA.nilIfEmpty, prefix: "tls"),
+        try ClientSecurity.from(
+          caPath: statusCA.nilIfEmpty, certificatePath: statusCert.nilIfEmpty,
+          keyPath: statusKey.nilIfEmpty, prefix: "status")
+      )
+    } catch { throw ValidationError(error.message) }
   }
 
   func run() async throws {
-    if healthCheck { await HealthProbe.exitWithHealthOf(listen: listen) }
+    try await healthCheck.runIfRequested(listen: listen)
+    let security = try security()
     logging.bootstrap()
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "gateway")
 
-    let reporter = try PresenceReporter(
-      configuration: .init(gatewayID: gatewayID, endpoints: status.endpoints), logger: logger)
+    var reporting = PresenceReporter.Configuration(
+      gatewayID: gatewayID, endpoints: status.endpoints)
+    reporting.security = security.status
+    let reporter = try PresenceReporter(configuration: reporting, logger: logger)
     let standard = try StandardServices(
       serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
     var config = Gateway.Configuration()
@@ -69,8 +104,8 @@ struct GatewayCommand: AsyncParsableCommand {
       configuration: config, reporter: reporter, health: standard.health, logger: logger)
     // Load generators multiplex many client streams over few connections, so the per
     // connection stream limit is the global one; --max-clients bounds the total.
-    let server = GRPCServerService(
-      name: "gateway", address: listen, services: [gateway] + standard.all,
+    let server = try GRPCServerService(
+      name: "gateway", address: listen, services: [gateway] + standard.all, tls: security.server,
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: 1024, maxConcurrentStreams: min(maxClients, 1 << 20)),
       logger: logger)

@@ -67,7 +67,7 @@ struct JobWorker: AsyncParsableCommand {
     do {
       server = try JobWorkerServer(
         address: listen,
-        tls: MTLSServerConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
+        tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
         manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser), logger: logger)
       metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
     } catch {

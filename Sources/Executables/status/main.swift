@@ -8,6 +8,7 @@ import Prometheus
 import ServiceKit
 import ServiceLifecycle
 import StatusService
+import TLSKit
 
 /// The status service: answers `StatusReader.FetchOnlineUsersInLast3Mins` and ingests the
 /// gateways' presence batches into the presence store.
@@ -27,29 +28,59 @@ struct StatusCommand: AsyncParsableCommand {
   @Option(help: "Presence store: sqlite:PATH or postgres://… (env: STATUS_STORE).")
   var store: String = Environment.string("STATUS_STORE", default: "sqlite:./data/status.sqlite")
 
-  @Flag(help: "Probe the gRPC health of the server at --listen, exit 0 if serving, else 1.")
-  var healthCheck = false
+  @Option(help: "Serve TLS 1.3 with this certificate chain, PEM (env: STATUS_TLS_CERT).")
+  var tlsCert = Environment.string("STATUS_TLS_CERT", default: "")
 
+  @Option(help: "Key of --tls-cert, PEM (env: STATUS_TLS_KEY).")
+  var tlsKey = Environment.string("STATUS_TLS_KEY", default: "")
+
+  @Option(
+    help: "Require client certificates signed by this CA: mutual TLS (env: STATUS_TLS_CLIENT_CA).")
+  var tlsClientCA = Environment.string("STATUS_TLS_CLIENT_CA", default: "")
+
+  @Option(help: "Seconds a count may be served from cache; 0 disables (env: STATUS_COUNT_CACHE).")
+  var countCache: Double = Environment.value("STATUS_COUNT_CACHE", default: 1)
+
+  @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
+  func validate() throws {
+    guard (0...1).contains(countCache) else {
+      throw ValidationError("--count-cache must be between 0 and 1 second (the API allows 1 s)")
+    }
+    _ = try tls()
+  }
+
+  func tls() throws -> ServerTLSConfiguration? {
+    do {
+      return try ServerTLSConfiguration.from(
+        certificatePath: tlsCert.nilIfEmpty, keyPath: tlsKey.nilIfEmpty,
+        clientCAPath: tlsClientCA.nilIfEmpty, prefix: "tls")
+    } catch { throw ValidationError(error.message) }
+  }
+
   func run() async throws {
-    if healthCheck { await HealthProbe.exitWithHealthOf(listen: listen) }
+    try await healthCheck.runIfRequested(listen: listen)
     logging.bootstrap()
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "status")
 
-    let presence = try await makePresenceStore(url: store, logger: logger)
+    // A burst of count queries within --count-cache seconds costs one database query.
+    let presence = try await makePresenceStore(
+      url: store, logger: logger,
+      countCacheMaxAge: countCache > 0 ? .milliseconds(Int(countCache * 1000)) : nil)
     let standard = try StandardServices(
       serving: [StatusReader.serviceName, PresenceIngest.serviceName],
       descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let server = GRPCServerService(
+    let server = try GRPCServerService(
       name: "status", address: listen,
       services: [
         StatusReader(store: presence, logger: logger),
         PresenceIngest(store: presence, logger: logger),
       ] + standard.all,
+      tls: try tls(),
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 * 1024 * 1024),
       logger: logger)
     let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)

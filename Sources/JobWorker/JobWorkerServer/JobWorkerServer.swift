@@ -17,8 +17,8 @@ public final class JobWorkerServer: Service, Sendable {
   public let peers: PeerRegistry
   /// The JobWorker API implementation (e.g. to read ``JobWorkerService/activeOutputStreams``).
   public let service: JobWorkerService
-  private let transport: MTLSServerTransport
-  private let server: GRPCServer<MTLSServerTransport>
+  private let transport: TLSServerTransport
+  private let server: GRPCServer<TLSServerTransport>
   private let standard: StandardServices
   private let logger: Logger
 
@@ -27,21 +27,21 @@ public final class JobWorkerServer: Service, Sendable {
   ///   - tls: Server certificate, key and the CA that client certificates must chain to.
   ///   - maxRequestBytes: Largest request message accepted.
   public init(
-    address: HostPort, tls: MTLSServerConfiguration, manager: JobManager,
+    address: HostPort, tls: ServerTLSConfiguration, manager: JobManager,
     limits: JobWorkerService.Limits = .init(), maxRequestBytes: Int = 64 * 1024,
     logger: Logger
   ) throws {
     let peers = PeerRegistry()
-    let factory = try MTLSListenerFactory(
+    let factory = try TLSListenerFactory(
       host: address.host, port: address.port, configuration: tls, registry: peers)
-    var config = MTLSServerTransport.Config.defaults
+    var config = TLSServerTransport.Config.defaults
     config.rpc.maxRequestPayloadSize = maxRequestBytes
     config.http2.maxConcurrentStreams = 256
     config.connection.keepalive.time = .seconds(30)
     config.connection.keepalive.timeout = .seconds(10)
     config.connection.keepalive.clientBehavior.allowWithoutCalls = true
     config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
-    let transport = MTLSServerTransport(listenerFactory: factory, config: config)
+    let transport = TLSServerTransport(listenerFactory: factory, config: config)
     let service = JobWorkerService(manager: manager, peers: peers, limits: limits, logger: logger)
     let standard = try StandardServices(
       serving: [Jobworker_V1_JobWorker.descriptor.fullyQualifiedService],

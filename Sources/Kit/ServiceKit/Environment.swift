@@ -28,3 +28,9 @@ public enum Environment {
     value(name, default: fallback)
   }
 }
+
+extension String {
+  /// `nil` for the empty string: optional path flags default to "" (ArgumentParser deprecates
+  /// optional options with a default, and the default must come from the environment).
+  public var nilIfEmpty: String? { isEmpty ? nil : self }
+}

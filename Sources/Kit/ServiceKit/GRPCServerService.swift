@@ -1,18 +1,25 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
+import TLSKit
 import ServiceLifecycle
 
 /// Runs a `GRPCServer` as a `Service`: serves until graceful shutdown begins, then stops
 /// accepting new RPCs and lets in-flight ones finish (the service group's deadline bounds how
 /// long that may take).
 public final class GRPCServerService: Service, Sendable {
-  /// The server, e.g. to read `listeningAddress` once it is bound.
-  public let server: GRPCServer<HTTP2ServerTransport.Posix>
   private let name: String
+  private let security: String
   private let logger: Logger
   private let onDrain: @Sendable () -> Void
+  // The server is generic over its transport (stock Posix for plaintext, our TLS 1.3
+  // listener otherwise); these closures erase that type.
+  private let serve: @Sendable () async throws -> Void
+  private let stop: @Sendable () -> Void
+  private let boundAddress: @Sendable () async -> SocketAddress?
 
+  /// A plaintext server (the loopback default).
+  ///
   /// - Parameters:
   ///   - name: How logs name this server (`gateway`, `status`, …).
   ///   - address: Where to listen; port 0 picks a free port, logged once bound.
@@ -22,7 +29,7 @@ public final class GRPCServerService: Service, Sendable {
   ///   - onDrain: Called when graceful shutdown begins, before the server stops accepting:
   ///     end long-lived streams here (e.g. ``HealthService/endWatches()``), because gRPC waits
   ///     for every open RPC to finish.
-  public init(
+  public convenience init(
     name: String,
     address: HostPort,
     services: [any RegistrableRPCService],
@@ -31,27 +38,65 @@ public final class GRPCServerService: Service, Sendable {
     logger: Logger,
     onDrain: @escaping @Sendable () -> Void = {}
   ) {
-    self.name = name
-    self.logger = logger
-    self.onDrain = onDrain
     let transport = HTTP2ServerTransport.Posix(
       address: address.host.contains(":")
         ? .ipv6(host: address.host, port: address.port)
         : .ipv4(host: address.host, port: address.port),
       transportSecurity: .plaintext,
       config: config)
-    self.server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    self.init(
+      name: name, security: "plaintext", logger: logger, onDrain: onDrain,
+      serve: { try await server.serve() }, stop: { server.beginGracefulShutdown() },
+      boundAddress: { try? await transport.listeningAddress })
   }
 
-  /// Wraps an already configured server (e.g. one on a custom TLS transport).
-  public init(
-    name: String, server: GRPCServer<HTTP2ServerTransport.Posix>, logger: Logger,
+  /// A server that is plaintext when `tls` is `nil`, else TLS 1.3 only (mutual when the
+  /// configuration names a client CA); the other parameters are as for the plaintext one.
+  /// Throws when a certificate, key or CA file cannot be loaded.
+  public convenience init(
+    name: String,
+    address: HostPort,
+    services: [any RegistrableRPCService],
+    tls: ServerTLSConfiguration?,
+    config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
+    interceptors: [any ServerInterceptor] = [],
+    logger: Logger,
     onDrain: @escaping @Sendable () -> Void = {}
+  ) throws {
+    guard let tls else {
+      self.init(
+        name: name, address: address, services: services, config: config,
+        interceptors: interceptors, logger: logger, onDrain: onDrain)
+      return
+    }
+    let factory = try TLSListenerFactory(
+      host: address.host, port: address.port, configuration: tls, registry: nil)
+    var custom = TLSServerTransport.Config.defaults
+    custom.http2 = config.http2
+    custom.rpc = config.rpc
+    custom.connection = config.connection
+    let transport = TLSServerTransport(listenerFactory: factory, config: custom)
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    self.init(
+      name: name, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3", logger: logger,
+      onDrain: onDrain, serve: { try await server.serve() },
+      stop: { server.beginGracefulShutdown() },
+      boundAddress: { await transport.listeningAddress })
+  }
+
+  private init(
+    name: String, security: String, logger: Logger, onDrain: @escaping @Sendable () -> Void,
+    serve: @escaping @Sendable () async throws -> Void, stop: @escaping @Sendable () -> Void,
+    boundAddress: @escaping @Sendable () async -> SocketAddress?
   ) {
     self.name = name
+    self.security = security
     self.logger = logger
     self.onDrain = onDrain
-    self.server = server
+    self.serve = serve
+    self.stop = stop
+    self.boundAddress = boundAddress
   }
 
   /// Defaults for every server we run: small messages, HTTP/2 keepalive so that dead peers
@@ -73,30 +118,39 @@ public final class GRPCServerService: Service, Sendable {
   /// The bound address, once listening (`nil` if the server failed to bind).
   public var listeningAddress: HostPort? {
     get async {
-      guard let address = try? await server.listeningAddress else { return nil }
+      guard let address = await boundAddress() else { return nil }
       if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
       if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
       return nil
     }
   }
 
+  /// Serves until ``beginGracefulShutdown()``, without a service group (tests, tools).
+  public func serveUntilStopped() async throws { try await serve() }
+
+  /// Stops accepting new RPCs and lets in-flight ones finish.
+  public func beginGracefulShutdown() { stop() }
+
   public func run() async throws {
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask {
-        try await self.server.serve()
+        try await self.serve()
       }
       group.addTask {
         if let address = await self.listeningAddress {
           self.logger.info(
             "gRPC server listening",
-            metadata: ["server.name": "\(self.name)", "server.address": "\(address)"])
+            metadata: [
+              "server.name": "\(self.name)", "server.address": "\(address)",
+              "server.security": "\(self.security)",
+            ])
         }
       }
       try await gracefulShutdown()
       self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
       // First end our own long-lived streams (health watches, …), then stop accepting.
       self.onDrain()
-      self.server.beginGracefulShutdown()
+      self.stop()
     }
   }
 }

@@ -25,3 +25,41 @@ public struct ClientTLSFiles: Sendable, Hashable {
     }
   }
 }
+
+/// How a client secures its connections: plaintext (the loopback default), TLS verifying the
+/// server against a CA, or mutual TLS.
+public enum ClientSecurity: Sendable, Hashable {
+  case plaintext
+  /// TLS; the server's certificate must chain to the CA at this path and name the host.
+  case tls(caPath: String)
+  case mutualTLS(ClientTLSFiles)
+
+  /// Builds the setting from optional flag values; the certificate and key come together,
+  /// and need a CA. Errors name the flags (`--PREFIX-ca` and so on).
+  public static func from(
+    caPath: String?, certificatePath: String?, keyPath: String?, prefix flag: String
+  ) throws(CertificateError) -> ClientSecurity {
+    switch (caPath, certificatePath, keyPath) {
+    case (nil, nil, nil): return .plaintext
+    case (let ca?, nil, nil): return .tls(caPath: ca)
+    case (let ca?, let certificate?, let key?):
+      return .mutualTLS(ClientTLSFiles(caPath: ca, certificatePath: certificate, keyPath: key))
+    case (nil, _, _):
+      throw CertificateError("--\(flag)-cert and --\(flag)-key need --\(flag)-ca")
+    default:
+      throw CertificateError("--\(flag)-cert and --\(flag)-key must be given together")
+    }
+  }
+
+  public var transportSecurity: HTTP2ClientTransport.Posix.TransportSecurity {
+    switch self {
+    case .plaintext: return .plaintext
+    case .tls(let caPath):
+      return .tls { config in
+        config.trustRoots = .certificates([.file(path: caPath, format: .pem)])
+        config.serverCertificateVerification = .fullVerification
+      }
+    case .mutualTLS(let files): return files.transportSecurity
+    }
+  }
+}

@@ -5,6 +5,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import ServiceKit
 import Synchronization
+import TLSKit
 
 /// Runs one or many simulated clients against the gateways.
 ///
@@ -30,6 +31,8 @@ public struct CounterClient: Sendable {
     public var stableAfter: Duration = .seconds(10)
     /// Streams opened per second at start, so that N clients do not storm the gateway.
     public var startRate = 2_000
+    /// How connections to the gateways are secured.
+    public var security: ClientSecurity = .plaintext
 
     public init(ids: [String], gateways: [HostPort], connections: Int = 1) {
       self.ids = ids
@@ -57,7 +60,7 @@ public struct CounterClient: Sendable {
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
           target: config.gateways[index % gateways].resolvableTarget,
-          transportSecurity: .plaintext))
+          transportSecurity: config.security.transportSecurity))
     }
     try await withThrowingDiscardingTaskGroup { group in
       for client in clients {

@@ -7,6 +7,7 @@ import Metrics
 import ServiceKit
 import ServiceLifecycle
 import Synchronization
+import TLSKit
 
 /// Reports presence to the status service, coalesced per user.
 ///
@@ -26,6 +27,8 @@ public final class PresenceReporter: Service, Sendable {
     public var maxBackoff: Duration = .seconds(10)
     /// How long the final flush at shutdown may keep retrying.
     public var finalFlushBudget: Duration = .seconds(5)
+    /// How connections to status are secured (mutual TLS in production across hosts).
+    public var security: ClientSecurity = .plaintext
 
     public init(gatewayID: String, endpoints: [HostPort]) {
       self.gatewayID = gatewayID
@@ -53,7 +56,8 @@ public final class PresenceReporter: Service, Sendable {
     self.clients = try configuration.endpoints.map { endpoint in
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
-          target: endpoint.resolvableTarget, transportSecurity: .plaintext))
+          target: endpoint.resolvableTarget,
+          transportSecurity: configuration.security.transportSecurity))
     }
   }
 
