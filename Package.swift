@@ -16,6 +16,7 @@ let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grp
 let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
+let tracing = Target.Dependency.product(name: "Tracing", package: "swift-distributed-tracing")
 let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let argumentParser = Target.Dependency.product(
   name: "ArgumentParser", package: "swift-argument-parser")
@@ -62,6 +63,9 @@ let package = Package(
     .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+    .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+    // OTLP over gRPC only: the HTTP exporter would add async-http-client to every build.
+    .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPGRPC"]),
   ],
   targets: [
     // MARK: Kit: plumbing every server shares.
@@ -70,7 +74,7 @@ let package = Package(
       name: "ServiceKit",
       dependencies: [
         "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
-        metrics, lifecycle, argumentParser, nioCore, nioPosix,
+        metrics, lifecycle, argumentParser, nioCore, nioPosix, tracing,
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
@@ -84,6 +88,13 @@ let package = Package(
         .product(name: "SwiftASN1", package: "swift-asn1"),
       ],
       path: "Sources/Kit/TLSKit", swiftSettings: swiftSettings),
+    .target(
+      name: "Telemetry",
+      dependencies: [
+        "ServiceKit", argumentParser, logging, lifecycle, tracing,
+        .product(name: "OTel", package: "swift-otel"),
+      ],
+      path: "Sources/Kit/Telemetry", swiftSettings: swiftSettings),
 
     // MARK: Online counter.
     protoTarget("CounterProtos", path: "Sources/OnlineCounter/CounterProtos"),
@@ -93,7 +104,7 @@ let package = Package(
     .target(
       name: "PresenceStore",
       dependencies: [
-        logging, metrics, lifecycle, nioSSL, .product(name: "GRDB", package: "GRDB.swift"),
+        logging, metrics, lifecycle, nioSSL, tracing, .product(name: "GRDB", package: "GRDB.swift"),
         .product(name: "PostgresNIO", package: "postgres-nio"),
       ],
       path: "Sources/OnlineCounter/PresenceStore", swiftSettings: swiftSettings),
@@ -101,13 +112,14 @@ let package = Package(
       name: "StatusService",
       dependencies: [
         "CounterModel", "CounterProtos", "PresenceStore", "ServiceKit", grpcCore, logging, metrics,
+        tracing,
       ],
       path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
     .target(
       name: "GatewayService",
       dependencies: [
         "CounterModel", "CounterProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
-        metrics, lifecycle, nioCore,
+        metrics, lifecycle, nioCore, tracing,
       ],
       path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
     .target(
@@ -140,11 +152,14 @@ let package = Package(
 
     // MARK: Executables: argument parsing, bootstrap, run.
     .executableTarget(
-      name: "gateway", dependencies: ["GatewayService", "ServiceKit", "TLSKit", argumentParser],
+      name: "gateway",
+      dependencies: ["GatewayService", "ServiceKit", "Telemetry", "TLSKit", argumentParser],
       path: "Sources/Executables/gateway", swiftSettings: swiftSettings),
     .executableTarget(
       name: "status",
-      dependencies: ["StatusService", "PresenceStore", "ServiceKit", "TLSKit", argumentParser],
+      dependencies: [
+        "StatusService", "PresenceStore", "ServiceKit", "Telemetry", "TLSKit", argumentParser,
+      ],
       path: "Sources/Executables/status", swiftSettings: swiftSettings),
     .executableTarget(
       name: "client", dependencies: ["CounterClient", "ServiceKit", "TLSKit", argumentParser],
@@ -191,6 +206,7 @@ let package = Package(
       dependencies: [
         "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos",
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
+        tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
       ],
       path: "Tests/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(

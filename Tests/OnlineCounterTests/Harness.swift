@@ -10,6 +10,7 @@ import ServiceKit
 import ServiceLifecycle
 import StatusService
 import Synchronization
+import TestSupport
 import TLSKit
 
 /// Real servers on 127.0.0.1, port 0, each run in a `ServiceGroup` that is shut down
@@ -27,27 +28,27 @@ enum Harness {
   static func withServices<T: Sendable>(
     _ services: [any Service], _ body: () async throws -> T
   ) async throws -> T {
-    try await withServiceRun(services) { _ in try await body() }
+    try await withServiceGroup(services) { _ in try await body() }
   }
 
-  /// Runs `services` while `body` runs; `body` may end them early through the `ServiceRun`.
-  static func withServiceRun<T: Sendable>(
-    _ services: [any Service], _ body: (ServiceRun) async throws -> T
+  /// Runs `services` while `body` runs; `body` may also shut them down earlier
+  /// (`triggerGracefulShutdown()`, as on SIGTERM).
+  static func withServiceGroup<T: Sendable>(
+    _ services: [any Service], _ body: (ServiceGroup) async throws -> T
   ) async throws -> T {
-    let run = ServiceRun(
-      ServiceGroup(
-        configuration: .init(
-          services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
-          logger: logger)))
+    let group = ServiceGroup(
+      configuration: .init(
+        services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
+        logger: logger))
     return try await withThrowingTaskGroup(of: Void.self) { tasks in
-      tasks.addTask { try await run.run() }
+      tasks.addTask { try await group.run() }
       do {
-        let result = try await body(run)
-        await run.stop()
+        let result = try await body(group)
+        await group.triggerGracefulShutdown()
         try await tasks.waitForAll()
         return result
       } catch {
-        await run.stop()
+        await group.triggerGracefulShutdown()
         tasks.cancelAll()
         throw error
       }
@@ -59,15 +60,13 @@ enum Harness {
     storePath: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
     _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
-    try await withStatus(storeURL: "sqlite:\(storePath)", port: port, clock: clock) {
-      address, reader, _ in try await body(address, reader)
-    }
+    try await withStatus(storeURL: "sqlite:\(storePath)", port: port, clock: clock, body)
   }
 
   /// A status server on the store `storeURL` names (SQLite or PostgreSQL).
   static func withStatus<T: Sendable>(
     storeURL: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
-    _ body: (HostPort, StatusReader, ServiceRun) async throws -> T
+    _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
     let store = try await makePresenceStore(url: storeURL, logger: logger)
     let reader = StatusReader(store: store, clock: clock, logger: logger)
@@ -79,9 +78,9 @@ enum Harness {
       services: [reader, PresenceIngest(store: store, clock: clock, logger: logger)]
         + standard.all,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 << 20), logger: logger)
-    return try await withServiceRun([store, server]) { run in
+    return try await withServices([store, server]) {
       guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, reader, run)
+      return try await body(address, reader)
     }
   }
 
@@ -116,17 +115,44 @@ enum Harness {
     }
   }
 
-  /// A gateway that `body` may also drain (`stop()`) or kill before the end.
+  /// A gateway that `body` may also drain earlier, through its service group.
   static func withGateway<T: Sendable>(
     status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
-    _ body: (HostPort, Gateway, PresenceReporter, ServiceRun) async throws -> T
+    _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
     let (gateway, reporter, server) = try makeGateway(
       status: status, pongTimeout: pongTimeout, maxClients: maxClients)
     // The order production uses: the gateway drains first, the reporter flushes last.
-    return try await withServiceRun([reporter, server, gateway]) { run in
+    return try await withServiceGroup([reporter, server, gateway]) { group in
       guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, gateway, reporter, run)
+      return try await body(address, gateway, reporter, group)
+    }
+  }
+
+  /// The real `status` executable, built next to this test bundle, on the store `storeURL`;
+  /// `body` starts once it answers, and may kill it (it is killed after `body` otherwise).
+  static func withStatusProcess<T: Sendable>(
+    storeURL: String, _ body: (HostPort, BackgroundProcess) async throws -> T
+  ) async throws -> T {
+    let binary = Bundle.main.bundleURL.appendingPathComponent("status").path
+    guard FileManager.default.isExecutableFile(atPath: binary) else {
+      throw HarnessError.notBuilt(binary)
+    }
+    let address = HostPort(host: loopback, port: try freeLoopbackPort())
+    let process = try BackgroundProcess(
+      binary,
+      ["--listen", "\(address)", "--metrics-listen", "\(loopback):0", "--store", storeURL])
+    do {
+      let answering = await eventually(timeout: .seconds(15)) {
+        (try? await fetchCount(from: address)) != nil
+      }
+      guard answering else { throw HarnessError.notAnswering(log: process.logPath) }
+      let result = try await body(address, process)
+      await process.kill()
+      return result
+    } catch {
+      await process.kill()
+      throw error
     }
   }
 
@@ -244,39 +270,43 @@ enum Harness {
   static func nowMillis() -> Int64 { systemMillisClock() }
 }
 
-enum HarnessError: Error { case notListening }
+enum HarnessError: Error {
+  case notListening
+  case notAnswering(log: String)
+  /// `swift build` (and so `swift test`) builds every product.
+  case notBuilt(String)
+}
 
-/// A service group that a test can end before the scope that runs it does.
-final class ServiceRun: Sendable {
-  private let group: ServiceGroup
-  private let killed = Atomic(false)
-  /// Finished by `kill()`, or when the group ends by itself.
-  private let (ended, end) = AsyncStream.makeStream(of: Void.self)
+/// A program run in the background, e.g. a server binary, that a test may kill as `kill -9`
+/// would; its exit is awaited without holding a thread of the cooperative pool.
+final class BackgroundProcess: Sendable {
+  private let process: Process
+  private let exits: AsyncStream<Void>
+  /// Standard output and error, for a test's failure message.
+  let logPath: String
 
-  init(_ group: ServiceGroup) { self.group = group }
-
-  /// Graceful shutdown, as on SIGTERM (a gateway drains, a reporter flushes); returns at once.
-  func stop() async { await group.triggerGracefulShutdown() }
-
-  /// Cancels every service: connections close at once and nothing is drained or flushed, the
-  /// nearest a service in this process gets to `kill -9`.
-  func kill() {
-    killed.store(true, ordering: .relaxed)
-    end.finish()
+  init(_ executable: String, _ arguments: [String]) throws {
+    logPath = FileManager.default.temporaryDirectory
+      .appendingPathComponent("background-\(UUID().uuidString).log").path
+    guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+      throw CocoaError(.fileWriteUnknown)
+    }
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    defer { try? log.close() }
+    process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.standardOutput = log
+    process.standardError = log
+    let (exits, exited) = AsyncStream.makeStream(of: Void.self)
+    self.exits = exits
+    process.terminationHandler = { _ in exited.finish() }
+    try process.run()
   }
 
-  /// Runs the group until it ends, or until `kill()`.
-  func run() async throws {
-    try await withThrowingTaskGroup(of: Void.self) { tasks in
-      tasks.addTask {
-        defer { self.end.finish() }
-        try await self.group.run()
-      }
-      for await _ in ended {}
-      guard killed.load(ordering: .relaxed) else { return try await tasks.waitForAll() }
-      // Whatever a cancelled service throws is the expected end of a killed group.
-      tasks.cancelAll()
-      _ = await tasks.nextResult()
-    }
+  /// SIGKILL, then wait until it has exited; only waits once it has.
+  func kill() async {
+    if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    for await _ in exits {}
   }
 }

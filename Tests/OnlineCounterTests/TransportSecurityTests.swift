@@ -1,11 +1,7 @@
 import CounterClient
-import CounterProtos
 import Foundation
 import GRPCCore
-import GatewayService
-import PresenceStore
 import ServiceKit
-import StatusService
 import TLSKit
 import TestSupport
 import Testing
@@ -13,54 +9,10 @@ import Testing
 /// TLS on the gateway's client port and mutual TLS between gateway and status, as the
 /// `--tls-*` and `--status-*` flags set them up, with certificates from our own tooling.
 @Suite struct TransportSecurityTests {
-  /// Status (mutual TLS) and a gateway (TLS to clients, mutual TLS to status), both on
-  /// loopback; the body gets both addresses.
-  static func withSecuredServers(
-    pki: TestPKI, gatewayToStatus: ClientSecurity? = nil,
-    _ body: (_ status: HostPort, _ gateway: HostPort, PresenceReporter) async throws -> Void
-  ) async throws {
-    let store = try await makePresenceStore(
-      url: "sqlite:\(Harness.temporaryStorePath())", logger: Harness.logger)
-    let status = try GRPCServerService(
-      name: "status", address: HostPort(host: Harness.loopback, port: 0),
-      services: [
-        StatusReader(store: store, logger: Harness.logger),
-        PresenceIngest(store: store, logger: Harness.logger),
-      ],
-      tls: pki.serverTLS, logger: Harness.logger)
-    try await Harness.withServices([store, status]) {
-      let statusAddress = try #require(await status.listeningAddress)
-      var reporting = PresenceReporter.Configuration(
-        gatewayID: "tls-test", endpoints: [statusAddress])
-      reporting.flushInterval = .milliseconds(200)
-      reporting.callTimeout = .seconds(1)
-      reporting.maxBackoff = .milliseconds(400)
-      reporting.finalFlushBudget = .milliseconds(500)
-      reporting.security = gatewayToStatus ?? .mutualTLS(pki.client("alice"))
-      let reporter = try PresenceReporter(configuration: reporting, logger: Harness.logger)
-      let gateway = Gateway(
-        configuration: .init(), reporter: reporter, health: nil, logger: Harness.logger)
-      let standard = try StandardServices(
-        serving: [Gateway.serviceName],
-        descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-      let gatewayServer = try GRPCServerService(
-        name: "gateway", address: HostPort(host: Harness.loopback, port: 0),
-        services: [gateway] + standard.all,
-        tls: ServerTLSConfiguration(
-          certificatePath: pki.layout.serverCertificate, keyPath: pki.layout.serverKey,
-          clientCAPath: nil),
-        logger: Harness.logger)
-      try await Harness.withServices([reporter, gatewayServer, gateway]) {
-        let gatewayAddress = try #require(await gatewayServer.listeningAddress)
-        try await body(statusAddress, gatewayAddress, reporter)
-      }
-    }
-  }
-
   @Test func clientsOverTLSAreCountedThroughMutualTLS() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
-    try await Self.withSecuredServers(pki: pki) { status, gateway, _ in
+    try await CounterStack.with(security: .secured(pki)) { status, gateway, _ in
       var config = CounterClient.Configuration(
         ids: (0..<5).map { "tls-\($0)" }, gateways: [gateway])
       config.security = .tls(caPath: pki.layout.caCertificate)
@@ -79,8 +31,8 @@ import Testing
     let pki = try TestPKI()
     defer { pki.remove() }
     // The gateway talks TLS to status but has no client certificate: nothing gets through.
-    try await Self.withSecuredServers(
-      pki: pki, gatewayToStatus: .tls(caPath: pki.layout.caCertificate)
+    try await CounterStack.with(
+      security: .secured(pki, gatewayToStatus: .tls(caPath: pki.layout.caCertificate))
     ) { status, gateway, reporter in
       // A plaintext client, and one that trusts another CA, cannot reach the gateway.
       let plaintext = try await Harness.rawStream(
@@ -119,7 +71,7 @@ import Testing
   @Test func healthProbeSpeaksTLS() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
-    try await Self.withSecuredServers(pki: pki) { _, gateway, _ in
+    try await CounterStack.with(security: .secured(pki)) { _, gateway, _ in
       let viaTLS = await HealthProbe.check(
         gateway, security: .tls(caPath: pki.layout.caCertificate))
       #expect((try? viaTLS.get()) == .serving, "\(viaTLS)")

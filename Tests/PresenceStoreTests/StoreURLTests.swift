@@ -46,7 +46,7 @@ struct StoreURLTests {
   @Test func sqliteURLCreatesItsDirectory() async throws {
     try await withLocation(.sqlite) { location in
       try await location.withStore { store in
-        #expect(store is SQLitePresenceStore)
+        #expect((store as? TracedPresenceStore)?.base is SQLitePresenceStore)
         try await store.record([PresenceRecord(userID: "a", lastSeenMillis: 1)])
       }
     }

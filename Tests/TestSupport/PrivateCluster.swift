@@ -114,11 +114,27 @@ public struct PrivateCluster: Sendable {
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    // Nothing else of ours: `pg_ctl start` leaves a server running that would hold, for its
+    // whole life, any descriptor of this process that is not close-on-exec, such as the socket
+    // through which Foundation's Process learns that a child another test runs has exited.
+    guard closeFrom(&actions, 3) == 0 else { throw POSIXError(.ENOSYS) }
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
     let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
     guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
     return pid
+  }
+
+  /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), looked up at run time: the
+  /// Glibc module leaves it out (it is declared for `_GNU_SOURCE` only).
+  private static func closeFrom(
+    _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ lowest: Int32
+  ) -> Int32 {
+    typealias AddCloseFrom = @convention(c) (
+      UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32
+    ) -> Int32
+    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return -1 }
+    return unsafeBitCast(symbol, to: AddCloseFrom.self)(actions, lowest)
   }
 }

@@ -8,6 +8,7 @@ import Prometheus
 import ServiceKit
 import ServiceLifecycle
 import TLSKit
+import Telemetry
 
 /// The gateway: holds clients' presence streams, pings them every second and reports who
 /// answered to the status service.
@@ -58,6 +59,7 @@ struct GatewayCommand: AsyncParsableCommand {
   var statusKey = Environment.string("GATEWAY_STATUS_KEY", default: "")
 
   @OptionGroup var healthCheck: HealthCheckOptions
+  @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
@@ -90,6 +92,8 @@ struct GatewayCommand: AsyncParsableCommand {
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "gateway")
+    // First, so that every component below picks up the tracer (a no-op when off).
+    let exporter = try tracing.bootstrap(serviceName: "gateway", logger: logger)
 
     var reporting = PresenceReporter.Configuration(
       gatewayID: gatewayID, endpoints: status.endpoints)
@@ -112,8 +116,10 @@ struct GatewayCommand: AsyncParsableCommand {
     let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
     // Shutdown runs in reverse: the gateway drains its streams first (clients go elsewhere),
     // then the server stops, and the reporter flushes last.
+    // The span exporter stops last, flushing the spans of the final presence flush.
     try await ServerRunner.run(
-      services: [reporter, metrics, server, gateway], shutdown: shutdown, logger: logger)
+      services: [exporter].compactMap { $0 } + [reporter, metrics, server, gateway],
+      shutdown: shutdown, logger: logger)
   }
 }
 

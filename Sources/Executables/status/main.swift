@@ -9,6 +9,7 @@ import ServiceKit
 import ServiceLifecycle
 import StatusService
 import TLSKit
+import Telemetry
 
 /// The status service: answers `StatusReader.FetchOnlineUsersInLast3Mins` and ingests the
 /// gateways' presence batches into the presence store.
@@ -42,6 +43,7 @@ struct StatusCommand: AsyncParsableCommand {
   var countCache: Double = Environment.value("STATUS_COUNT_CACHE", default: 1)
 
   @OptionGroup var healthCheck: HealthCheckOptions
+  @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
@@ -66,6 +68,8 @@ struct StatusCommand: AsyncParsableCommand {
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "status")
+    // First, so that every component below picks up the tracer (a no-op when off).
+    let exporter = try tracing.bootstrap(serviceName: "status", logger: logger)
 
     // A burst of count queries within --count-cache seconds costs one database query.
     let presence = try await makePresenceStore(
@@ -86,7 +90,8 @@ struct StatusCommand: AsyncParsableCommand {
     let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
     // Shut down in reverse: the server stops first, the store closes last.
     try await ServerRunner.run(
-      services: [presence, PresencePruner(store: presence, logger: logger), metrics, server],
+      services: [exporter].compactMap { $0 }
+        + [presence, PresencePruner(store: presence, logger: logger), metrics, server],
       shutdown: shutdown, logger: logger)
   }
 }

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import ServiceKit
 import ServiceLifecycle
+public import Tracing
 
 /// `tenten.interview.Gateway`: holds the clients' presence streams.
 ///
@@ -32,15 +33,18 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   private let reporter: PresenceReporter
   private let health: HealthService?
   private let logger: Logger
+  private let tracer: any Tracer
   private let pongsEven = Counter(label: "gateway_pongs_total", dimensions: [("status", "even")])
   private let pongsOdd = Counter(label: "gateway_pongs_total", dimensions: [("status", "odd")])
   private let pongsUnknown = Counter(
     label: "gateway_pongs_total", dimensions: [("status", "unknown")])
   private let refused = Counter(label: "gateway_streams_refused_total")
 
+  /// - Parameter tracer: each stream is a `gateway.stream` span from admission to end (a
+  ///   child of the client's trace context, if it sent one).
   public init(
     configuration: Configuration, reporter: PresenceReporter, health: HealthService?,
-    logger: Logger
+    logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer
   ) {
     self.config = configuration
     self.scheduler = PingScheduler(
@@ -48,6 +52,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     self.reporter = reporter
     self.health = health
     self.logger = logger
+    self.tracer = tracer
   }
 
   /// Streams currently open.
@@ -83,14 +88,28 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       throw refusal
     }
     let logger = self.logger.with("gateway.client_id", userID)
+    let caller = TraceContextMetadata.extract(from: request.metadata, tracer: tracer)
     return StreamingServerResponse { writer in
       // ...but register only here: the producer is what removes the session again, and it
       // does not run for an RPC cancelled before it starts.
-      let session = try self.admit(userID)
+      let span = self.tracer.startSpan("gateway.stream", context: caller, ofKind: .server)
+      span.attributes["client.id"] = userID
+      defer { span.end() }
+      let session: ClientSession
+      do {
+        session = try self.admit(userID)
+      } catch {
+        span.recordError(error)
+        throw error
+      }
       logger.debug("client connected")
       defer {
         self.scheduler.remove(session)
         logger.debug("client disconnected")
+        if let reason = session.closeReason {
+          span.recordError(reason)
+          span.setStatus(SpanStatus(code: .error, message: reason.message))
+        }
       }
       session.pingNow()
       try await withThrowingTaskGroup { group in

@@ -8,6 +8,7 @@ import ServiceKit
 import ServiceLifecycle
 import Synchronization
 import TLSKit
+public import Tracing
 
 /// Reports presence to the status service, coalesced per user.
 ///
@@ -43,16 +44,22 @@ public final class PresenceReporter: Service, Sendable {
 
   private let config: Configuration
   private let logger: Logger
+  private let tracer: any Tracer
   private let state = Mutex(State())
   private let clients: [GRPCClient<HTTP2ClientTransport.Posix>]
   private let batches = Counter(label: "gateway_flush_batches_total")
   private let failures = Counter(label: "gateway_flush_failures_total")
   private let pendingGauge = Gauge(label: "gateway_presence_pending_users")
 
-  public init(configuration: Configuration, logger: Logger) throws {
+  /// - Parameter tracer: each flush is a `presence.flush` span with one `presence.report`
+  ///   client span per batch, whose context goes to status in the request metadata.
+  public init(
+    configuration: Configuration, logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer
+  ) throws {
     precondition(!configuration.endpoints.isEmpty, "at least one status endpoint")
     self.config = configuration
     self.logger = logger
+    self.tracer = tracer
     self.clients = try configuration.endpoints.map { endpoint in
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
@@ -102,6 +109,16 @@ public final class PresenceReporter: Service, Sendable {
     }
     pendingGauge.record(0)
     guard !taken.isEmpty else { return true }
+    return await tracer.withSpan("presence.flush", context: .topLevel) { span in
+      span.attributes["presence.users"] = taken.count
+      let sent = await send(taken)
+      if !sent { span.setStatus(SpanStatus(code: .error, message: "flush failed; will retry")) }
+      return sent
+    }
+  }
+
+  /// Sends `taken` in batches; on a failure merges the unsent rest back and returns `false`.
+  private func send(_ taken: [String: Int64]) async -> Bool {
     var records = taken.map { user, millis in
       Tenten_Interview_PresenceRecord.with {
         $0.userID = user
@@ -152,7 +169,15 @@ public final class PresenceReporter: Service, Sendable {
       $0.gatewayID = config.gatewayID
       $0.records = records
     }
-    let response = try await ingest.reportPresence(request, options: options)
+    let response = try await tracer.withSpan("presence.report", ofKind: .client) { span in
+      span.attributes["rpc.system"] = "grpc"
+      span.attributes["rpc.method"] = "tenten.interview.PresenceIngest/ReportPresence"
+      span.attributes["server.address"] = "\(config.endpoints[index])"
+      span.attributes["presence.records"] = records.count
+      var metadata = Metadata()
+      TraceContextMetadata.inject(into: &metadata, tracer: tracer)
+      return try await ingest.reportPresence(request, metadata: metadata, options: options)
+    }
     batches.increment()
     if response.rejected > 0 {
       logger.warning(

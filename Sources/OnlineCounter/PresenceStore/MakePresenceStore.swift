@@ -1,5 +1,6 @@
 internal import Foundation
 public import Logging
+public import Tracing
 
 /// Opens the store that `url` names:
 /// - `sqlite:PATH`: an embedded SQLite file (the parent directory is created);
@@ -14,12 +15,16 @@ public import Logging
 /// - Parameter countCacheMaxAge: when set, ``PresenceStore/countOnline(sinceMillis:)`` is
 ///   served through a ``CachedPresenceStore`` (bursts of reads cost one query; at most this
 ///   stale across replicas; this process's own writes invalidate it).
+/// - Parameter tracer: store reads and writes become spans (see ``TracedPresenceStore``); the
+///   default is the process-wide tracer, a no-op unless tracing was bootstrapped.
 /// - Throws: ``PresenceStoreError`` with code `invalidConfiguration` for a bad URL, or
 ///   `storageFailure` if the SQLite file cannot be opened.
 public func makePresenceStore(
-  url: String, logger: Logger, countCacheMaxAge: Duration? = nil
+  url: String, logger: Logger, countCacheMaxAge: Duration? = nil,
+  tracer: any Tracer = InstrumentationSystem.tracer
 ) async throws -> any PresenceStore {
   let base: any PresenceStore
+  let system: String
   let lowercased = url.lowercased()
   if lowercased.hasPrefix("sqlite:") {
     let path = try StoreURL.parseSQLite(url)
@@ -32,16 +37,19 @@ public func makePresenceStore(
         code: .storageFailure, message: "cannot create directory \(directory)", cause: error)
     }
     base = try SQLitePresenceStore(path: path, logger: logger)
+    system = "sqlite"
   } else if lowercased.hasPrefix("postgres://") || lowercased.hasPrefix("postgresql://") {
     let configuration = try PostgresPresenceStore.Configuration(url: url)
     base = PostgresPresenceStore(configuration: configuration, logger: logger)
+    system = "postgresql"
   } else {
     throw StoreURL.invalid(url, "unknown scheme")
   }
   logger.info(
     "presence store configured", metadata: ["presence.store": "\(StoreURL.redacted(url))"])
+  let traced = TracedPresenceStore(base: base, system: system, tracer: tracer)
   if let countCacheMaxAge {
-    return CachedPresenceStore(base: base, maxAge: countCacheMaxAge)
+    return CachedPresenceStore(base: traced, maxAge: countCacheMaxAge)
   }
-  return base
+  return traced
 }

@@ -4,6 +4,8 @@ import GRPCCore
 import Logging
 import Metrics
 import PresenceStore
+import ServiceKit
+public import Tracing
 
 /// `tenten.interview.PresenceIngest`: stores the gateways' coalesced presence batches.
 ///
@@ -11,7 +13,7 @@ import PresenceStore
 /// of this server's clock, are refused and counted in `rejected` (a gateway with a broken
 /// clock must not keep a user online for hours). Storing is idempotent (max per user), so a
 /// gateway may retry any batch.
-public struct PresenceIngest: Tenten_Interview_PresenceIngest.SimpleServiceProtocol {
+public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   public static let serviceName = "tenten.interview.PresenceIngest"
   /// Largest batch accepted; gateways send at most 5 000 records per call.
   public static let maxRecordsPerBatch = 50_000
@@ -20,19 +22,43 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.SimpleServiceProto
   private let store: any PresenceStore
   private let clock: MillisClock
   private let logger: Logger
+  private let tracer: any Tracer
   private let accepted = Counter(label: "status_presence_records_total", dimensions: [("result", "accepted")])
   private let rejected = Counter(label: "status_presence_records_total", dimensions: [("result", "rejected")])
   private let storeFailures = Counter(label: "status_store_failures_total")
 
-  public init(store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock,
-              logger: Logger) {
+  /// - Parameter tracer: each batch is a `presence.ingest` server span, a child of the
+  ///   gateway's `presence.report` span when the request carries its trace context.
+  public init(
+    store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock, logger: Logger,
+    tracer: any Tracer = InstrumentationSystem.tracer
+  ) {
     self.store = store
     self.clock = clock
     self.logger = logger
+    self.tracer = tracer
   }
 
   public func reportPresence(
-    request: Tenten_Interview_ReportPresenceRequest, context: ServerContext
+    request: ServerRequest<Tenten_Interview_ReportPresenceRequest>, context: ServerContext
+  ) async throws -> ServerResponse<Tenten_Interview_ReportPresenceResponse> {
+    let caller = TraceContextMetadata.extract(from: request.metadata, tracer: tracer)
+    let response = try await tracer.withSpan(
+      "presence.ingest", context: caller, ofKind: .server
+    ) { span in
+      span.attributes["rpc.system"] = "grpc"
+      span.attributes["presence.gateway_id"] = request.message.gatewayID
+      span.attributes["presence.records"] = request.message.records.count
+      let response = try await ingest(request.message)
+      span.attributes["presence.rejected"] = Int(response.rejected)
+      return response
+    }
+    return ServerResponse(message: response)
+  }
+
+  /// Validates and stores one batch.
+  func ingest(
+    _ request: Tenten_Interview_ReportPresenceRequest
   ) async throws -> Tenten_Interview_ReportPresenceResponse {
     guard request.records.count <= Self.maxRecordsPerBatch else {
       throw RPCError(

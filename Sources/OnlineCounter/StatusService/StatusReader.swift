@@ -2,6 +2,7 @@ import CounterProtos
 import GRPCCore
 import Logging
 import PresenceStore
+public import Tracing
 
 /// `tenten.interview.StatusReader`: the number of unique users whose last EVEN/ODD pong is
 /// within the last 180 s, inclusive (a user seen exactly 180 000 ms ago still counts).
@@ -11,12 +12,18 @@ public struct StatusReader: Tenten_Interview_StatusReader.SimpleServiceProtocol 
   private let store: any PresenceStore
   private let clock: MillisClock
   private let logger: Logger
+  private let tracer: any Tracer
 
-  public init(store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock,
-              logger: Logger) {
+  /// - Parameter tracer: each query is a `status.fetch_online_users` span (its store read,
+  ///   unless answered from the cache, is a child).
+  public init(
+    store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock, logger: Logger,
+    tracer: any Tracer = InstrumentationSystem.tracer
+  ) {
     self.store = store
     self.clock = clock
     self.logger = logger
+    self.tracer = tracer
   }
 
   /// The count, as the RPC answers it; also used by the demo.
@@ -28,7 +35,12 @@ public struct StatusReader: Tenten_Interview_StatusReader.SimpleServiceProtocol 
     request: Tenten_Interview_FetchOnlineUsersInLast3MinsRequest, context: ServerContext
   ) async throws -> Tenten_Interview_FetchOnlineUsersInLast3MinsResponse {
     do {
-      let count = try await onlineUsers()
+      let count = try await tracer.withSpan("status.fetch_online_users", ofKind: .server) {
+        span in
+        let count = try await onlineUsers()
+        span.attributes["presence.online_users"] = Int(clamping: count)
+        return count
+      }
       return .with { $0.onlineUsers = count }
     } catch {
       logger.error("count query failed", metadata: ["status.error": "\(error)"])
