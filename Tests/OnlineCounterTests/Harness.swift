@@ -10,8 +10,8 @@ import ServiceKit
 import ServiceLifecycle
 import StatusService
 import Synchronization
-import TestSupport
 import TLSKit
+import TestSupport
 
 /// Real servers on 127.0.0.1, port 0, each run in a `ServiceGroup` that is shut down
 /// gracefully when the body returns, as in production.
@@ -149,8 +149,10 @@ enum Harness {
       guard answering else { throw HarnessError.notAnswering(log: process.logPath) }
       let result = try await body(address, process)
       await process.kill()
+      try? FileManager.default.removeItem(atPath: process.logPath)
       return result
     } catch {
+      // The log stays behind, for the failure to be explained.
       await process.kill()
       throw error
     }
@@ -286,7 +288,8 @@ final class BackgroundProcess: Sendable {
   let logPath: String
 
   init(_ executable: String, _ arguments: [String]) throws {
-    logPath = FileManager.default.temporaryDirectory
+    logPath =
+      FileManager.default.temporaryDirectory
       .appendingPathComponent("background-\(UUID().uuidString).log").path
     guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
       throw CocoaError(.fileWriteUnknown)

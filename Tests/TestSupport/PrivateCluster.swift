@@ -83,7 +83,8 @@ public struct PrivateCluster: Sendable {
   private func asPostgres(_ tool: String, _ arguments: [String]) async throws {
     // From /: the postgres user may not be allowed into the test's working directory.
     try await Self.run(
-      "/usr/bin/env", ["-C", "/", "/usr/sbin/runuser", "-u", "postgres", "--", "\(bin)/\(tool)"]
+      "/usr/bin/env",
+      ["-C", "/", "/usr/sbin/runuser", "-u", "postgres", "--", "\(bin)/\(tool)"]
         + arguments)
   }
 
@@ -119,7 +120,7 @@ public struct PrivateCluster: Sendable {
     // through which Foundation's Process learns that a child another test runs has exited.
     guard closeFrom(&actions, 3) == 0 else { throw POSIXError(.ENOSYS) }
     let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
+    defer { for pointer in argv { free(pointer) } }
     var pid: pid_t = 0
     let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
     guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
@@ -131,9 +132,8 @@ public struct PrivateCluster: Sendable {
   private static func closeFrom(
     _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ lowest: Int32
   ) -> Int32 {
-    typealias AddCloseFrom = @convention(c) (
-      UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32
-    ) -> Int32
+    typealias Actions = UnsafeMutablePointer<posix_spawn_file_actions_t>
+    typealias AddCloseFrom = @convention(c) (Actions, Int32) -> Int32
     guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return -1 }
     return unsafeBitCast(symbol, to: AddCloseFrom.self)(actions, lowest)
   }

@@ -1,0 +1,159 @@
+import CounterClient
+import GRPCCore
+import GatewayService
+import ServiceKit
+import ServiceLifecycle
+import TestSupport
+import Testing
+
+/// Issue 4, "Done when": two status replicas on one PostgreSQL database, two gateways that
+/// each report to both replicas, and clients spread over both gateways, all on loopback. The
+/// count must be exact at the start and after each failure the design claims to survive:
+/// a replica killed, a gateway drained, the database restarted.
+@Suite struct ScaleOutTests {
+  @Test func exactCountThroughReplicaKillGatewayDrainAndDatabaseRestart() async throws {
+    try await PrivateCluster.withCluster { cluster in
+      // Deadlines of 1 s, so that calls fail fast (UNAVAILABLE) while the database is down.
+      let store = cluster.url + "?operation_timeout_ms=1000&connect_timeout=1"
+      // The replica that is killed is the real executable, so that it dies as in production.
+      try await Harness.withStatusProcess(storeURL: store) { doomed, doomedProcess in
+        try await Harness.withStatus(storeURL: store) { survivor, _ in
+          let status = [doomed, survivor]
+          try await Harness.withGateway(status: status) { drained, drainedGateway, _, group in
+            try await Harness.withGateway(status: status) { remaining, remainingGateway, _, _ in
+              let deployment = Deployment(
+                cluster: cluster, doomedStatus: doomed, survivingStatus: survivor,
+                doomedStatusProcess: doomedProcess, gateways: [drained, remaining],
+                drainedGateway: drainedGateway, drainedGatewayGroup: group,
+                remainingGateway: remainingGateway)
+              try await deployment.exercise()
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Everything the scenario drives. The first status replica is killed, the first gateway
+/// drained; the others carry on.
+private struct Deployment {
+  let cluster: PrivateCluster
+  let doomedStatus: HostPort
+  let survivingStatus: HostPort
+  let doomedStatusProcess: BackgroundProcess
+  let gateways: [HostPort]
+  let drainedGateway: Gateway
+  let drainedGatewayGroup: ServiceGroup
+  let remainingGateway: Gateway
+
+  func exercise() async throws {
+    let first = client("first", count: 40)
+    try await Harness.withClient(first) {
+      try await bothReplicasCount(40, connected: [first])
+      try await killOneReplica(total: 40)
+      let second = client("second", count: 10)
+      try await Harness.withClient(second) {
+        let counted = await counts(50, at: survivingStatus)
+        try #require(counted, "new ids counted through the surviving replica")
+        try await drainOneGateway(clients: [first, second], total: 50)
+        try await restartPostgreSQL(clients: [first, second], total: 50)
+      }
+    }
+  }
+
+  /// Clients on both gateways (two connections, round robin); both replicas read one table.
+  private func bothReplicasCount(_ total: Int, connected clients: [CounterClient]) async throws {
+    let spread = await Harness.eventually(timeout: .seconds(10)) {
+      connected(clients) == total && drainedGateway.connectedClients > 0
+        && remainingGateway.connectedClients > 0
+    }
+    try #require(spread, "\(connected(clients)) clients connected, not \(total) on 2 gateways")
+    let doomed = await counts(total, at: doomedStatus)
+    let surviving = await counts(total, at: survivingStatus)
+    try #require(doomed && surviving, "both replicas answer \(total)")
+  }
+
+  /// SIGKILL, possibly with a batch in flight. Not an in-process replica whose task is
+  /// cancelled: cancelling a NIO server while it accepts a connection (the gateways reconnect
+  /// at once) traps with "Deinited NIOAsyncWriter without calling finish()"
+  /// (apple/swift-nio#2813), which would take the whole test process down.
+  private func killOneReplica(total: Int) async throws {
+    await doomedStatusProcess.kill()
+    let gone = await Harness.eventually { await count(at: doomedStatus) == nil }
+    try #require(gone, "the killed replica stops answering")
+    #expect(await count(at: survivingStatus) == UInt64(total), "nobody lost with the replica")
+  }
+
+  /// The drained gateway ends its streams with UNAVAILABLE; each client reconnects over its
+  /// next connection, which is the other gateway.
+  private func drainOneGateway(clients: [CounterClient], total: Int) async throws {
+    let clock = ContinuousClock()
+    let start = clock.now
+    await drainedGatewayGroup.triggerGracefulShutdown()
+    // Counting on the remaining gateway, not the clients' total: that is `total` already
+    // before the drain has ended a single stream.
+    let moved = await Harness.eventually(timeout: .seconds(5)) {
+      remainingGateway.connectedClients == total && connected(clients) == total
+        && drainedGateway.connectedClients == 0
+    }
+    let elapsed = clock.now - start
+    #expect(
+      moved, "\(remainingGateway.connectedClients) of \(total) on the other gateway in \(elapsed)")
+    #expect(await count(at: survivingStatus) == UInt64(total), "nobody lost in the drain")
+  }
+
+  /// Nothing is restarted but PostgreSQL: the replica's pool reconnects by itself and the
+  /// gateway, which buffered meanwhile, retries until its batches land.
+  private func restartPostgreSQL(clients: [CounterClient], total: Int) async throws {
+    try await cluster.stop()
+    // The replica says it cannot answer rather than answering a wrong count.
+    let down = await Harness.eventually { await failure(at: survivingStatus) == .unavailable }
+    #expect(down, "UNAVAILABLE while the database is down")
+    // New users arrive during the outage: buffered by the gateway, counted once it is over.
+    let third = client("third", count: 10)
+    try await Harness.withClient(third) {
+      let arrived = await Harness.eventually { third.stats.connected == 10 }
+      #expect(arrived, "new clients connect while the database is down")
+      try await cluster.start()
+      let counted = await counts(total + 10, at: survivingStatus, timeout: .seconds(15))
+      #expect(counted, "counted again after the restart, without restarting anything else")
+      #expect(connected(clients) == total, "nobody disconnected by the database outage")
+    }
+  }
+
+  private func client(_ prefix: String, count: Int) -> CounterClient {
+    CounterClient(
+      configuration: .init(
+        ids: (0..<count).map { "\(prefix)-\($0)" }, gateways: gateways, connections: 2),
+      logger: Harness.logger)
+  }
+
+  private func connected(_ clients: [CounterClient]) -> Int {
+    clients.reduce(0) { $0 + $1.stats.connected }
+  }
+
+  /// The count `status` answers; nil while it does not answer.
+  private func count(at status: HostPort) async -> UInt64? {
+    try? await Harness.fetchCount(from: status)
+  }
+
+  /// Whether `status` answers exactly `expected` within `timeout`.
+  private func counts(
+    _ expected: Int, at status: HostPort, timeout: Duration = .seconds(10)
+  ) async -> Bool {
+    await Harness.eventually(timeout: timeout) { await count(at: status) == UInt64(expected) }
+  }
+
+  /// The code `status` fails a count with; nil when it answers.
+  private func failure(at status: HostPort) async -> RPCError.Code? {
+    do {
+      _ = try await Harness.fetchCount(from: status)
+      return nil
+    } catch let error as RPCError {
+      return error.code
+    } catch {
+      return .unknown
+    }
+  }
+}
