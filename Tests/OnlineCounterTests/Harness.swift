@@ -134,17 +134,25 @@ enum Harness {
   static func withStatusProcess<T: Sendable>(
     storeURL: String, _ body: (HostPort, BackgroundProcess) async throws -> T
   ) async throws -> T {
-    let binary = Bundle.main.bundleURL.appendingPathComponent("status").path
+    try await withServerProcess("status", ["--store", storeURL], body)
+  }
+
+  /// Runs the real `name` binary (from the test bundle's directory) on a loopback port with
+  /// `arguments`, waits until its health service says SERVING, and kills it (SIGKILL) after
+  /// `body`, which may kill it sooner.
+  static func withServerProcess<T: Sendable>(
+    _ name: String, _ arguments: [String], _ body: (HostPort, BackgroundProcess) async throws -> T
+  ) async throws -> T {
+    let binary = Bundle.main.bundleURL.appendingPathComponent(name).path
     guard FileManager.default.isExecutableFile(atPath: binary) else {
       throw HarnessError.notBuilt(binary)
     }
     let address = HostPort(host: loopback, port: try freeLoopbackPort())
     let process = try BackgroundProcess(
-      binary,
-      ["--listen", "\(address)", "--metrics-listen", "\(loopback):0", "--store", storeURL])
+      binary, ["--listen", "\(address)", "--metrics-listen", "\(loopback):0"] + arguments)
     do {
       let answering = await eventually(timeout: .seconds(15)) {
-        (try? await fetchCount(from: address)) != nil
+        (try? await HealthProbe.check(address).get()) == .serving
       }
       guard answering else { throw HarnessError.notAnswering(log: process.logPath) }
       let result = try await body(address, process)

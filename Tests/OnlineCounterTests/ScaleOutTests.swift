@@ -35,6 +35,39 @@ import Testing
   }
 }
 
+extension ScaleOutTests {
+  /// A gateway SIGKILLed (no drain, up to a second of presence unflushed): its clients
+  /// reconnect to the other gateway, whose pongs re-mark them long before the 180 s window
+  /// could drop them, so the count never dips and new users keep being counted.
+  @Test func killedGatewayLosesNoUser() async throws {
+    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, _ in
+      try await Harness.withServerProcess("gateway", ["--status", "\(status)"]) {
+        doomed, process in
+        try await Harness.withGateway(status: [status]) { survivor, gateway, _, _ in
+          let ids = (0..<20).map { "killed-gateway-\($0)" }
+          let client = CounterClient(
+            configuration: .init(ids: ids, gateways: [doomed, survivor], connections: 2),
+            logger: Harness.logger)
+          try await Harness.withClient(client) {
+            let spread = await Harness.eventually(timeout: .seconds(10)) {
+              let counted = (try? await Harness.fetchCount(from: status)) == UInt64(ids.count)
+              return counted && client.stats.connected == ids.count
+                && gateway.connectedClients < ids.count
+            }
+            try #require(spread, "all counted, some through the gateway that is killed")
+            await process.kill()
+            let moved = await Harness.eventually(timeout: .seconds(10)) {
+              gateway.connectedClients == ids.count && client.stats.connected == ids.count
+            }
+            #expect(moved, "\(gateway.connectedClients) of \(ids.count) on the survivor")
+            #expect(try await Harness.fetchCount(from: status) == UInt64(ids.count))
+          }
+        }
+      }
+    }
+  }
+}
+
 /// Everything the scenario drives. The first status replica is killed, the first gateway
 /// drained; the others carry on.
 private struct Deployment {
