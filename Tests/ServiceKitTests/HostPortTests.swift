@@ -1,3 +1,4 @@
+import GRPCNIOTransportHTTP2
 import ServiceKit
 import Testing
 
@@ -21,5 +22,14 @@ import Testing
     #expect(HostPort.list("a:1, b:2")?.map(\.description) == ["a:1", "b:2"])
     #expect(HostPort.list("a:1,bad") == nil)
     #expect(HostPort.list("") == nil)
+    #expect(HostPort.list(" \ta:1\t , b:2 ")?.map(\.description) == ["a:1", "b:2"])
+    #expect(HostPort.list("a:1, ") == nil)
+  }
+
+  @Test func convertsBoundAddresses() {
+    #expect(
+      HostPort(SocketAddress.ipv4(host: "127.0.0.1", port: 8080)) == HostPort("127.0.0.1:8080"))
+    #expect(HostPort(SocketAddress.ipv6(host: "::1", port: 0)) == HostPort("[::1]:0"))
+    #expect(HostPort(SocketAddress.unixDomainSocket(path: "/tmp/socket")) == nil)
   }
 }

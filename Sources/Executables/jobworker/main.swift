@@ -28,14 +28,14 @@ struct JobWorker: AsyncParsableCommand {
     "JOBWORKER_METRICS_LISTEN", default: HostPort(host: "0.0.0.0", port: 9103))
 
   @Option(help: "CA certificate client certificates must chain to (env: JOBWORKER_CA).")
-  var ca: String = Environment.string("JOBWORKER_CA", default: "\(defaultDirectory)/ca.pem")
+  var ca: String = Environment.string("JOBWORKER_CA", default: defaultLayout.caCertificate)
 
   @Option(help: "Server certificate (env: JOBWORKER_CERT).")
-  var cert: String = Environment.string("JOBWORKER_CERT", default: "\(defaultDirectory)/server.pem")
+  var cert: String = Environment.string(
+    "JOBWORKER_CERT", default: defaultLayout.serverCertificate)
 
   @Option(help: "Server private key (env: JOBWORKER_KEY).")
-  var key: String = Environment.string(
-    "JOBWORKER_KEY", default: "\(defaultDirectory)/server-key.pem")
+  var key: String = Environment.string("JOBWORKER_KEY", default: defaultLayout.serverKey)
 
   @Option(help: "Where job output is stored (env: JOBWORKER_DATA_DIR).")
   var dataDir: String = Environment.string("JOBWORKER_DATA_DIR", default: "/var/lib/jobworker")
@@ -46,7 +46,10 @@ struct JobWorker: AsyncParsableCommand {
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
-  static var defaultDirectory: String { CertificateLayout.defaultDirectory }
+  /// Where `jobctl certs init` puts the files by default.
+  static var defaultLayout: CertificateLayout {
+    CertificateLayout(directory: CertificateLayout.defaultDirectory)
+  }
 
   func validate() throws {
     guard (1...10_000).contains(maxJobsPerUser) else {
@@ -62,23 +65,17 @@ struct JobWorker: AsyncParsableCommand {
 
     let manager = try JobManager(
       configuration: JobManager.Configuration(dataDirectory: dataDir), logger: logger)
-    let server: JobWorkerServer
-    let metrics: MetricsServer
     do {
-      server = try JobWorkerServer(
+      let server = try JobWorkerServer(
         address: listen,
         tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
         manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser), logger: logger)
-      metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
-    } catch {
-      await manager.shutdown()
-      throw error
-    }
-    // The gRPC server last: graceful shutdown runs in reverse, so it stops first.
-    do {
+      let metrics = try await MetricsServer.bind(
+        to: metricsListen, registry: registry, logger: logger)
+      // The gRPC server last: graceful shutdown runs in reverse, so it stops first.
       try await ServerRunner.run(services: [metrics, server], shutdown: shutdown, logger: logger)
     } catch {
-      // A failed start-up never reached the graceful path that stops jobs; do it here.
+      // Start-up or a service failed, so the graceful path that stops jobs may never have run.
       await manager.shutdown()
       throw error
     }

@@ -1,8 +1,8 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
-import TLSKit
 import ServiceLifecycle
+import TLSKit
 
 /// Runs a `GRPCServer` as a `Service`: serves until graceful shutdown begins, then stops
 /// accepting new RPCs and lets in-flight ones finish (the service group's deadline bounds how
@@ -39,15 +39,10 @@ public final class GRPCServerService: Service, Sendable {
     onDrain: @escaping @Sendable () -> Void = {}
   ) {
     let transport = HTTP2ServerTransport.Posix(
-      address: address.host.contains(":")
-        ? .ipv6(host: address.host, port: address.port)
-        : .ipv4(host: address.host, port: address.port),
-      transportSecurity: .plaintext,
-      config: config)
-    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+      address: address.listenAddress, transportSecurity: .plaintext, config: config)
     self.init(
-      name: name, security: "plaintext", logger: logger, onDrain: onDrain,
-      serve: { try await server.serve() }, stop: { server.beginGracefulShutdown() },
+      name: name, security: "plaintext", transport: transport, services: services,
+      interceptors: interceptors, logger: logger, onDrain: onDrain,
       boundAddress: { try? await transport.listeningAddress })
   }
 
@@ -72,30 +67,26 @@ public final class GRPCServerService: Service, Sendable {
     }
     let factory = try TLSListenerFactory(
       host: address.host, port: address.port, configuration: tls, registry: nil)
-    var custom = TLSServerTransport.Config.defaults
-    custom.http2 = config.http2
-    custom.rpc = config.rpc
-    custom.connection = config.connection
-    let transport = TLSServerTransport(listenerFactory: factory, config: custom)
-    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    let transport = TLSServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
-      name: name, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3", logger: logger,
-      onDrain: onDrain, serve: { try await server.serve() },
-      stop: { server.beginGracefulShutdown() },
+      name: name, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3", transport: transport,
+      services: services, interceptors: interceptors, logger: logger, onDrain: onDrain,
       boundAddress: { await transport.listeningAddress })
   }
 
-  private init(
-    name: String, security: String, logger: Logger, onDrain: @escaping @Sendable () -> Void,
-    serve: @escaping @Sendable () async throws -> Void, stop: @escaping @Sendable () -> Void,
+  private init<Transport: ServerTransport>(
+    name: String, security: String, transport: Transport,
+    services: [any RegistrableRPCService], interceptors: [any ServerInterceptor],
+    logger: Logger, onDrain: @escaping @Sendable () -> Void,
     boundAddress: @escaping @Sendable () async -> SocketAddress?
   ) {
+    let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
     self.name = name
     self.security = security
     self.logger = logger
     self.onDrain = onDrain
-    self.serve = serve
-    self.stop = stop
+    self.serve = { try await server.serve() }
+    self.stop = { server.beginGracefulShutdown() }
     self.boundAddress = boundAddress
   }
 
@@ -119,9 +110,7 @@ public final class GRPCServerService: Service, Sendable {
   public var listeningAddress: HostPort? {
     get async {
       guard let address = await boundAddress() else { return nil }
-      if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
-      if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
-      return nil
+      return HostPort(address)
     }
   }
 
@@ -152,5 +141,17 @@ public final class GRPCServerService: Service, Sendable {
       self.onDrain()
       self.stop()
     }
+  }
+}
+
+extension HTTP2ServerTransport.Custom.Config {
+  /// The settings of a Posix transport's configuration, e.g.
+  /// ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``, for a server
+  /// on a custom listener such as ``TLSServerTransport``, so that one definition of our
+  /// transport defaults serves both kinds of server.
+  public init(_ posix: HTTP2ServerTransport.Posix.Config) {
+    self.init(
+      compression: posix.compression, connection: posix.connection, http2: posix.http2,
+      rpc: posix.rpc, channelDebuggingCallbacks: posix.channelDebuggingCallbacks)
   }
 }

@@ -27,20 +27,7 @@ public enum HealthProbe {
       return .failure(error)
     }
   }
-}
 
-extension HostPort {
-  /// The address as a gRPC client target (`ipv4:`/`ipv6:`/`dns:` by the host's form).
-  public var resolvableTarget: any ResolvableTarget {
-    if host.contains(":") { return .ipv6(address: host, port: port) }
-    if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) {
-      return .ipv4(address: host, port: port)
-    }
-    return .dns(host: host, port: port)
-  }
-}
-
-extension HealthProbe {
   /// The `--health-check` mode of a server binary (e.g. a container's `HEALTHCHECK`): probes
   /// the server's own `--listen` address (a wildcard host is probed on loopback) and ends the
   /// process, 0 when serving and 1 otherwise, with the reason on standard output.

@@ -87,34 +87,38 @@ public struct JSONLogHandler: LogHandler {
   }
 
   private static let reserved: Set<String> = ["ts", "level", "logger", "msg", "source"]
+  private static let timestampStyle: Date.ISO8601FormatStyle =
+    .iso8601.year().month().day().time(includingFractionalSeconds: true)
 
   public func log(event: LogEvent) {
     var merged = self.metadata
     if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
     if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
     if let error = event.error { merged["error"] = "\(error)" }
-    let level = event.level
-    let message = event.message
-    let source = event.source
 
-    var fields: [(String, String)] = [
-      ("ts", Self.timestamp()), ("level", level.rawValue), ("logger", label),
-      ("msg", message.description), ("source", source),
-    ]
-    for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-      fields.append((Self.reserved.contains(key) ? "meta.\(key)" : key, value.description))
-    }
+    // Built in place: this runs for every line logged.
     var line = "{"
-    for (index, (key, value)) in fields.enumerated() {
-      if index > 0 { line += "," }
-      line += "\"\(JSONEscaping.escape(key))\":\"\(JSONEscaping.escape(value))\""
+    line.reserveCapacity(256)
+    Self.append("ts", Date().formatted(Self.timestampStyle), to: &line)
+    Self.append("level", event.level.rawValue, to: &line)
+    Self.append("logger", label, to: &line)
+    Self.append("msg", event.message.description, to: &line)
+    Self.append("source", event.source, to: &line)
+    for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+      Self.append(Self.reserved.contains(key) ? "meta.\(key)" : key, value.description, to: &line)
     }
     line += "}\n"
     sink.write(line)
   }
 
-  private static func timestamp() -> String {
-    Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+  /// Appends `"key":"value"` to the object being built in `line`.
+  private static func append(_ key: String, _ value: String, to line: inout String) {
+    if line.utf8.count > 1 { line += "," }  // not the first field after "{"
+    line += "\""
+    JSONEscaping.append(key, to: &line)
+    line += "\":\""
+    JSONEscaping.append(value, to: &line)
+    line += "\""
   }
 }
 
@@ -122,7 +126,21 @@ public struct JSONLogHandler: LogHandler {
 enum JSONEscaping {
   static func escape(_ string: String) -> String {
     var out = ""
-    out.reserveCapacity(string.utf8.count)
+    append(string, to: &out)
+    return out
+  }
+
+  /// Appends `string` to `out`, escaped for use inside a JSON string.
+  static func append(_ string: String, to out: inout String) {
+    // The common case, nothing to escape, is one copy. Bytes of multi-byte UTF-8 sequences
+    // are all >= 0x80, so they never match.
+    let needsEscaping = string.utf8.contains { byte in
+      byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+    }
+    guard needsEscaping else {
+      out += string
+      return
+    }
     for scalar in string.unicodeScalars {
       switch scalar {
       case "\"": out += "\\\""
@@ -131,11 +149,10 @@ enum JSONEscaping {
       case "\r": out += "\\r"
       case "\t": out += "\\t"
       case let c where c.value < 0x20:
-        out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count)
-          + String(c.value, radix: 16)
+        let hex = String(c.value, radix: 16)
+        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
       default: out.unicodeScalars.append(scalar)
       }
     }
-    return out
   }
 }

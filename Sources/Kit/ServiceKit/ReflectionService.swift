@@ -56,15 +56,15 @@ public struct DescriptorIndex: Sendable {
   /// The serialized file named `name` followed by everything it imports, transitively.
   public func fileWithDependencies(named name: String) -> [Data]? {
     guard serialized[name] != nil else { return nil }
-    var ordered: [String] = []
+    var files: [Data] = []
     var seen: Set<String> = []
     var pending = [name]
     while let next = pending.popLast() {
-      guard seen.insert(next).inserted, serialized[next] != nil else { continue }
-      ordered.append(next)
+      guard seen.insert(next).inserted, let file = serialized[next] else { continue }
+      files.append(file)
       pending.append(contentsOf: dependencies[next] ?? [])
     }
-    return ordered.compactMap { serialized[$0] }
+    return files
   }
 
   /// The file defining `symbol` (fully qualified), with its imports.
@@ -111,15 +111,15 @@ public final class ReflectionService: Grpc_Reflection_V1_ServerReflection.Simple
     var response = Grpc_Reflection_V1_ServerReflectionResponse()
     response.validHost = request.host
     response.originalRequest = request
-    func files(_ found: [Data]?, notFound: String) {
-      if let found {
-        response.fileDescriptorResponse = .with { $0.fileDescriptorProto = found }
-      } else {
-        response.errorResponse = .with {
-          $0.errorCode = Int32(RPCError.Code.notFound.rawValue)
-          $0.errorMessage = notFound
-        }
+    func fail(_ code: RPCError.Code, _ message: String) {
+      response.errorResponse = .with {
+        $0.errorCode = Int32(code.rawValue)
+        $0.errorMessage = message
       }
+    }
+    func files(_ found: [Data]?, notFound: String) {
+      guard let found else { return fail(.notFound, notFound) }
+      response.fileDescriptorResponse = .with { $0.fileDescriptorProto = found }
     }
     switch request.messageRequest {
     case .fileByFilename(let name):
@@ -127,22 +127,20 @@ public final class ReflectionService: Grpc_Reflection_V1_ServerReflection.Simple
     case .fileContainingSymbol(let symbol):
       files(index.fileContaining(symbol: symbol), notFound: "no symbol named '\(symbol)'")
     case .fileContainingExtension(let ext):
-      files(nil, notFound: "no extension \(ext.extensionNumber) of '\(ext.containingType)'")
+      // Extensions are not indexed by field number: none is ever found.
+      fail(.notFound, "no extension \(ext.extensionNumber) of '\(ext.containingType)'")
     case .allExtensionNumbersOfType(let type):
       if index.contains(symbol: type) {
         response.allExtensionNumbersResponse = .with { $0.baseTypeName = type }
       } else {
-        files(nil, notFound: "no type named '\(type)'")
+        fail(.notFound, "no type named '\(type)'")
       }
     case .listServices:
       response.listServicesResponse = .with {
         $0.service = services.map { name in .with { $0.name = name } }
       }
     case nil:
-      response.errorResponse = .with {
-        $0.errorCode = Int32(RPCError.Code.invalidArgument.rawValue)
-        $0.errorMessage = "the request names no reflection query"
-      }
+      fail(.invalidArgument, "the request names no reflection query")
     }
     return response
   }

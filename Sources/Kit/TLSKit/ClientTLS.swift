@@ -19,10 +19,7 @@ public struct ClientTLSFiles: Sendable, Hashable {
     .mTLS(
       certificateChain: [.file(path: certificatePath, format: .pem)],
       privateKey: .file(path: keyPath, format: .pem)
-    ) { config in
-      config.trustRoots = .certificates([.file(path: caPath, format: .pem)])
-      config.serverCertificateVerification = .fullVerification
-    }
+    ) { $0.verifyServer(caPath: caPath) }
   }
 }
 
@@ -54,12 +51,16 @@ public enum ClientSecurity: Sendable, Hashable {
   public var transportSecurity: HTTP2ClientTransport.Posix.TransportSecurity {
     switch self {
     case .plaintext: return .plaintext
-    case .tls(let caPath):
-      return .tls { config in
-        config.trustRoots = .certificates([.file(path: caPath, format: .pem)])
-        config.serverCertificateVerification = .fullVerification
-      }
+    case .tls(let caPath): return .tls { $0.verifyServer(caPath: caPath) }
     case .mutualTLS(let files): return files.transportSecurity
     }
+  }
+}
+
+extension HTTP2ClientTransport.Posix.TransportSecurity.TLS {
+  /// Trusts only our CA at `caPath` and verifies the server's chain and host name against it.
+  fileprivate mutating func verifyServer(caPath: String) {
+    trustRoots = .certificates([.file(path: caPath, format: .pem)])
+    serverCertificateVerification = .fullVerification
   }
 }
