@@ -2,21 +2,18 @@ import CounterClient
 import CounterProtos
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 import GatewayService
 import ServiceKit
-import ServiceLifecycle
-import StatusService
 import Testing
 
 @Suite struct GatewayTests {
   /// Client ↔ gateway ↔ status on loopback: every EVEN/ODD client counted once, UNKNOWN not,
   /// one id on two gateways once; pings every second.
   @Test func clientsThroughTwoGatewaysAreCounted() async throws {
-    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, reader in
-      try await Harness.withGateway(status: [status]) { first, _, _ in
-        try await Harness.withGateway(status: [status]) { second, _, _ in
+    try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, reader in
+      try await Harness.withGateway(status: [status]) { first, _, _, _ in
+        try await Harness.withGateway(status: [status]) { second, _, _, _ in
           let ids = (0..<20).map { "load-\($0)" }
           let client = CounterClient(
             configuration: .init(ids: ids, gateways: [first, second], connections: 2),
@@ -61,7 +58,7 @@ import Testing
 
   @Test func malformedClientIDsAreRefusedWithInvalidArgument() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
-      gateway, _, _ in
+      gateway, _, _, _ in
       let cases: [(Metadata, String)] = [
         ([:], "missing"),
         (Harness.clientID(""), "empty"),
@@ -72,7 +69,8 @@ import Testing
         let result = try await Harness.rawStream(
           gateway: gateway, metadata: metadata, answer: .even, pings: 1)
         #expect(result.error?.code == .invalidArgument)
-        #expect(result.error?.message.contains(reason) == true, "\(String(describing: result.error))")
+        #expect(
+          result.error?.message.contains(reason) == true, "\(String(describing: result.error))")
       }
       // The gateway still serves a good client.
       let good = try await Harness.rawStream(
@@ -84,7 +82,7 @@ import Testing
   @Test func silentClientIsDisconnectedWhileOthersKeepGoing() async throws {
     try await Harness.withGateway(
       status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: .seconds(1)
-    ) { gateway, _, _ in
+    ) { gateway, _, _, _ in
       async let silent = Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("mute"), answer: nil, pings: 100)
       async let talker = Harness.rawStream(
@@ -98,14 +96,10 @@ import Testing
 
   @Test func garbageFrameEndsOnlyThatStream() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
-      gateway, _, _ in
+      gateway, _, _, _ in
       async let good = Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("neighbour"), answer: .even, pings: 3)
-      let transport = try HTTP2ClientTransport.Posix(
-        target: gateway.resolvableTarget, transportSecurity: .plaintext)
-      let failure: RPCError? = try await withGRPCClient(transport: transport) { client in
-        var options = CallOptions.defaults
-        options.timeout = .seconds(5)
+      let failure: RPCError? = try await Harness.withConnection(to: gateway) { client in
         do {
           try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
             request: StreamingClientRequest(metadata: Harness.clientID("vandal")) { writer in
@@ -113,7 +107,7 @@ import Testing
               try await Task.sleep(for: .seconds(3))
             },
             serializer: GarbageSerializer(), deserializer: ProtobufDeserializer(),
-            options: options
+            options: .withTimeout(.seconds(5))
           ) { response in
             for try await _ in response.messages {}
           }
@@ -122,7 +116,8 @@ import Testing
           return error
         }
       }
-      #expect(failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
+      #expect(
+        failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
       let neighbour = try await good
       #expect(neighbour.error == nil && neighbour.pingTimes.count == 3)
     }
@@ -132,7 +127,7 @@ import Testing
   /// starting used to stay registered forever (counted, pinged, and blocking the drain).
   @Test func streamsCancelledAtAnyMomentLeaveNoSession() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
-      address, gateway, _ in
+      address, gateway, _, _ in
       var config = CounterClient.Configuration(
         ids: (0..<200).map { "churn-\($0)" }, gateways: [address], connections: 4)
       config.startRate = 500
@@ -149,7 +144,7 @@ import Testing
 
   @Test func streamsOverTheLimitAreRefused() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)], maxClients: 1) {
-      address, gateway, _ in
+      address, gateway, _, _ in
       async let holder = Harness.rawStream(
         gateway: address, metadata: Harness.clientID("first"), answer: .even, pings: 3)
       // Wait for the first session to be registered; a fixed sleep lost this race on a
@@ -164,10 +159,10 @@ import Testing
 
   /// Status away: the gateway keeps one entry per user, retries, and nothing is lost.
   @Test func presenceIsBufferedWhileStatusIsDown() async throws {
-    let store = Harness.temporaryStorePath()
-    let port = try await Harness.withStatus(storePath: store) { address, _ in address.port }
+    let store = Harness.temporaryStoreURL()
+    let port = try await Harness.withStatus(storeURL: store) { address, _ in address.port }
     let status = HostPort(host: "127.0.0.1", port: port)
-    try await Harness.withGateway(status: [status]) { gateway, _, reporter in
+    try await Harness.withGateway(status: [status]) { gateway, _, reporter, _ in
       let ids = (0..<5).map { "buffered-\($0)" }
       let client = CounterClient(
         configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
@@ -176,7 +171,7 @@ import Testing
         // Several failed flushes and many pongs later: still one entry per user.
         try await Task.sleep(for: .milliseconds(2_500))
         #expect(reporter.pendingCount == ids.count)
-        try await Harness.withStatus(storePath: store, port: port) { _, reader in
+        try await Harness.withStatus(storeURL: store, port: port) { _, reader in
           let counted = await Harness.eventually {
             (try? await reader.onlineUsers()) == UInt64(ids.count)
           }
@@ -188,33 +183,22 @@ import Testing
 
   /// Graceful shutdown ends client streams with UNAVAILABLE and flushes what is pending.
   @Test func drainTellsClientsToGoAndFlushes() async throws {
-    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, reader in
-      try await Self.drain(status: status, reader: reader)
-    }
-  }
-
-  static func drain(status: HostPort, reader: StatusReader) async throws {
-    // No periodic flush within the test: only the final flush can report the client.
-    let (gateway, reporter, server) = try Harness.makeGateway(
-      status: [status], flushInterval: .seconds(60))
-    let services: [any Service] = [reporter, server, gateway]
-    let group = ServiceGroup(
-      configuration: .init(
-        services: services.map { .init(service: $0) },
-        gracefulShutdownSignals: [], logger: Harness.logger))
-    try await withThrowingTaskGroup(of: Void.self) { tasks in
-      tasks.addTask { try await group.run() }
-      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      async let stream = Harness.rawStream(
-        gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
-      let pending = await Harness.eventually { reporter.pendingCount == 1 }
-      #expect(pending)
-      let before = try await reader.onlineUsers()
-      #expect(before == 0)
-      await group.triggerGracefulShutdown()
-      let result = try await stream
-      #expect(result.error?.code == .unavailable)
-      try await tasks.waitForAll()
+    try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, reader in
+      // No periodic flush within the test: only the final flush can report the client.
+      let gateway = try await Harness.withGateway(status: [status], flushInterval: .seconds(60)) {
+        address, gateway, reporter, group in
+        async let stream = Harness.rawStream(
+          gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
+        let pending = await Harness.eventually { reporter.pendingCount == 1 }
+        #expect(pending)
+        let before = try await reader.onlineUsers()
+        #expect(before == 0)
+        await group.triggerGracefulShutdown()
+        let result = try await stream
+        #expect(result.error?.code == .unavailable)
+        return gateway
+      }
+      // Every service of the gateway has ended, the reporter after its final flush.
       let after = try await reader.onlineUsers()
       #expect(after == 1)
       #expect(gateway.connectedClients == 0)

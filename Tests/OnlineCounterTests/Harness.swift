@@ -1,4 +1,5 @@
 import CounterClient
+import CounterModel
 import CounterProtos
 import Foundation
 import GRPCCore
@@ -12,6 +13,7 @@ import StatusService
 import Synchronization
 import TLSKit
 import TestSupport
+import Tracing
 
 /// Real servers on 127.0.0.1, port 0, each run in a `ServiceGroup` that is shut down
 /// gracefully when the body returns, as in production.
@@ -19,20 +21,15 @@ enum Harness {
   static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
   static let loopback = "127.0.0.1"
 
-  static func temporaryStorePath() -> String {
+  /// A `sqlite:` store URL in a fresh temporary directory (created when the store opens).
+  static func temporaryStoreURL() -> String {
     let directory = FileManager.default.temporaryDirectory
       .appendingPathComponent("online-counter-tests-\(UUID().uuidString)")
-    return directory.appendingPathComponent("status.sqlite").path
-  }
-
-  static func withServices<T: Sendable>(
-    _ services: [any Service], _ body: () async throws -> T
-  ) async throws -> T {
-    try await withServiceGroup(services) { _ in try await body() }
+    return "sqlite:" + directory.appendingPathComponent("status.sqlite").path
   }
 
   /// Runs `services` while `body` runs; `body` may also shut them down earlier
-  /// (`triggerGracefulShutdown()`, as on SIGTERM).
+  /// (`triggerGracefulShutdown()`, as on SIGTERM). Returns once every service has ended.
   static func withServiceGroup<T: Sendable>(
     _ services: [any Service], _ body: (ServiceGroup) async throws -> T
   ) async throws -> T {
@@ -55,78 +52,66 @@ enum Harness {
     }
   }
 
-  /// A status server on a SQLite file.
-  static func withStatus<T: Sendable>(
-    storePath: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
-    _ body: (HostPort, StatusReader) async throws -> T
-  ) async throws -> T {
-    try await withStatus(storeURL: "sqlite:\(storePath)", port: port, clock: clock, body)
-  }
-
-  /// A status server on the store `storeURL` names (SQLite or PostgreSQL).
+  /// A status server on the store `storeURL` names (SQLite or PostgreSQL), built as the
+  /// `status` binary builds it, plaintext unless `tls` is given.
   static func withStatus<T: Sendable>(
     storeURL: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
+    tls: ServerTLSConfiguration? = nil, tracer: any Tracer = NoOpTracer(),
     _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
-    let store = try await makePresenceStore(url: storeURL, logger: logger)
-    let reader = StatusReader(store: store, clock: clock, logger: logger)
+    let store = try await makePresenceStore(url: storeURL, logger: logger, tracer: tracer)
+    let reader = StatusReader(store: store, clock: clock, logger: logger, tracer: tracer)
+    let ingest = PresenceIngest(store: store, clock: clock, logger: logger, tracer: tracer)
     let standard = try StandardServices(
       serving: [StatusReader.serviceName, PresenceIngest.serviceName],
       descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let server = GRPCServerService(
+    let server = try GRPCServerService(
       name: "status", address: HostPort(host: loopback, port: port),
-      services: [reader, PresenceIngest(store: store, clock: clock, logger: logger)]
-        + standard.all,
+      services: [reader, ingest] + standard.all, tls: tls,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 << 20), logger: logger)
-    return try await withServices([store, server]) {
-      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, reader)
+    return try await withServiceGroup([store, server]) { _ in
+      try await body(try await listeningAddress(of: server), reader)
     }
   }
 
-  /// A gateway reporting to `status`, flushing every 200 ms so that tests are quick.
-  static func makeGateway(
+  /// A gateway reporting to `status`, built as the `gateway` binary builds it, plaintext
+  /// unless `tls` is given, and flushing every 200 ms so that tests are quick. `body` may
+  /// also drain it earlier, through its service group.
+  static func withGateway<T: Sendable>(
     status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
-    flushInterval: Duration = .milliseconds(200)
-  ) throws -> (Gateway, PresenceReporter, GRPCServerService) {
+    flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
+    statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
+    _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
+  ) async throws -> T {
     var reporting = PresenceReporter.Configuration(gatewayID: "test", endpoints: status)
     reporting.flushInterval = flushInterval
     reporting.callTimeout = .seconds(1)
     reporting.maxBackoff = .milliseconds(400)
-    reporting.finalFlushBudget = .seconds(2)
-    let reporter = try PresenceReporter(configuration: reporting, logger: logger)
+    reporting.finalFlushBudget = .milliseconds(500)
+    reporting.security = statusSecurity
+    let reporter = try PresenceReporter(configuration: reporting, logger: logger, tracer: tracer)
     var config = Gateway.Configuration()
     config.pongTimeout = pongTimeout
     config.maxClients = maxClients
-    let gateway = Gateway(configuration: config, reporter: reporter, health: nil, logger: logger)
-    let server = GRPCServerService(
-      name: "gateway", address: HostPort(host: loopback, port: 0), services: [gateway],
+    let standard = try StandardServices(
+      serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    let gateway = Gateway(
+      configuration: config, reporter: reporter, health: standard.health, logger: logger,
+      tracer: tracer)
+    let server = try GRPCServerService(
+      name: "gateway", address: HostPort(host: loopback, port: 0),
+      services: [gateway] + standard.all, tls: tls,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 1024, maxConcurrentStreams: 1_000),
       logger: logger)
-    return (gateway, reporter, server)
-  }
-
-  static func withGateway<T: Sendable>(
-    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
-    _ body: (HostPort, Gateway, PresenceReporter) async throws -> T
-  ) async throws -> T {
-    try await withGateway(status: status, pongTimeout: pongTimeout, maxClients: maxClients) {
-      address, gateway, reporter, _ in try await body(address, gateway, reporter)
-    }
-  }
-
-  /// A gateway that `body` may also drain earlier, through its service group.
-  static func withGateway<T: Sendable>(
-    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
-    _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
-  ) async throws -> T {
-    let (gateway, reporter, server) = try makeGateway(
-      status: status, pongTimeout: pongTimeout, maxClients: maxClients)
     // The order production uses: the gateway drains first, the reporter flushes last.
     return try await withServiceGroup([reporter, server, gateway]) { group in
-      guard let address = await server.listeningAddress else { throw HarnessError.notListening }
-      return try await body(address, gateway, reporter, group)
+      try await body(try await listeningAddress(of: server), gateway, reporter, group)
     }
+  }
+
+  private static func listeningAddress(of server: GRPCServerService) async throws -> HostPort {
+    guard let address = await server.listeningAddress else { throw HarnessError.notListening }
+    return address
   }
 
   /// The real `status` executable, built next to this test bundle, on the store `storeURL`;
@@ -203,18 +188,14 @@ enum Harness {
     gateway: HostPort, metadata: Metadata, answer: Tenten_Interview_Status?, pings: Int,
     timeout: Duration = .seconds(15)
   ) async throws -> StreamResult {
-    let transport = try HTTP2ClientTransport.Posix(
-      target: gateway.resolvableTarget, transportSecurity: .plaintext)
     let times = Mutex<[ContinuousClock.Instant]>([])
     let start = ContinuousClock.now
-    return try await withGRPCClient(transport: transport) { client in
+    return try await withConnection(to: gateway) { client in
       let stub = Tenten_Interview_Gateway.Client(wrapping: client)
       let (answers, answering) = AsyncStream.makeStream(of: Void.self)
-      var options = CallOptions.defaults
-      options.timeout = timeout
       do {
         try await stub.connect(
-          metadata: metadata, options: options,
+          metadata: metadata, options: .withTimeout(timeout),
           requestProducer: { writer in
             for await _ in answers {
               if let answer { try await writer.write(.with { $0.status = answer }) }
@@ -245,12 +226,8 @@ enum Harness {
   static func report(
     _ records: [(String, Int64)], to status: HostPort
   ) async throws -> Tenten_Interview_ReportPresenceResponse {
-    let transport = try HTTP2ClientTransport.Posix(
-      target: status.resolvableTarget, transportSecurity: .plaintext)
-    return try await withGRPCClient(transport: transport) { client in
-      var options = CallOptions.defaults
-      options.timeout = .seconds(5)
-      return try await Tenten_Interview_PresenceIngest.Client(wrapping: client).reportPresence(
+    try await withConnection(to: status) { client in
+      try await Tenten_Interview_PresenceIngest.Client(wrapping: client).reportPresence(
         .with {
           $0.gatewayID = "test"
           $0.records = records.map { id, millis in
@@ -259,7 +236,7 @@ enum Harness {
               $0.lastSeenUnixMs = millis
             }
           }
-        }, options: options)
+        }, options: .withTimeout(.seconds(5)))
     }
   }
 
@@ -267,17 +244,30 @@ enum Harness {
   static func fetchCount(
     from status: HostPort, security: ClientSecurity = .plaintext
   ) async throws -> UInt64 {
-    let transport = try HTTP2ClientTransport.Posix(
-      target: status.resolvableTarget, transportSecurity: security.transportSecurity)
-    return try await withGRPCClient(transport: transport) { client in
-      var options = CallOptions.defaults
-      options.timeout = .seconds(5)
-      return try await Tenten_Interview_StatusReader.Client(wrapping: client)
-        .fetchOnlineUsersInLast3Mins(.init(), options: options).onlineUsers
+    try await withConnection(to: status, security: security) { client in
+      try await Tenten_Interview_StatusReader.Client(wrapping: client)
+        .fetchOnlineUsersInLast3Mins(.init(), options: .withTimeout(.seconds(5))).onlineUsers
     }
   }
 
-  static func nowMillis() -> Int64 { systemMillisClock() }
+  /// A client connection to the server at `address` for the duration of `body`.
+  static func withConnection<T: Sendable>(
+    to address: HostPort, security: ClientSecurity = .plaintext,
+    _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> T
+  ) async throws -> T {
+    let transport = try HTTP2ClientTransport.Posix(
+      target: address.resolvableTarget, transportSecurity: security.transportSecurity)
+    return try await withGRPCClient(transport: transport, handleClient: body)
+  }
+}
+
+extension CallOptions {
+  /// The defaults with a deadline.
+  static func withTimeout(_ timeout: Duration) -> Self {
+    var options = Self.defaults
+    options.timeout = timeout
+    return options
+  }
 }
 
 enum HarnessError: Error {

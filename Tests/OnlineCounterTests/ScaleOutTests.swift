@@ -40,7 +40,7 @@ extension ScaleOutTests {
   /// reconnect to the other gateway, whose pongs re-mark them long before the 180 s window
   /// could drop them, so the count never dips and new users keep being counted.
   @Test func killedGatewayLosesNoUser() async throws {
-    try await Harness.withStatus(storePath: Harness.temporaryStorePath()) { status, _ in
+    try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, _ in
       try await Harness.withServerProcess("gateway", ["--status", "\(status)"]) {
         doomed, process in
         try await Harness.withGateway(status: [status]) { survivor, gateway, _, _ in

@@ -15,7 +15,8 @@ let quietLogger: Logger = {
   guard ProcessInfo.processInfo.environment["PRESENCE_TEST_LOG"] != nil else {
     return Logger(label: "presence-store-tests", factory: { _ in SwiftLogNoOpLogHandler() })
   }
-  var logger = Logger(label: "presence-store-tests", factory: { StreamLogHandler.standardError(label: $0) })
+  var logger = Logger(
+    label: "presence-store-tests", factory: { StreamLogHandler.standardError(label: $0) })
   logger.logLevel = .trace
   return logger
 }()

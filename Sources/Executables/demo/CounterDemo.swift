@@ -92,7 +92,8 @@ struct CounterDemo: Service {
         }
         leavingTasks.cancelAll()
       }
-      print("stopped \(leaving.joined(separator: ", ")): still counted for 180 s after their last pong")
+      print(
+        "stopped \(leaving.joined(separator: ", ")): still counted for 180 s after their last pong")
       try await report(reader: reader, from: half + 1, to: seconds) { stayers.stats.connected }
       clients.cancelAll()
     }

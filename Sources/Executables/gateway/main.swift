@@ -30,7 +30,8 @@ struct GatewayCommand: AsyncParsableCommand {
   var status: HostPortList = Environment.value(
     "GATEWAY_STATUS", default: HostPortList([HostPort(host: "127.0.0.1", port: 50052)]))
 
-  @Option(help: "Seconds without a pong before a client is disconnected (env: GATEWAY_PONG_TIMEOUT).")
+  @Option(
+    help: "Seconds without a pong before a client is disconnected (env: GATEWAY_PONG_TIMEOUT).")
   var pongTimeout: Int = Environment.value("GATEWAY_PONG_TIMEOUT", default: 5)
 
   @Option(help: "Most client streams held at once; more are refused (env: GATEWAY_MAX_CLIENTS).")
@@ -113,7 +114,8 @@ struct GatewayCommand: AsyncParsableCommand {
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: 1024, maxConcurrentStreams: min(maxClients, 1 << 20)),
       logger: logger)
-    let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
+    let metrics = try await MetricsServer.bind(
+      to: metricsListen, registry: registry, logger: logger)
     // Shutdown runs in reverse: the gateway drains its streams first (clients go elsewhere),
     // then the server stops, and the reporter flushes last.
     // The span exporter stops last, flushing the spans of the final presence flush.
@@ -122,4 +124,3 @@ struct GatewayCommand: AsyncParsableCommand {
       shutdown: shutdown, logger: logger)
   }
 }
-

@@ -20,7 +20,8 @@ struct StatusCommand: AsyncParsableCommand {
     abstract: "Counts users online in the last 3 minutes, from gateways' presence reports.")
 
   @Option(help: "gRPC listen address (env: STATUS_LISTEN).")
-  var listen: HostPort = Environment.value("STATUS_LISTEN", default: HostPort(host: "0.0.0.0", port: 50052))
+  var listen: HostPort = Environment.value(
+    "STATUS_LISTEN", default: HostPort(host: "0.0.0.0", port: 50052))
 
   @Option(help: "Prometheus /metrics listen address (env: STATUS_METRICS_LISTEN).")
   var metricsListen: HostPort = Environment.value(
@@ -87,7 +88,8 @@ struct StatusCommand: AsyncParsableCommand {
       tls: try tls(),
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 * 1024 * 1024),
       logger: logger)
-    let metrics = try await MetricsServer.bind(to: metricsListen, registry: registry, logger: logger)
+    let metrics = try await MetricsServer.bind(
+      to: metricsListen, registry: registry, logger: logger)
     // Shut down in reverse: the server stops first, the store closes last.
     try await ServerRunner.run(
       services: [exporter].compactMap { $0 }

@@ -97,9 +97,9 @@ public struct CounterClient: Sendable {
       let outcome = await stream(id: id, client: clients[connection], logger: logger, level: level)
       if Task.isCancelled { return }
       if outcome.refusedID {
-        logger.error("gateway refused the client id; giving up", metadata: [
-          "client.reason": "\(outcome.reason)"
-        ])
+        logger.error(
+          "gateway refused the client id; giving up",
+          metadata: ["client.reason": "\(outcome.reason)"])
         return
       }
       if outcome.receivedPings, ContinuousClock.now - opened >= config.stableAfter { attempt = 0 }
@@ -131,7 +131,8 @@ public struct CounterClient: Sendable {
   ) async -> Outcome {
     let gateway = Tenten_Interview_Gateway.Client(wrapping: client)
     // One pending answer at most: pongs answer "now", so a backlog would be meaningless.
-    let (answers, answer) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let (answers, answer) = AsyncStream.makeStream(
+      of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let stats = self.stats
     let pinged = PingedFlag()
     do {

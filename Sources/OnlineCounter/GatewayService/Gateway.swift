@@ -1,5 +1,5 @@
+import CounterModel
 import CounterProtos
-import Foundation
 import GRPCCore
 import Logging
 import Metrics
@@ -118,15 +118,14 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
           for try await pong in request.messages {
             session.heard(at: .now)
             switch pong.status {
-            case .even:
-              self.pongsEven.increment()
-              self.reporter.record(userID, atMillis: Self.nowMillis())
-            case .odd:
-              self.pongsOdd.increment()
-              self.reporter.record(userID, atMillis: Self.nowMillis())
+            case .even: self.pongsEven.increment()
+            case .odd: self.pongsOdd.increment()
             case .unknown, .UNRECOGNIZED:
+              // Alive, but not online.
               self.pongsUnknown.increment()
+              continue
             }
+            self.reporter.record(userID, atMillis: systemMillisClock())
           }
         }
         group.addTask {
@@ -150,10 +149,6 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       refused.increment()
       throw error.rpcError
     }
-  }
-
-  static func nowMillis() -> Int64 {
-    Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
   }
 }
 

@@ -18,6 +18,13 @@ final class PingScheduler: Sendable {
     var count = 0
     var nextID: UInt64 = 0
     var draining = false
+
+    /// Why one more session would be refused now, if it would.
+    func refusal(limit: Int) -> AdmissionError? {
+      if draining { return .draining }
+      if count >= limit { return .full(limit: limit) }
+      return nil
+    }
   }
 
   enum AdmissionError: Error {
@@ -50,19 +57,14 @@ final class PingScheduler: Sendable {
 
   /// Why a new session would be refused now, if it would.
   func admissionError() -> RPCError? {
-    state.withLock { state -> AdmissionError? in
-      if state.draining { return .draining }
-      if state.count >= maxSessions { return .full(limit: maxSessions) }
-      return nil
-    }?.rpcError
+    state.withLock { $0.refusal(limit: maxSessions) }?.rpcError
   }
 
   /// Registers a session for `userID`, or refuses when full or draining.
   func add(userID: String) -> Result<ClientSession, AdmissionError> {
     let slot = Int(ClientID.stableHash(userID) % UInt64(Self.slotCount))
     return state.withLock { state -> Result<ClientSession, AdmissionError> in
-      if state.draining { return .failure(.draining) }
-      if state.count >= maxSessions { return .failure(.full(limit: maxSessions)) }
+      if let refusal = state.refusal(limit: maxSessions) { return .failure(refusal) }
       let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: .now)
       state.nextID += 1
       state.slots[slot][session.id] = session

@@ -70,10 +70,7 @@ public final class PresenceReporter: Service, Sendable {
 
   /// Marks `userID` seen at `millis` (keeps the later of this and any pending timestamp).
   public func record(_ userID: String, atMillis millis: Int64) {
-    state.withLock { state in
-      if let existing = state.pending[userID], existing >= millis { return }
-      state.pending[userID] = millis
-    }
+    state.withLock { $0.pending.keepLatest(millis, for: userID) }
   }
 
   /// Users waiting to be reported.
@@ -147,10 +144,7 @@ public final class PresenceReporter: Service, Sendable {
   private func merge(_ records: ArraySlice<Tenten_Interview_PresenceRecord>) {
     let count = state.withLock { state in
       for record in records {
-        if let existing = state.pending[record.userID], existing >= record.lastSeenUnixMs {
-          continue
-        }
-        state.pending[record.userID] = record.lastSeenUnixMs
+        state.pending.keepLatest(record.lastSeenUnixMs, for: record.userID)
       }
       return state.pending.count
     }
@@ -200,5 +194,14 @@ public final class PresenceReporter: Service, Sendable {
       backoff = min(backoff * 2, .seconds(1))
     }
     logger.info("final presence flush done")
+  }
+}
+
+extension Dictionary where Value == Int64 {
+  /// Keeps the later of `millis` and the timestamp already held for `key`, with one hash
+  /// lookup (this runs for every pong).
+  fileprivate mutating func keepLatest(_ millis: Int64, for key: Key) {
+    func raise(_ held: inout Int64) { if millis > held { held = millis } }
+    raise(&self[key, default: millis])
   }
 }

@@ -79,7 +79,8 @@ public final class CachedCount: Sendable {
       case .answered(let value):
         return value
       case .lead(let flightID, let generation):
-        return try await lead(flightID: flightID, generation: generation)
+        // The flight is for our own window.
+        return try await lead(flightID: flightID, generation: generation, sinceMillis: sinceMillis)
       case .join(let flightID):
         do {
           return try await join(flightID: flightID)
@@ -114,10 +115,11 @@ public final class CachedCount: Sendable {
     }
   }
 
-  private func lead(flightID: UInt64, generation: UInt64) async throws -> UInt64 {
+  private func lead(
+    flightID: UInt64, generation: UInt64, sinceMillis: Int64
+  ) async throws -> UInt64 {
     let result: Result<UInt64, any Error>
     do {
-      let sinceMillis = state.withLock { $0.flights[flightID]?.sinceMillis } ?? 0
       result = .success(try await fetch(sinceMillis))
     } catch {
       result = .failure(error)

@@ -1,5 +1,5 @@
-internal import NIOSSL
 public import Logging
+internal import NIOSSL
 public import PostgresNIO
 internal import ServiceLifecycle
 internal import Synchronization
@@ -123,11 +123,8 @@ public final class PostgresPresenceStore: PresenceStore {
   public func record(_ records: [PresenceRecord]) async throws {
     guard !records.isEmpty else { return }
     // Dedupe (max per id), then sort by id: see the type's documentation.
-    var latest: [String: Int64] = [:]
-    latest.reserveCapacity(records.count)
-    for record in records {
-      latest[record.userID] = max(latest[record.userID] ?? .min, record.lastSeenMillis)
-    }
+    let latest = Dictionary(
+      records.lazy.map { ($0.userID, $0.lastSeenMillis) }, uniquingKeysWith: max)
     let sorted = latest.sorted { $0.key < $1.key }
     let ids = sorted.map(\.key)
     let timestamps = sorted.map(\.value)
@@ -146,11 +143,7 @@ public final class PostgresPresenceStore: PresenceStore {
     try await perform("count") { connection, logger in
       let rows = try await connection.query(
         "SELECT count(*) FROM presence WHERE last_seen_ms >= \(sinceMillis)", logger: logger)
-      var count: Int64 = 0
-      for try await value in rows.decode(Int64.self) {
-        count = value
-      }
-      return UInt64(count)
+      return UInt64(try await Self.count(rows))
     }
   }
 
@@ -174,11 +167,7 @@ public final class PostgresPresenceStore: PresenceStore {
             RETURNING 1)
           SELECT count(*) FROM doomed
           """, logger: logger)
-        var count: Int64 = 0
-        for try await value in rows.decode(Int64.self) {
-          count = value
-        }
-        return Int(count)
+        return Int(try await Self.count(rows))
       }
       total += deleted
       if deleted < chunk { break }
@@ -187,6 +176,15 @@ public final class PostgresPresenceStore: PresenceStore {
       logger.debug("pruned presence", metadata: ["presence.pruned": "\(total)"])
     }
     return total
+  }
+
+  /// The value of a `SELECT count(*)`: its one row's one column.
+  private static func count(_ rows: PostgresRowSequence) async throws -> Int64 {
+    var count: Int64 = 0
+    for try await value in rows.decode(Int64.self) {
+      count = value
+    }
+    return count
   }
 
   // MARK: Schema

@@ -23,8 +23,10 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   private let clock: MillisClock
   private let logger: Logger
   private let tracer: any Tracer
-  private let accepted = Counter(label: "status_presence_records_total", dimensions: [("result", "accepted")])
-  private let rejected = Counter(label: "status_presence_records_total", dimensions: [("result", "rejected")])
+  private let accepted = Counter(
+    label: "status_presence_records_total", dimensions: [("result", "accepted")])
+  private let rejected = Counter(
+    label: "status_presence_records_total", dimensions: [("result", "rejected")])
   private let storeFailures = Counter(label: "status_store_failures_total")
 
   /// - Parameter tracer: each batch is a `presence.ingest` server span, a child of the

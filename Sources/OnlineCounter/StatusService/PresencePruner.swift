@@ -1,3 +1,4 @@
+import CounterModel
 import Logging
 import PresenceStore
 import ServiceLifecycle
@@ -11,8 +12,10 @@ public struct PresencePruner: Service {
   private let interval: Duration
   private let logger: Logger
 
-  public init(store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock,
-              interval: Duration = .seconds(30), logger: Logger) {
+  public init(
+    store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock,
+    interval: Duration = .seconds(30), logger: Logger
+  ) {
     self.store = store
     self.clock = clock
     self.interval = interval

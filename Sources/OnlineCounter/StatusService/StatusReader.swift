@@ -1,3 +1,4 @@
+import CounterModel
 import CounterProtos
 import GRPCCore
 import Logging

@@ -4,7 +4,8 @@ import Foundation
 /// window) without sleeping.
 public typealias MillisClock = @Sendable () -> Int64
 
-/// The wall clock in milliseconds since the UNIX epoch.
+/// The wall clock in milliseconds since the UNIX epoch: when the gateway saw a pong, and what
+/// the status service measures the window and the future skew against.
 public let systemMillisClock: MillisClock = {
   Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
 }
