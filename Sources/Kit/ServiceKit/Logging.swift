@@ -58,6 +58,7 @@ public struct JSONLogHandler: LogHandler {
         var offset = 0
         while offset < bytes.count {
           let written = Foundation.write(2, bytes.baseAddress! + offset, bytes.count - offset)
+          if written < 0 && errno == EINTR { continue }  // a signal is no reason to drop a line
           if written <= 0 { break }
           offset += written
         }
