@@ -69,7 +69,8 @@ struct IsolationTests {
   /// A job that ignores SIGTERM (and whose children inherit that) is killed with its whole
   /// tree after the grace period; no process and no cgroup is left.
   @Test func stopKillsJobThatIgnoresSIGTERM() async throws {
-    try await withManager(grace: .milliseconds(500)) { manager in
+    let logs = LogRecorder()
+    try await withManager(grace: .milliseconds(500), logger: logs.logger) { manager in
       let job = try await manager.start(
         JobSpec(
           command: "sh",
@@ -80,6 +81,10 @@ struct IsolationTests {
       #expect(pids.count == 4)  // init, sh, two sleeps
       let stopped = try await manager.stop(job.id)
       #expect(stopped.state == .stopped(signal: SIGKILL))
+      // The kill (a bounded kernel wait on cgroup v1) ran on the reactor thread, not on the
+      // cooperative pool thread of `stop`.
+      let kills = logs.logged.filter { $0.message == "killing every process of the job" }
+      #expect(kills.map(\.thread) == [Reactor.threadName])
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
       #expect(
         !FileSystem.exists(

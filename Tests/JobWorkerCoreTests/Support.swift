@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 import Testing
 
 @testable import JobWorkerCore
@@ -10,7 +11,7 @@ import Testing
 /// running `body` (printing why) when not root or without cgroups.
 func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
-  maxOutputBytes: UInt64 = 64 << 20,
+  maxOutputBytes: UInt64 = 64 << 20, logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
   guard geteuid() == 0 else {
@@ -29,7 +30,7 @@ func withManager(
   }
   let manager: JobManager
   do {
-    manager = try JobManager(configuration: configuration, logger: Logger(label: "test"))
+    manager = try JobManager(configuration: configuration, logger: logger)
   } catch let error as JobError where error.code == .unavailable {
     print("skipping: \(error)")
     return
@@ -70,4 +71,41 @@ func openDescriptors(to path: String) -> Int {
     return n > 0
       && String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) == path
   }.count
+}
+
+/// Keeps every message logged through `logger`, with the name of the thread that logged it.
+final class LogRecorder: Sendable {
+  struct Record: Sendable {
+    var message: String
+    var thread: String
+  }
+
+  private let records = Mutex<[Record]>([])
+
+  var logged: [Record] { records.withLock { $0 } }
+
+  var logger: Logger {
+    Logger(label: "test") { _ in Handler(recorder: self) }
+  }
+
+  private struct Handler: LogHandler {
+    let recorder: LogRecorder
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+      get { metadata[key] }
+      set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+      let record = Record(message: "\(event.message)", thread: currentThreadName())
+      recorder.records.withLock { $0.append(record) }
+    }
+  }
+}
+
+/// The calling thread's name as the kernel knows it.
+func currentThreadName() -> String {
+  (FileSystem.read("/proc/thread-self/comm") ?? "").trimmingCharacters(in: .newlines)
 }

@@ -119,9 +119,8 @@ struct CgroupV1: CgroupDriver {
     // delivered to frozen tasks once they thaw.
     let frozen = (try? FileSystem.write(state, "FROZEN")) != nil
     if frozen {
-      // Bounded wait (at most 0.5 s, typically ~1 ms) for the kernel to finish freezing.
-      // TODO: this runs inside the async `stop()`; move the kill onto the reactor thread so
-      // it never holds a cooperative-pool thread.
+      // Bounded wait (at most 0.5 s, typically ~1 ms) for the kernel to finish freezing;
+      // blocking is fine on the reactor thread or at start-up, where this runs.
       for _ in 0..<500 {
         let current = FileSystem.read(state) ?? ""
         if !current.hasPrefix("FREEZING") { break }

@@ -19,7 +19,9 @@ struct CgroupLimits: Hashable, Sendable {
 }
 
 /// One job's cgroup (v1: one directory per controller hierarchy; v2: one directory), behind
-/// the same interface for both versions. All methods are synchronous pseudo-file IO.
+/// the same interface for both versions. All methods are synchronous pseudo-file IO; `killAll`
+/// and `remove` may also wait briefly for the kernel, so the manager calls them on the reactor
+/// thread (`Reactor.execute`) or in its synchronous `init`, not on the cooperative pool.
 protocol CgroupDriver: Sendable {
   /// "v1" or "v2", for logs and status.
   var version: String { get }
@@ -70,7 +72,8 @@ enum Cgroups {
     for attempt in 0..<100 {
       if rmdir(path) == 0 || errno == ENOENT { return }
       guard errno == EBUSY, attempt < 99 else { break }
-      // Bounded (at most 0.2 s): the kernel releases the last task moments after its exit.
+      // Bounded (at most 0.2 s), and blocking is fine: this runs on the reactor thread or in
+      // the manager's synchronous start-up, not on the cooperative pool (see CgroupDriver).
       usleep(2_000)
     }
     throw FileSystem.SystemError(operation: "rmdir \(path)", errno: errno)

@@ -9,6 +9,9 @@ import Synchronization
 ///
 /// Threads: the handlers run on the reactor thread only; every other method may run anywhere.
 /// All mutable state is in `state`; the lock is never held across IO or a continuation resume.
+/// Signals to the init are sent from the reactor thread too (`Reactor.execute`): there they
+/// cannot fall between `reap` closing the pidfd and recording the end, so they never reach a
+/// closed or reused descriptor.
 final class Job: Sendable {
   let id: JobID
   let owner: String
@@ -139,22 +142,29 @@ final class Job: Sendable {
       state.stopRequested = true
       return true
     }
-    if send { _ = cjobinit_pidfd_signal(pidfd, SIGTERM) }
+    if send {
+      reactor.execute { [self] in
+        if !hasEnded { _ = cjobinit_pidfd_signal(pidfd, SIGTERM) }
+      }
+    }
     return send
   }
 
-  /// Kills every process of the job through its cgroup, then the init itself.
+  /// Kills every process of the job through its cgroup, then the init itself; returns at once,
+  /// `waitForEnd()` tells when it is done. Runs on the reactor thread: freezing a v1 cgroup is
+  /// a kernel wait that must not hold a cooperative-pool thread.
   func killAll() {
-    let kill = state.withLock { state -> Bool in
-      guard state.end == nil else { return false }
-      state.killed = true
-      return true
+    reactor.execute { [self] in
+      let kill = state.withLock { state -> Bool in
+        guard state.end == nil else { return false }
+        state.killed = true
+        return true
+      }
+      guard kill else { return }
+      logger.info("killing every process of the job")
+      cgroup.killAll(id.description)
+      _ = cjobinit_pidfd_signal(pidfd, SIGKILL)
     }
-    guard kill else { return }
-    logger.info("killing every process of the job")
-    cgroup.killAll(id.description)
-    // The pidfd stays open until the init was reaped, so this cannot hit a reused PID.
-    _ = cjobinit_pidfd_signal(pidfd, SIGKILL)
   }
 
   /// Waits for the end of the job; throws CancellationError if the task is cancelled first.
@@ -220,13 +230,15 @@ final class Job: Sendable {
       }
       written += w
     }
-    let waiters = state.withLock { state in
-      state.outputBytes += UInt64(written)
+    let waiters = state.withLock { state -> [UInt64: CheckedContinuation<Void, any Error>] in
       if written < n { state.outputTruncated = true }
+      // Past the cap nothing is stored: waking the readers would only make them wait again.
+      guard written > 0 else { return [:] }
+      state.outputBytes += UInt64(written)
       defer { state.outputWaiters = [:] }
-      return state.outputWaiters.values
+      return state.outputWaiters
     }
-    for waiter in waiters { waiter.resume() }
+    for waiter in waiters.values { waiter.resume() }
     return .keep
   }
 

@@ -71,7 +71,8 @@ public final class JobManager: Sendable {
   }
 
   /// Detects cgroup v1 or v2, prepares the parent cgroup, removes stale job cgroups of a
-  /// crashed previous run and starts the reactor thread.
+  /// crashed previous run and starts the reactor thread. Killing and removing stale cgroups
+  /// waits on the kernel (a moment per cgroup) on the calling thread.
   /// - Throws: `JobError.unavailable` without root or usable cgroups.
   public init(configuration: Configuration, logger: Logger) throws {
     guard geteuid() == 0 else {
@@ -135,15 +136,16 @@ public final class JobManager: Sendable {
       close(logFD)
       unlink(logPath)
     }
+    // Registered first, so that it also undoes a partial `create`. On the reactor thread:
+    // after an abandoned launch, rmdir waits for the kernel to release the init's task.
+    undo.append { [cgroup, reactor] in reactor.execute { try? cgroup.remove(name) } }
     do {
       try cgroup.create(name, limits: cgroupLimits)
     } catch {
-      try? cgroup.remove(name)
       // The kernel rejects limits it cannot apply with EINVAL (e.g. an IO limit on a device
       // that is not throttleable).
       throw JobError(error.errno == EINVAL ? .invalidArgument : .internalError, "\(error)")
     }
-    undo.append { [cgroup] in try? cgroup.remove(name) }
 
     var environment = spec.environment
     if !environment.contains(where: { $0.hasPrefix("PATH=") }) {
@@ -175,7 +177,8 @@ public final class JobManager: Sendable {
       }
     } catch {
       job.stopWatching()
-      Launcher.abandon(launched)
+      // Reaping the init waits for it to die: on the reactor thread, before the cgroup undo.
+      reactor.execute { Launcher.abandon(launched) }
       throw error
     }
     // From here the job owns the descriptors, and its reaper removes the cgroup.

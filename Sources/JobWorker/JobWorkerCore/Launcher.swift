@@ -84,7 +84,8 @@ enum Launcher {
   }
 
   /// Abandons a launch before release: closing the release pipe makes the init exit at once,
-  /// then it is reaped here (a few milliseconds at most).
+  /// then it is reaped here, a blocking wait of a few milliseconds at most (the manager runs
+  /// this on the reactor thread).
   static func abandon(_ launched: Launched) {
     close(launched.release)
     _ = cjobinit_pidfd_signal(launched.pidfd, SIGKILL)

@@ -6,8 +6,9 @@ import Synchronization
 /// One OS thread that waits with epoll on every job's output pipe, status pipe and pidfd and
 /// runs the job's handler for each ready descriptor. One thread for all jobs (instead of one
 /// per job or a blocking waitpid per job) keeps a thousand jobs cheap, and keeps blocking
-/// kernel waits off the Swift cooperative pool. Handlers run on this thread and must not block
-/// for long.
+/// kernel waits off the Swift cooperative pool. Handlers and `execute` work run on this thread
+/// and may block only for short, bounded kernel waits (a cgroup freezing, a cgroup's last task
+/// being released, an abandoned init being reaped).
 final class Reactor: Sendable {
   /// What a handler asks for after it ran.
   enum Disposition { case keep, remove }
@@ -15,17 +16,22 @@ final class Reactor: Sendable {
   /// pumps read into it instead of allocating per read.
   typealias Handler = @Sendable (_ scratch: UnsafeMutableRawBufferPointer) -> Disposition
   static let scratchSize = 64 * 1024
+  /// The thread's name, as ps and debuggers show it (Linux refuses names over 15 bytes).
+  static let threadName = "job-reactor"
 
   private struct State {
     var handlers: [UInt64: (fd: Int32, handler: Handler)] = [:]
     var nextToken: UInt64 = 1
+    /// Work from `execute`, run in order on the thread.
+    var work: [@Sendable () -> Void] = []
     var stopping = false
+    /// Set once the thread has run the last queued work; later `execute` calls run in place.
     var stopped = false
     var stopWaiters: [CheckedContinuation<Void, Never>] = []
   }
 
   private let epollFD: Int32
-  /// An eventfd that wakes the thread for `stop()`.
+  /// An eventfd that wakes the thread for `execute` and `stop()`.
   private let wakeFD: Int32
   private let state = Mutex(State())
   private static let wakeToken: UInt64 = 0
@@ -40,9 +46,19 @@ final class Reactor: Sendable {
     }
     var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: Self.wakeToken))
     epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event)
-    let thread = Thread { [self] in self.loop() }
-    thread.name = "jobworker-reactor"
+    let thread = Thread { [self] in
+      // Through procfs: Foundation's `Thread.name` does not reliably reach the kernel on Linux.
+      try? FileSystem.write("/proc/thread-self/comm", Self.threadName)
+      self.loop()
+    }
     thread.start()
+  }
+
+  /// Closed here rather than when the thread ends, so that a late `execute`, `stop` or
+  /// `remove` never touches a descriptor number that was reused meanwhile.
+  deinit {
+    close(wakeFD)
+    close(epollFD)
   }
 
   /// Watches `fd` for input (level-triggered); `handler` runs on the reactor thread until it
@@ -71,7 +87,20 @@ final class Reactor: Sendable {
     epoll_ctl(epollFD, EPOLL_CTL_DEL, entry.fd, nil)
   }
 
-  /// Ends the thread and waits until it has left its loop; closes the epoll descriptors.
+  /// Runs `work` on the reactor thread, after earlier `execute` work: for blocking kernel waits
+  /// that must not hold a thread of the cooperative pool, and for work that must not interleave
+  /// with the handlers. Once the thread has ended (after `stop()`), `work` runs in place.
+  func execute(_ work: @escaping @Sendable () -> Void) {
+    let queued = state.withLock { state -> Bool in
+      guard !state.stopped else { return false }
+      state.work.append(work)
+      return true
+    }
+    guard queued else { return work() }
+    wake()
+  }
+
+  /// Ends the thread and waits until it has left its loop and run every queued `execute` work.
   func stop() async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let done = state.withLock { state -> Bool in
@@ -84,9 +113,13 @@ final class Reactor: Sendable {
         continuation.resume()
         return
       }
-      var one: UInt64 = 1
-      _ = Glibc.write(wakeFD, &one, 8)
+      wake()
     }
+  }
+
+  private func wake() {
+    var one: UInt64 = 1
+    _ = Glibc.write(wakeFD, &one, 8)
   }
 
   private func loop() {
@@ -102,21 +135,42 @@ final class Reactor: Sendable {
         if errno == EINTR { continue }
         break
       }
-      if state.withLock({ $0.stopping }) { break }
-      for event in events[0..<Int(count)] where event.data.u64 != Self.wakeToken {
+      for event in events[0..<Int(count)] {
         let token = event.data.u64
+        if token == Self.wakeToken {
+          // Level-triggered: reset the counter, or epoll_wait would return at once again.
+          var value: UInt64 = 0
+          _ = Glibc.read(wakeFD, &value, 8)
+          for work in takeWork(last: false) { work() }
+          continue
+        }
         guard let entry = state.withLock({ $0.handlers[token] }) else { continue }
         if entry.handler(scratch) == .remove { remove(token: token) }
       }
+      // Checked after the wake-up was consumed: `stop()` sets the flag before it writes.
+      if state.withLock({ $0.stopping }) { break }
     }
-    close(wakeFD)
-    close(epollFD)
+    // `stopped` is set only once the queue is empty, so work that `execute` then runs in
+    // place never overtakes work queued before it.
+    var work = takeWork(last: true)
+    while !work.isEmpty {
+      for item in work { item() }
+      work = takeWork(last: true)
+    }
     let waiters = state.withLock { state in
-      state.stopped = true
       defer { state.stopWaiters = [] }
       return state.stopWaiters
     }
     for waiter in waiters { waiter.resume() }
+  }
+
+  /// Takes the work queued so far; with `last`, marks the reactor stopped if there is none.
+  private func takeWork(last: Bool) -> [@Sendable () -> Void] {
+    state.withLock { state in
+      if last && state.work.isEmpty { state.stopped = true }
+      defer { state.work = [] }
+      return state.work
+    }
   }
 }
 
