@@ -167,6 +167,26 @@ struct ServerTests {
     }
   }
 
+  @Test("a failure while streaming reaches the client as internalError, not unknown")
+  func streamFailureCode() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, _ in
+      let job = try await start("echo", ["hi"], port: port, as: pki.client("alice"))
+      let (bytes, final, _) = try await collectOutput(
+        id: job.jobID, port: port, as: pki.client("alice"))
+      #expect(bytes == Array("hi\n".utf8))
+      #expect(final?.state == .exited)
+      // The log is gone: the library throws a JobError while streaming.
+      #expect(unlink(pki.directory + "/data/jobs/\(job.jobID)/output") == 0)
+      let error = await #expect(throws: RPCError.self) {
+        try await collectOutput(id: job.jobID, port: port, as: pki.client("alice"))
+      }
+      #expect(error?.code == .internalError)
+      #expect(error?.message.hasPrefix("cannot open") == true, "\(String(describing: error))")
+    }
+  }
+
   @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks")
   func concurrentStreams() async throws {
     let pki = try TestPKI()

@@ -1,6 +1,6 @@
 import Foundation
-import GRPCCore
-import JobWorkerCore
+public import GRPCCore
+public import JobWorkerCore
 import JobWorkerProtos
 import SwiftProtobuf
 
@@ -75,19 +75,21 @@ extension ResourceLimits {
   }
 }
 
-extension RPCError {
-  /// The gRPC status for a library error. A program that cannot start (missing, not
-  /// executable) is a precondition of the host, not a malformed request.
-  init(_ error: JobError) {
-    let code: RPCError.Code =
-      switch error.code {
-      case .notFound: .notFound
-      case .invalidArgument: .invalidArgument
-      case .failedToStart: .failedPrecondition
-      case .resourceExhausted: .resourceExhausted
-      case .unavailable: .unavailable
-      default: .internalError
-      }
-    self.init(code: code, message: error.message)
+/// Handlers let library errors propagate: gRPC turns them into this status, so clients never
+/// see `unknown`.
+extension JobError: RPCErrorConvertible {
+  /// A program that cannot start (missing, not executable) is a precondition of the host,
+  /// not a malformed request.
+  public var rpcErrorCode: RPCError.Code {
+    switch code {
+    case .notFound: .notFound
+    case .invalidArgument: .invalidArgument
+    case .failedToStart: .failedPrecondition
+    case .resourceExhausted: .resourceExhausted
+    case .unavailable: .unavailable
+    default: .internalError
+    }
   }
+
+  public var rpcErrorMessage: String { message }
 }

@@ -84,7 +84,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
       command: request.command, arguments: request.args, environment: request.env,
       workingDirectory: request.workingDirectory.isEmpty ? nil : request.workingDirectory,
       limits: ResourceLimits(request.limits), owner: caller.name)
-    let status = try await mapErrorsAsync { try await manager.start(spec) }
+    let status = try await manager.start(spec)
     jobsStarted.increment()
     logger.info(
       "job started",
@@ -100,7 +100,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   ) async throws -> Jobworker_V1_StopJobResponse {
     let caller = try authenticate(context)
     let id = try visibleJob(request.jobID, to: caller).id
-    let status = try await mapErrorsAsync { try await manager.stop(id) }
+    let status = try await manager.stop(id)
     logger.info(
       "job stopped", metadata: ["jobworker.job_id": "\(id)", "jobworker.caller": "\(caller.name)"])
     return .with { $0.job = Jobworker_V1_JobStatus(status) }
@@ -134,7 +134,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   ) async throws {
     let caller = try authenticate(context)
     let id = try visibleJob(request.jobID, to: caller).id
-    let output = try mapErrors { try manager.output(id) }
+    let output = try manager.output(id)
     let maxChunkBytes = limits.maxChunkBytes
     openStreams.withLock { $0 += 1 }
     defer { openStreams.withLock { $0 -= 1 } }
@@ -155,7 +155,7 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
             offset = end
           }
         }
-        let final = try self.mapErrors { try self.manager.status(id) }
+        let final = try self.manager.status(id)
         try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(final) })
       }
       try await group.next()
@@ -194,8 +194,6 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
       status = try manager.status(id)
     } catch let error as JobError where error.code == .notFound {
       throw notFound
-    } catch let error as JobError {
-      throw RPCError(error)
     }
     guard caller.role == .admin || status.owner == caller.name else { throw notFound }
     return status
@@ -222,22 +220,6 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     }
     for io in request.limits.io where io.device.isEmpty {
       throw invalid("an IO limit names no device")
-    }
-  }
-
-  private func mapErrors<T>(_ body: () throws -> T) throws -> T {
-    do {
-      return try body()
-    } catch let error as JobError {
-      throw RPCError(error)
-    }
-  }
-
-  private func mapErrorsAsync<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-      return try await body()
-    } catch let error as JobError {
-      throw RPCError(error)
     }
   }
 }
