@@ -45,9 +45,9 @@ public struct ConnectionOptions: ParsableArguments, Sendable {
   public var files: ClientTLSFiles {
     let layout = CertificateLayout(directory: dir)
     return ClientTLSFiles(
-      caPath: ca.isEmpty ? layout.caCertificate : ca,
-      certificatePath: cert.isEmpty ? layout.certificate(for: user) : cert,
-      keyPath: key.isEmpty ? layout.key(for: user) : key)
+      caPath: ca.nilIfEmpty ?? layout.caCertificate,
+      certificatePath: cert.nilIfEmpty ?? layout.certificate(for: user),
+      keyPath: key.nilIfEmpty ?? layout.key(for: user))
   }
 
   var connection: JobWorkerConnection {

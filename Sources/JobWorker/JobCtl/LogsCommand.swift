@@ -45,13 +45,12 @@ enum OutputStreamer {
         var written: UInt64 = 0
         for try await message in response.messages {
           switch message.event {
-          case .output(let data):
-            var bytes = [UInt8](data)
-            if let limit, written + UInt64(bytes.count) > limit {
-              bytes = Array(bytes.prefix(Int(limit - written)))
+          case .output(var data):
+            if let limit, written + UInt64(data.count) > limit {
+              data = data.prefix(Int(limit - written))
             }
-            try StandardOutput.write(bytes)
-            written += UInt64(bytes.count)
+            try StandardOutput.write(data)
+            written += UInt64(data.count)
             // Returning ends the call: the server sees a cancelled stream and stops cheaply.
             if let limit, written >= limit { return nil }
           case .finalStatus(let status):

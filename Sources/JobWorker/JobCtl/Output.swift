@@ -163,17 +163,18 @@ struct JobJSON: Encodable {
 
 /// Raw job output to standard output, byte for byte (never decoded as text).
 enum StandardOutput {
-  static func write(_ bytes: [UInt8]) throws {
-    var offset = 0
-    while offset < bytes.count {
-      let written = bytes[offset...].withUnsafeBytes {
-        Foundation.write(1, $0.baseAddress, $0.count)
+  static func write(_ bytes: Data) throws {
+    try bytes.withUnsafeBytes { buffer in
+      var offset = 0
+      while offset < buffer.count {
+        let written = Foundation.write(1, buffer.baseAddress! + offset, buffer.count - offset)
+        if written < 0 && errno == EINTR { continue }
+        guard written > 0 else {
+          throw JobCtlError(
+            "cannot write to standard output: \(String(cString: strerror(errno)))")
+        }
+        offset += written
       }
-      if written < 0 && errno == EINTR { continue }
-      guard written > 0 else {
-        throw JobCtlError("cannot write to standard output: \(String(cString: strerror(errno)))")
-      }
-      offset += written
     }
   }
 }

@@ -56,22 +56,16 @@ final class LogFile {
   // (<= 32 KiB, usually from the page cache) but an io_uring or NIO NonBlockingFileIO read
   // would keep the cooperative pool free on a slow disk.
   func read(at offset: UInt64, count: Int) throws(JobError) -> [UInt8] {
-    var bytes = [UInt8](repeating: 0, count: count)
-    var done = 0
-    while done < count {
-      let n = bytes.withUnsafeMutableBytes {
-        pread($0.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+    // Uninitialized: pread fills every byte, so zero-filling first would be wasted work.
+    try [UInt8](unsafeUninitializedCapacity: count) { (buffer, done) throws(JobError) in
+      while done < count {
+        let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else {
+          throw JobError(.internalError, "job log ended early: \(n < 0 ? errnoText() : "EOF")")
+        }
+        done += n
       }
-      if n < 0 && errno == EINTR { continue }
-      guard n > 0 else {
-        throw JobError(.internalError, "job log ended early: \(n < 0 ? errnoText() : "EOF")")
-      }
-      done += n
     }
-    return bytes
-  }
-
-  private func pread(_ buffer: UnsafeMutableRawPointer, _ count: Int, _ offset: off_t) -> Int {
-    Glibc.pread(fd, buffer, count, offset)
   }
 }
