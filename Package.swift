@@ -184,7 +184,7 @@ let package = Package(
 
     // MARK: Tests: one target per library; integration tests need root, processes, PostgreSQL.
     .target(
-      name: "TestSupport", dependencies: ["TLSKit"], path: "Tests/TestSupport",
+      name: "TestSupport", dependencies: ["TLSKit"], path: "Tests/Support",
       swiftSettings: swiftSettings),
     .testTarget(
       name: "ServiceKitTests",
@@ -193,14 +193,14 @@ let package = Package(
         nioCore, nioPosix, crypto, logging, swiftProtobuf,
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
-      path: "Tests/ServiceKitTests", swiftSettings: swiftSettings),
+      path: "Tests/Kit/ServiceKitTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "PresenceStoreTests",
       dependencies: [
         "PresenceStore", "TestSupport", logging, lifecycle,
         .product(name: "PostgresNIO", package: "postgres-nio"),
       ],
-      path: "Tests/PresenceStoreTests", swiftSettings: swiftSettings),
+      path: "Tests/OnlineCounter/PresenceStoreTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "OnlineCounterTests",
       dependencies: [
@@ -208,10 +208,10 @@ let package = Package(
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
         tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
       ],
-      path: "Tests/OnlineCounterTests", swiftSettings: swiftSettings),
+      path: "Tests/OnlineCounter/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "JobWorkerCoreTests", dependencies: ["JobWorkerCore", logging],
-      path: "Tests/JobWorkerCoreTests", swiftSettings: swiftSettings),
+      path: "Tests/JobWorker/JobWorkerCoreTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "JobWorkerServerTests",
       dependencies: [
@@ -219,6 +219,6 @@ let package = Package(
         "TestSupport",
         grpcCore, grpcHTTP2, nioCore, nioPosix, nioSSL, x509, crypto, logging,
       ],
-      path: "Tests/JobWorkerServerTests", swiftSettings: swiftSettings),
+      path: "Tests/JobWorker/JobWorkerServerTests", swiftSettings: swiftSettings),
   ]
 )

@@ -5,7 +5,7 @@ import Testing
 /// The real `jobctl` binary, run as a user would.
 @Suite("jobctl", .serialized)
 struct CLITests {
-  static let jobctl = packageRoot + "/.build/debug/jobctl"
+  static let jobctl = builtProduct("jobctl")
 
   func jobctl(
     _ arguments: [String], pki: TestPKI, port: Int, user: String = "admin"

@@ -1,12 +1,12 @@
 import Crypto
 import Foundation
+import TestSupport
 import Testing
 
 /// Generated code must match the protos it came from: `scripts/generate-protos` records the
 /// SHA-256 of every `.proto` and every generated file in `Protos/checksums.sha256`.
 @Suite struct GeneratedCodeTests {
-  static let root = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+  static let root = packageRoot
 
   static func recorded() throws -> [String: String] {
     let text = try String(
