@@ -66,6 +66,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
     // OTLP over gRPC only: the HTTP exporter would add async-http-client to every build.
     .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPGRPC"]),
+    // Tests only: runs programs (server binaries, jobctl, grpcurl, openssl) without blocking.
+    .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
   ],
   targets: [
     // MARK: Kit: plumbing every server shares.
@@ -133,7 +135,7 @@ let package = Package(
     .target(
       name: "JobWorkerCore",
       dependencies: [
-        "CJobInit", logging, metrics, .product(name: "SystemPackage", package: "swift-system"),
+        "CJobInit", logging, metrics,
       ],
       path: "Sources/JobWorker/JobWorkerCore", swiftSettings: swiftSettings),
     .target(
@@ -184,12 +186,17 @@ let package = Package(
 
     // MARK: Tests: one target per library; integration tests need root, processes, PostgreSQL.
     .target(
-      name: "TestSupport", dependencies: ["TLSKit"], path: "Tests/Support",
-      swiftSettings: swiftSettings),
+      name: "TestSupport",
+      dependencies: [
+        "TLSKit", .product(name: "Subprocess", package: "swift-subprocess"),
+        .product(name: "SystemPackage", package: "swift-system"),
+      ],
+      path: "Tests/Support", swiftSettings: swiftSettings),
     .testTarget(
       name: "ServiceKitTests",
       dependencies: [
-        "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos", grpcCore, grpcHTTP2,
+        "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos", "TestSupport",
+        grpcCore, grpcHTTP2,
         nioCore, nioPosix, crypto, logging, swiftProtobuf,
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
@@ -210,7 +217,7 @@ let package = Package(
       ],
       path: "Tests/OnlineCounter/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(
-      name: "JobWorkerCoreTests", dependencies: ["JobWorkerCore", logging],
+      name: "JobWorkerCoreTests", dependencies: ["JobWorkerCore", "TestSupport", logging],
       path: "Tests/JobWorker/JobWorkerCoreTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "JobWorkerServerTests",

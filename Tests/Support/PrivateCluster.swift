@@ -18,12 +18,10 @@ public struct PrivateCluster: Sendable {
   public var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres" }
 
   /// Runs `body` with a fresh, started cluster, and destroys the cluster afterwards, also when
-  /// `body` throws. Where this cannot run (not root, no PostgreSQL installed) it prints why
-  /// and returns without running `body`.
-  public static func withCluster(
-    test: String = #function, _ body: (PrivateCluster) async throws -> Void
-  ) async throws {
-    guard let cluster = try await make(test: test) else { return }
+  /// `body` throws. Needs root and PostgreSQL's server binaries: gate the test with
+  /// `.requires(.postgresServer)`.
+  public static func withCluster(_ body: (PrivateCluster) async throws -> Void) async throws {
+    let cluster = try await make()
     do {
       try await cluster.start()
       try await body(cluster)
@@ -34,27 +32,15 @@ public struct PrivateCluster: Sendable {
     await cluster.destroy()
   }
 
-  /// Nil, with a printed reason, where this cannot run (not root, no PostgreSQL installed).
-  static func make(test: String) async throws -> PrivateCluster? {
-    guard geteuid() == 0 else {
-      print("SKIP \(test): needs root to run PostgreSQL as the postgres user")
-      return nil
-    }
-    let versions =
-      (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
-    guard
-      let version = versions.sorted(by: { $0.compare($1, options: .numeric) == .orderedAscending })
-        .last,
-      FileManager.default.fileExists(atPath: "/usr/lib/postgresql/\(version)/bin/initdb")
-    else {
-      print("SKIP \(test): no PostgreSQL server binaries under /usr/lib/postgresql")
-      return nil
+  /// An initialised, stopped cluster in a temporary directory.
+  static func make() async throws -> PrivateCluster {
+    guard Requirement.postgresServer.isMet, let bin = TestEnvironment.postgresBinaries else {
+      throw ProcessError(description: "\(Requirement.postgresServer.reason)")
     }
     let directory = "/tmp/presence-pg-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let cluster = PrivateCluster(
-      directory: directory, port: try freeLoopbackPort(),
-      bin: "/usr/lib/postgresql/\(version)/bin")
+      directory: directory, port: try freeLoopbackPort(), bin: bin)
     try await run("/bin/chown", ["postgres:postgres", directory])
     try await cluster.asPostgres(
       "initdb", ["-D", "\(directory)/data", "-A", "trust", "-U", "postgres", "--no-sync"])
@@ -88,53 +74,12 @@ public struct PrivateCluster: Sendable {
         + arguments)
   }
 
-  /// Runs a command to completion, polling waitpid with WNOHANG: a blocking waitpid would
-  /// hold a thread of the cooperative pool, and Foundation's Process can miss the exit of a
-  /// child whose own child daemonizes (as `pg_ctl start` does).
+  /// Runs a command to completion, its output discarded: `pg_ctl start` leaves a server
+  /// running that would hold a captured output open for its whole life.
   private static func run(_ executable: String, _ arguments: [String]) async throws {
-    let pid = try spawn(executable, arguments)
-    var status: Int32 = 0
-    while true {
-      let reaped = waitpid(pid, &status, WNOHANG)
-      if reaped == pid { break }
-      // 0: still running.
-      guard reaped == 0 || errno == EINTR else { throw POSIXError(.ECHILD) }
-      try await Task.sleep(for: .milliseconds(20))
+    let result = try await runProcess(executable, arguments, timeout: .seconds(60), capture: false)
+    guard result.status == 0 else {
+      throw ProcessError(description: "\(executable) \(arguments) failed: status \(result.status)")
     }
-    // Exited normally with status 0 (WIFEXITED && WEXITSTATUS == 0).
-    guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
-      throw POSIXError(
-        .EIO, userInfo: [NSLocalizedDescriptionKey: "\(executable) \(arguments) failed: \(status)"])
-    }
-  }
-
-  /// Starts a command with posix_spawn, its output discarded.
-  private static func spawn(_ executable: String, _ arguments: [String]) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    // Nothing else of ours: `pg_ctl start` leaves a server running that would hold, for its
-    // whole life, any descriptor of this process that is not close-on-exec, such as the socket
-    // through which Foundation's Process learns that a child another test runs has exited.
-    guard closeFrom(&actions, 3) == 0 else { throw POSIXError(.ENOSYS) }
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-    guard spawned == 0 else { throw POSIXError(POSIXErrorCode(rawValue: spawned) ?? .EIO) }
-    return pid
-  }
-
-  /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), looked up at run time: the
-  /// Glibc module leaves it out (it is declared for `_GNU_SOURCE` only).
-  private static func closeFrom(
-    _ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ lowest: Int32
-  ) -> Int32 {
-    typealias Actions = UnsafeMutablePointer<posix_spawn_file_actions_t>
-    typealias AddCloseFrom = @convention(c) (Actions, Int32) -> Int32
-    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return -1 }
-    return unsafeBitCast(symbol, to: AddCloseFrom.self)(actions, lowest)
   }
 }

@@ -60,12 +60,19 @@ final class PingScheduler: Sendable {
     state.withLock { $0.refusal(limit: maxSessions) }?.rpcError
   }
 
+  /// The slot that pings `userID`'s sessions.
+  static func slot(of userID: String) -> Int {
+    Int(ClientID.stableHash(userID) % UInt64(slotCount))
+  }
+
   /// Registers a session for `userID`, or refuses when full or draining.
-  func add(userID: String) -> Result<ClientSession, AdmissionError> {
-    let slot = Int(ClientID.stableHash(userID) % UInt64(Self.slotCount))
+  func add(
+    userID: String, now: ContinuousClock.Instant = .now
+  ) -> Result<ClientSession, AdmissionError> {
+    let slot = Self.slot(of: userID)
     return state.withLock { state -> Result<ClientSession, AdmissionError> in
       if let refusal = state.refusal(limit: maxSessions) { return .failure(refusal) }
-      let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: .now)
+      let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: now)
       state.nextID += 1
       state.slots[slot][session.id] = session
       state.count += 1
@@ -100,28 +107,42 @@ final class PingScheduler: Sendable {
     var fired: Int64 = -1
     while !Task.isCancelled {
       let due = Int64((clock.now - start) / Self.tick)
-      // After a stall longer than a second, visit each slot once rather than replaying.
-      let first = max(fired + 1, due - Int64(Self.slotCount) + 1)
-      if first <= due {
-        let now = clock.now
-        var sent = 0
-        var expired = 0
-        for tick in first...due {
-          let slot = Int(tick % Int64(Self.slotCount))
-          let sessions = state.withLock { Array($0.slots[slot].values) }
-          for session in sessions {
-            switch session.tick(now: now, timeout: pongTimeout) {
-            case .pinged: sent += 1
-            case .expired: expired += 1
-            case .closed: break
-            }
-          }
-        }
-        if sent > 0 { pingsSent.increment(by: sent) }
-        if expired > 0 { timeouts.increment(by: expired) }
+      if let ticks = Self.ticksToVisit(fired: fired, due: due) {
+        visit(ticks: ticks, now: clock.now)
         fired = due
       }
       try? await Task.sleep(until: start + Self.tick * (fired + 1), clock: clock)
     }
+  }
+
+  /// The ticks to visit when tick `due` is due and `fired` was the last one visited: every
+  /// tick in between, but after a stall longer than a second each slot once rather than
+  /// replaying (a client is never pinged twice in one visit). Nil when nothing is due.
+  static func ticksToVisit(fired: Int64, due: Int64) -> ClosedRange<Int64>? {
+    let first = max(fired + 1, due - Int64(slotCount) + 1)
+    return first <= due ? first...due : nil
+  }
+
+  /// Visits the slots of `ticks` at `now`: pings each session there, or ends those silent for
+  /// longer than the pong timeout. ``run()`` calls it on every 10 ms tick; tests call it with
+  /// times of their own, so the schedule is checked without depending on wall-clock timing.
+  @discardableResult
+  func visit(ticks: ClosedRange<Int64>, now: ContinuousClock.Instant) -> (sent: Int, expired: Int) {
+    var sent = 0
+    var expired = 0
+    for tick in ticks {
+      let slot = Int(tick % Int64(Self.slotCount))
+      let sessions = state.withLock { Array($0.slots[slot].values) }
+      for session in sessions {
+        switch session.tick(now: now, timeout: pongTimeout) {
+        case .pinged: sent += 1
+        case .expired: expired += 1
+        case .closed: break
+        }
+      }
+    }
+    if sent > 0 { pingsSent.increment(by: sent) }
+    if expired > 0 { timeouts.increment(by: expired) }
+    return (sent, expired)
   }
 }

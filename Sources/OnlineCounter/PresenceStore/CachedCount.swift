@@ -46,14 +46,20 @@ public final class CachedCount: Sendable {
   private let fetch: Fetch
   private let maxAge: Duration
   private let maxAgeMillis: Int64
-  private let clock = ContinuousClock()
+  private let now: @Sendable () -> ContinuousClock.Instant
   private let state = Mutex(State())
 
   /// - Parameters:
   ///   - maxAge: how stale an answer may be; 1 s by default, as the contract allows.
+  ///   - now: the monotonic clock that ages answers; tests pass one they control.
   ///   - fetch: the real query.
-  public init(maxAge: Duration = .seconds(1), fetch: @escaping Fetch) {
+  public init(
+    maxAge: Duration = .seconds(1),
+    now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
+    fetch: @escaping Fetch
+  ) {
     self.fetch = fetch
+    self.now = now
     self.maxAge = maxAge
     let (seconds, attoseconds) = maxAge.components
     self.maxAgeMillis = seconds * 1000 + attoseconds / 1_000_000_000_000_000
@@ -93,7 +99,7 @@ public final class CachedCount: Sendable {
   }
 
   private func nextStep(sinceMillis: Int64) -> Step {
-    let now = clock.now
+    let now = self.now()
     return state.withLock { state in
       if let answer = state.answer, answer.startedAt.duration(to: now) <= maxAge,
         abs(answer.sinceMillis - sinceMillis) <= maxAgeMillis

@@ -1,12 +1,13 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
 
 @Suite("Process execution")
 struct ExecutionTests {
-  @Test func echoOutputAndExitCode() async throws {
+  @Test(.requires(.cgroups)) func echoOutputAndExitCode() async throws {
     try await withManager { manager in
       let (status, output) = try await manager.run("echo", "hello", "world")
       #expect(output == "hello world\n")
@@ -18,7 +19,7 @@ struct ExecutionTests {
     }
   }
 
-  @Test func exitCodeAndInterleavedStreams() async throws {
+  @Test(.requires(.cgroups)) func exitCodeAndInterleavedStreams() async throws {
     try await withManager { manager in
       let (status, output) = try await manager.run(
         "sh", "-c", "echo out; echo err >&2; echo out2; exit 3")
@@ -27,14 +28,14 @@ struct ExecutionTests {
     }
   }
 
-  @Test func killedBySignal() async throws {
+  @Test(.requires(.cgroups)) func killedBySignal() async throws {
     try await withManager { manager in
       let (status, _) = try await manager.run("sh", "-c", "kill -KILL $$")
       #expect(status.state == .signaled(signal: SIGKILL))
     }
   }
 
-  @Test func environmentDirectoryUserAndHostname() async throws {
+  @Test(.requires(.cgroups)) func environmentDirectoryUserAndHostname() async throws {
     try await withManager { manager in
       let job = try await manager.start(
         JobSpec(
@@ -50,7 +51,7 @@ struct ExecutionTests {
   }
 
   /// Many jobs started, streamed and reaped at once: each gets its own output and status.
-  @Test func manyConcurrentJobs() async throws {
+  @Test(.requires(.cgroups)) func manyConcurrentJobs() async throws {
     try await withManager { manager in
       let results = try await withThrowingTaskGroup(of: (Int, JobStatus, String).self) { group in
         for index in 0..<40 {
@@ -70,7 +71,7 @@ struct ExecutionTests {
     }
   }
 
-  @Test func missingProgramFailsAtStart() async throws {
+  @Test(.requires(.cgroups)) func missingProgramFailsAtStart() async throws {
     try await withManager { manager in
       for command in ["/nonexistent/program", "no-such-program-anywhere", "/etc/hostname"] {
         let error = await #expect(throws: JobError.self) {
@@ -84,7 +85,7 @@ struct ExecutionTests {
 
   /// A program root can run but the job's user cannot: only execve itself knows, and its
   /// error comes back through the close-on-exec pipe as an error of `start`.
-  @Test func execveErrorIsReportedByStart() async throws {
+  @Test(.requires(.cgroups)) func execveErrorIsReportedByStart() async throws {
     try await withManager { manager in
       let directory = "/tmp/jobworker-test-\(UUID().uuidString.prefix(8))"
       mkdir(directory, 0o755)
@@ -108,7 +109,7 @@ struct ExecutionTests {
     }
   }
 
-  @Test(arguments: [
+  @Test(.requires(.cgroups), arguments: [
     ResourceLimits(cpuMillicores: 0), ResourceLimits(cpuMillicores: 1_000_000),
     ResourceLimits(memoryBytes: 1024), ResourceLimits(maxPids: 0),
     ResourceLimits(io: [IOLimit(device: "/dev/null", readBytesPerSecond: 1)]),
@@ -124,7 +125,7 @@ struct ExecutionTests {
     }
   }
 
-  @Test func invalidRequests() async throws {
+  @Test(.requires(.cgroups)) func invalidRequests() async throws {
     try await withManager { manager in
       for spec in [
         JobSpec(command: "true", environment: ["NOEQUALS"]),
@@ -138,7 +139,7 @@ struct ExecutionTests {
     }
   }
 
-  @Test func unknownJob() async throws {
+  @Test(.requires(.cgroups)) func unknownJob() async throws {
     try await withManager { manager in
       let id = try #require(JobID(UUID().uuidString))
       #expect(throws: JobError.self) { try manager.status(id) }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -9,7 +10,7 @@ import Testing
 struct IsolationTests {
   /// The job has its own PID namespace and /proc: our init is PID 1, the program PID 2, and
   /// no process of the host is visible.
-  @Test func ownProcessNamespace() async throws {
+  @Test(.requires(.cgroups)) func ownProcessNamespace() async throws {
     try await withManager { manager in
       let (status, output) = try await manager.run(
         "sh", "-c", "cat /proc/1/comm; echo $$; ls /proc | grep -c '^[0-9]'")
@@ -23,7 +24,7 @@ struct IsolationTests {
   }
 
   /// Only the loopback device exists, and our init brought it up.
-  @Test func onlyLoopbackAndItIsUp() async throws {
+  @Test(.requires(.cgroups)) func onlyLoopbackAndItIsUp() async throws {
     try await withManager { manager in
       let (status, output) = try await manager.run(
         "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags")
@@ -37,7 +38,7 @@ struct IsolationTests {
   }
 
   /// A mount made inside the job (as root, to be allowed to mount) stays inside.
-  @Test func mountsDoNotLeak() async throws {
+  @Test(.requires(.cgroups)) func mountsDoNotLeak() async throws {
     try await withManager(runAsRoot: true) { manager in
       let marker = "jobtest-\(UUID().uuidString.prefix(8))"
       let directory = "/tmp/\(marker)"
@@ -52,14 +53,16 @@ struct IsolationTests {
     }
   }
 
-  @Test func stopEndsSleepPromptly() async throws {
+  @Test(.requires(.cgroups)) func stopEndsSleepPromptly() async throws {
     try await withManager(grace: .seconds(5)) { manager in
       let job = try await manager.start(JobSpec(command: "sleep", arguments: ["600"]))
       let clock = ContinuousClock()
       let started = clock.now
       let stopped = try await manager.stop(job.id)
-      #expect(clock.now - started < .seconds(2))
+      // Ended by SIGTERM itself, not by the SIGKILL that follows the 5 s grace: the state says
+      // which signal ended it, and the stop returned before the grace ran out.
       #expect(stopped.state == .stopped(signal: SIGTERM))
+      #expect(clock.now - started < .seconds(5))
       #expect(stopped.endedAt != nil)
       // Idempotent.
       #expect(try await manager.stop(job.id).state == .stopped(signal: SIGTERM))
@@ -68,7 +71,7 @@ struct IsolationTests {
 
   /// A job that ignores SIGTERM (and whose children inherit that) is killed with its whole
   /// tree after the grace period; no process and no cgroup is left.
-  @Test func stopKillsJobThatIgnoresSIGTERM() async throws {
+  @Test(.requires(.cgroups)) func stopKillsJobThatIgnoresSIGTERM() async throws {
     let logs = LogRecorder()
     try await withManager(grace: .milliseconds(500), logger: logs.logger) { manager in
       let job = try await manager.start(
@@ -93,7 +96,7 @@ struct IsolationTests {
   }
 
   /// Orphans are re-parented to our init, which reaps them: no zombie stays in the job.
-  @Test func orphansAreReaped() async throws {
+  @Test(.requires(.cgroups)) func orphansAreReaped() async throws {
     try await withManager { manager in
       let (status, output) = try await manager.run(
         "sh", "-c",
@@ -106,7 +109,7 @@ struct IsolationTests {
 
   /// A new manager cleans up after a crashed one: job cgroups it finds under its cgroup name
   /// are killed (with every process in them) and removed.
-  @Test func staleJobCgroupsAreRemovedAtStartUp() async throws {
+  @Test(.requires(.cgroups)) func staleJobCgroupsAreRemovedAtStartUp() async throws {
     try await withManager { crashed in
       let job = try await crashed.start(JobSpec(command: "sleep", arguments: ["600"]))
       let pids = crashed.cgroup.processes(job.id.description)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -8,7 +9,7 @@ import Testing
 struct StreamingTests {
   /// Three readers attach while the job runs, a fourth after it ended: all four get the same,
   /// complete bytes from the first one.
-  @Test func concurrentReadersGetIdenticalCompleteOutput() async throws {
+  @Test(.requires(.cgroups)) func concurrentReadersGetIdenticalCompleteOutput() async throws {
     try await withManager { manager in
       let job = try await manager.start(
         JobSpec(
@@ -35,7 +36,7 @@ struct StreamingTests {
   }
 
   /// Past the cap the job keeps running (its pipe is drained) and the rest is dropped.
-  @Test func outputCap() async throws {
+  @Test(.requires(.cgroups)) func outputCap() async throws {
     try await withManager(maxOutputBytes: 1000) { manager in
       let (status, output) = try await manager.run("seq", "100000")
       #expect(status.state == .exited(code: 0))
@@ -48,7 +49,7 @@ struct StreamingTests {
 
   /// A reader whose task is cancelled while it waits for more output ends promptly with
   /// CancellationError and leaves no waiter behind.
-  @Test func cancelledReaderLeavesNothingBehind() async throws {
+  @Test(.requires(.cgroups)) func cancelledReaderLeavesNothingBehind() async throws {
     try await withManager { manager in
       let job = try await manager.start(
         JobSpec(command: "sh", arguments: ["-c", "echo first; exec sleep 600"]))

@@ -7,17 +7,13 @@ import Testing
 @testable import JobWorkerCore
 
 /// Runs `body` with a fresh manager that has its own data directory and cgroup name, so tests
-/// can run in parallel; shuts it down and checks that no job cgroup is left. Returns without
-/// running `body` (printing why) when not root or without cgroups.
+/// can run in parallel; shuts it down and checks that no job cgroup is left. Tests that call
+/// it are gated with `.requires(.cgroups)`.
 func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
   maxOutputBytes: UInt64 = 64 << 20, logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
-  guard geteuid() == 0 else {
-    print("skipping: the job worker tests need root")
-    return
-  }
   let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
   defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -28,13 +24,7 @@ func withManager(
     configuration.runAsUser = 0
     configuration.runAsGroup = 0
   }
-  let manager: JobManager
-  do {
-    manager = try JobManager(configuration: configuration, logger: logger)
-  } catch let error as JobError where error.code == .unavailable {
-    print("skipping: \(error)")
-    return
-  }
+  let manager = try JobManager(configuration: configuration, logger: logger)
   do {
     try await body(manager)
   } catch {

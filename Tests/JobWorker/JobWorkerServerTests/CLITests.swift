@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 
 /// The real `jobctl` binary, run as a user would.
-@Suite("jobctl", .serialized)
+@Suite("jobctl", .serialized, .requires(.product("jobctl")))
 struct CLITests {
   static let jobctl = builtProduct("jobctl")
 
@@ -17,17 +17,8 @@ struct CLITests {
     return try await runProcess(Self.jobctl, arguments, environment: environment)
   }
 
-  func available() -> Bool {
-    guard FileManager.default.isExecutableFile(atPath: Self.jobctl) else {
-      print("skipping: \(Self.jobctl) not built (swift build --product jobctl)")
-      return false
-    }
-    return true
-  }
-
-  @Test("jobctl run -- sh -c 'echo hi; exit 3' prints hi and exits 3")
+  @Test("jobctl run -- sh -c 'echo hi; exit 3' prints hi and exits 3", .requires(.cgroups))
   func runExitCode() async throws {
-    guard available() else { return }
     let pki = try TestPKI()
     defer { pki.remove() }
     try await withJobWorker(pki: pki) { port, _ in
@@ -52,10 +43,9 @@ struct CLITests {
   }
 
   @Test(
-    "unknown job id, bad flags, unreachable server, wrong CA, expired certificate: one line, non-zero"
-  )
+    "unknown job id, bad flags, unreachable server, wrong CA, expired certificate: one line, non-zero",
+    .requires(.cgroups))
   func oneLineErrors() async throws {
-    guard available() else { return }
     let pki = try TestPKI()
     defer { pki.remove() }
     let missing = UUID().uuidString.lowercased()
@@ -83,7 +73,6 @@ struct CLITests {
 
   @Test("certs init writes a CA, server and clients with 0600 keys, and refuses to replace the CA")
   func certsInit() async throws {
-    guard available() else { return }
     let directory = NSTemporaryDirectory() + "jobctl-certs-\(UUID().uuidString)/nested"
     defer { try? FileManager.default.removeItem(atPath: directory + "/..") }
     var environment = ProcessInfo.processInfo.environment

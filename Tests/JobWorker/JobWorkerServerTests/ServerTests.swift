@@ -9,27 +9,17 @@ import TLSKit
 import TestSupport
 import Testing
 
-/// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, or
-/// nil with a printed reason when jobs cannot run here (not root, no cgroups).
+/// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs.
+/// Tests that call it are gated with `.requires(.cgroups)`.
 func withJobWorker(
   pki: TestPKI, limits: JobWorkerService.Limits = .init(),
   _ body: @Sendable (_ port: Int, _ server: JobWorkerServer) async throws -> Void
 ) async throws {
-  guard geteuid() == 0 else {
-    print("skipping: jobs need root (and cgroups); run the tests as root")
-    return
-  }
-  let manager: JobManager
-  do {
-    manager = try JobManager(
-      configuration: JobManager.Configuration(
-        dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
-        cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"),
-      logger: quietLogger)
-  } catch {
-    print("skipping: the job manager cannot run here: \(error)")
-    return
-  }
+  let manager = try JobManager(
+    configuration: JobManager.Configuration(
+      dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
+      cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"),
+    logger: quietLogger)
   let server = try JobWorkerServer(
     address: HostPort(host: "127.0.0.1", port: 0), tls: pki.serverTLS, manager: manager,
     limits: limits, logger: quietLogger)
@@ -85,7 +75,7 @@ func collectOutput(
 
 @Suite("Job worker server", .serialized)
 struct ServerTests {
-  @Test("a user cannot see, stop or stream another user's job; an admin can")
+  @Test("a user cannot see, stop or stream another user's job; an admin can", .requires(.cgroups))
   func authorization() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -131,7 +121,7 @@ struct ServerTests {
     }
   }
 
-  @Test("errors map to gRPC codes")
+  @Test("errors map to gRPC codes", .requires(.cgroups))
   func errorCodes() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -167,7 +157,7 @@ struct ServerTests {
     }
   }
 
-  @Test("a failure while streaming reaches the client as internalError, not unknown")
+  @Test("a failure while streaming reaches the client as internalError, not unknown", .requires(.cgroups))
   func streamFailureCode() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -187,7 +177,7 @@ struct ServerTests {
     }
   }
 
-  @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks")
+  @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks", .requires(.cgroups))
   func concurrentStreams() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -206,7 +196,7 @@ struct ServerTests {
     }
   }
 
-  @Test("a client that disconnects mid-stream leaves the server serving")
+  @Test("a client that disconnects mid-stream leaves the server serving", .requires(.cgroups))
   func disconnectMidStream() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -240,7 +230,7 @@ struct ServerTests {
     }
   }
 
-  @Test("a client that leaves while its job is quiet frees the stream at once")
+  @Test("a client that leaves while its job is quiet frees the stream at once", .requires(.cgroups))
   func quietStreamCancelled() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }

@@ -134,7 +134,7 @@ struct TLSTests {
   }
 
   @Test(
-    "refused at the handshake (openssl s_client)",
+    "refused at the handshake (openssl s_client)", .requiresOpenSSL,
     arguments: [
       ("no client certificate", nil as String?, "-tls1_3", "certificate required"),
       ("certificate from another CA", "mallory", "-tls1_3", "unknown ca"),
@@ -142,10 +142,7 @@ struct TLSTests {
       ("TLS 1.2-only client", "alice", "-tls1_2", "protocol version"),
     ])
   func opensslRefused(_ what: String, user: String?, version: String, alert: String) async throws {
-    guard let openssl = which("openssl") else {
-      print("skipping: openssl not installed")
-      return
-    }
+    let openssl = try #require(TestEnvironment.which("openssl"))
     let pki = try TestPKI()
     defer { pki.remove() }
     try await withWhoAmIServer(pki: pki) { port, _ in
@@ -164,12 +161,9 @@ struct TLSTests {
     }
   }
 
-  @Test("openssl s_client with a valid certificate negotiates TLS 1.3 and h2")
+  @Test("openssl s_client with a valid certificate negotiates TLS 1.3 and h2", .requiresOpenSSL)
   func opensslAccepted() async throws {
-    guard let openssl = which("openssl") else {
-      print("skipping: openssl not installed")
-      return
-    }
+    let openssl = try #require(TestEnvironment.which("openssl"))
     let pki = try TestPKI()
     defer { pki.remove() }
     try await withWhoAmIServer(pki: pki) { port, _ in

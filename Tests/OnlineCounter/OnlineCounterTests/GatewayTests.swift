@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCProtobuf
 import GatewayService
 import ServiceKit
+import TestSupport
 import Testing
 
 @Suite struct GatewayTests {
@@ -28,21 +29,15 @@ import Testing
               gateway: second, metadata: Harness.clientID("roaming"), answer: .odd, pings: 2)
             let (u, a, b) = try await (unknown, onFirst, onSecond)
             #expect(u.error == nil && a.error == nil && b.error == nil)
+            // The schedule itself (once a second, on the client's slot) is checked on an
+            // injected clock in PingSchedulerTests; here, on a shared and possibly loaded
+            // machine, only what timing cannot break: the first ping comes before the pong
+            // timeout (5 s here; it is sent when the stream opens, not on the slot), and every
+            // ping asked for arrived.
             let first = try #require(a.pingTimes.first)
-            // Promptly: not after waiting for the client's slot (which would add up to 1 s to
-            // connection set-up, so a loaded CI host still passes with this bound).
-            #expect(first - a.start < .seconds(1), "first ping promptly after connect")
-            // Pings after the first are on the client's slot: 1 s apart, ± 100 ms on average.
-            // One late arrival shortens the next interval as much as it lengthens its own,
-            // so single intervals get a wider bound (tests share a loaded CI host).
-            let spaced = a.pingTimes.dropFirst()
-            let mean = (spaced.last! - spaced.first!) / (spaced.count - 1)
-            #expect(mean > .milliseconds(900) && mean < .milliseconds(1100), "mean \(mean)")
-            for (earlier, later) in zip(spaced, spaced.dropFirst()) {
-              let interval = later - earlier
-              #expect(interval > .milliseconds(700) && interval < .milliseconds(1300))
-            }
-            let counted = try await Harness.eventually {
+            #expect(first - a.start < Harness.defaultPongTimeout, "first ping after \(first - a.start)")
+            #expect(a.pingTimes.count == 5 && b.pingTimes.count == 2 && u.pingTimes.count == 3)
+            let counted = try await eventually {
               try await reader.onlineUsers() == UInt64(ids.count + 1)
             }
             #expect(counted)
@@ -88,8 +83,12 @@ import Testing
       async let talker = Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("talker"), answer: .odd, pings: 4)
       let (mute, ok) = try await (silent, talker)
+      // Ended by the gateway's pong timeout (its message), not by the test's own 15 s deadline,
+      // and never early: expiry needs more than 1 s of silence. How soon after the timeout it
+      // comes (at the slot's next visit) is checked on an injected clock in PingSchedulerTests.
       #expect(mute.error?.code == .deadlineExceeded)
-      #expect(mute.elapsed >= .seconds(1) && mute.elapsed < .seconds(3))
+      #expect(mute.error?.message.contains("no pong") == true, "\(String(describing: mute.error))")
+      #expect(mute.elapsed >= .seconds(1))
       #expect(ok.error == nil && ok.pingTimes.count == 4)
     }
   }
@@ -135,7 +134,7 @@ import Testing
       try await Harness.withClient(client) {
         try await Task.sleep(for: .milliseconds(400))  // cancelled mid-ramp
       }
-      let drained = await Harness.eventually(timeout: .seconds(3)) {
+      let drained = await eventually(timeout: .seconds(3)) {
         gateway.connectedClients == 0
       }
       #expect(drained, "\(gateway.connectedClients) sessions left behind")
@@ -149,7 +148,7 @@ import Testing
         gateway: address, metadata: Harness.clientID("first"), answer: .even, pings: 3)
       // Wait for the first session to be registered; a fixed sleep lost this race on a
       // loaded CI machine, and the second stream then took the only slot.
-      #expect(await Harness.eventually { gateway.connectedClients == 1 })
+      #expect(await eventually { gateway.connectedClients == 1 })
       let refused = try await Harness.rawStream(
         gateway: address, metadata: Harness.clientID("second"), answer: .even, pings: 1)
       #expect(refused.error?.code == .resourceExhausted)
@@ -167,12 +166,12 @@ import Testing
       let client = CounterClient(
         configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
       try await Harness.withClient(client) {
-        #expect(await Harness.eventually { client.stats.connected == ids.count })
+        #expect(await eventually { client.stats.connected == ids.count })
         // Several failed flushes and many pongs later: still one entry per user.
         try await Task.sleep(for: .milliseconds(2_500))
         #expect(reporter.pendingCount == ids.count)
         try await Harness.withStatus(storeURL: store, port: port) { _, reader in
-          let counted = await Harness.eventually {
+          let counted = await eventually {
             (try? await reader.onlineUsers()) == UInt64(ids.count)
           }
           #expect(counted)
@@ -189,7 +188,7 @@ import Testing
         address, gateway, reporter, group in
         async let stream = Harness.rawStream(
           gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
-        let pending = await Harness.eventually { reporter.pendingCount == 1 }
+        let pending = await eventually { reporter.pendingCount == 1 }
         #expect(pending)
         let before = try await reader.onlineUsers()
         #expect(before == 0)

@@ -20,6 +20,9 @@ import Tracing
 enum Harness {
   static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
   static let loopback = "127.0.0.1"
+  /// The pong timeout of a ``withGateway(status:pongTimeout:maxClients:flushInterval:tls:statusSecurity:tracer:_:)``
+  /// gateway unless a test sets another.
+  static let defaultPongTimeout = Duration.seconds(5)
 
   /// A `sqlite:` store URL in a fresh temporary directory (created when the store opens).
   static func temporaryStoreURL() -> String {
@@ -78,7 +81,7 @@ enum Harness {
   /// unless `tls` is given, and flushing every 200 ms so that tests are quick. `body` may
   /// also drain it earlier, through its service group.
   static func withGateway<T: Sendable>(
-    status: [HostPort], pongTimeout: Duration = .seconds(5), maxClients: Int = 1_000,
+    status: [HostPort], pongTimeout: Duration = defaultPongTimeout, maxClients: Int = 1_000,
     flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
@@ -128,26 +131,20 @@ enum Harness {
   static func withServerProcess<T: Sendable>(
     _ name: String, _ arguments: [String], _ body: (HostPort, BackgroundProcess) async throws -> T
   ) async throws -> T {
-    let binary = Bundle.main.bundleURL.appendingPathComponent(name).path
+    let binary = builtProduct(name)
     guard FileManager.default.isExecutableFile(atPath: binary) else {
       throw HarnessError.notBuilt(binary)
     }
     let address = HostPort(host: loopback, port: try freeLoopbackPort())
-    let process = try BackgroundProcess(
-      binary, ["--listen", "\(address)", "--metrics-listen", "\(loopback):0"] + arguments)
-    do {
-      let answering = await eventually(timeout: .seconds(15)) {
+    return try await withBackgroundProcess(
+      binary, ["--listen", "\(address)", "--metrics-listen", "\(loopback):0"] + arguments
+    ) { process in
+      // A bound on how long a broken binary keeps the test waiting, not a start-up target.
+      let answering = await eventually(timeout: .seconds(20)) {
         (try? await HealthProbe.check(address).get()) == .serving
       }
       guard answering else { throw HarnessError.notAnswering(log: process.logPath) }
-      let result = try await body(address, process)
-      await process.kill()
-      try? FileManager.default.removeItem(atPath: process.logPath)
-      return result
-    } catch {
-      // The log stays behind, for the failure to be explained.
-      await process.kill()
-      throw error
+      return try await body(address, process)
     }
   }
 
@@ -160,19 +157,6 @@ enum Harness {
       defer { tasks.cancelAll() }
       return try await body()
     }
-  }
-
-  /// Polls `check` every 50 ms until it holds or `timeout` passes; returns whether it held.
-  static func eventually(
-    timeout: Duration = .seconds(5), _ check: () async throws -> Bool
-  ) async rethrows -> Bool {
-    let clock = ContinuousClock()
-    let deadline = clock.now + timeout
-    while clock.now < deadline {
-      if try await check() { return true }
-      try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await check()
   }
 
   struct StreamResult: Sendable {
@@ -275,39 +259,4 @@ enum HarnessError: Error {
   case notAnswering(log: String)
   /// `swift build` (and so `swift test`) builds every product.
   case notBuilt(String)
-}
-
-/// A program run in the background, e.g. a server binary, that a test may kill as `kill -9`
-/// would; its exit is awaited without holding a thread of the cooperative pool.
-final class BackgroundProcess: Sendable {
-  private let process: Process
-  private let exits: AsyncStream<Void>
-  /// Standard output and error, for a test's failure message.
-  let logPath: String
-
-  init(_ executable: String, _ arguments: [String]) throws {
-    logPath =
-      FileManager.default.temporaryDirectory
-      .appendingPathComponent("background-\(UUID().uuidString).log").path
-    guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
-      throw CocoaError(.fileWriteUnknown)
-    }
-    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-    defer { try? log.close() }
-    process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.standardOutput = log
-    process.standardError = log
-    let (exits, exited) = AsyncStream.makeStream(of: Void.self)
-    self.exits = exits
-    process.terminationHandler = { _ in exited.finish() }
-    try process.run()
-  }
-
-  /// SIGKILL, then wait until it has exited; only waits once it has.
-  func kill() async {
-    if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-    for await _ in exits {}
-  }
 }

@@ -11,7 +11,8 @@ import Testing
 /// count must be exact at the start and after each failure the design claims to survive:
 /// a replica killed, a gateway drained, the database restarted.
 @Suite struct ScaleOutTests {
-  @Test func exactCountThroughReplicaKillGatewayDrainAndDatabaseRestart() async throws {
+  @Test(.requires(.postgresServer), .requires(.product("status")))
+  func exactCountThroughReplicaKillGatewayDrainAndDatabaseRestart() async throws {
     try await PrivateCluster.withCluster { cluster in
       // Deadlines of 1 s, so that calls fail fast (UNAVAILABLE) while the database is down.
       let store = cluster.url + "?operation_timeout_ms=1000&connect_timeout=1"
@@ -39,7 +40,7 @@ extension ScaleOutTests {
   /// A gateway SIGKILLed (no drain, up to a second of presence unflushed): its clients
   /// reconnect to the other gateway, whose pongs re-mark them long before the 180 s window
   /// could drop them, so the count never dips and new users keep being counted.
-  @Test func killedGatewayLosesNoUser() async throws {
+  @Test(.requires(.product("gateway"))) func killedGatewayLosesNoUser() async throws {
     try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, _ in
       try await Harness.withServerProcess("gateway", ["--status", "\(status)"]) {
         doomed, process in
@@ -49,14 +50,14 @@ extension ScaleOutTests {
             configuration: .init(ids: ids, gateways: [doomed, survivor], connections: 2),
             logger: Harness.logger)
           try await Harness.withClient(client) {
-            let spread = await Harness.eventually(timeout: .seconds(10)) {
+            let spread = await eventually(timeout: .seconds(10)) {
               let counted = (try? await Harness.fetchCount(from: status)) == UInt64(ids.count)
               return counted && client.stats.connected == ids.count
                 && gateway.connectedClients < ids.count
             }
             try #require(spread, "all counted, some through the gateway that is killed")
             await process.kill()
-            let moved = await Harness.eventually(timeout: .seconds(10)) {
+            let moved = await eventually(timeout: .seconds(10)) {
               gateway.connectedClients == ids.count && client.stats.connected == ids.count
             }
             #expect(moved, "\(gateway.connectedClients) of \(ids.count) on the survivor")
@@ -97,7 +98,7 @@ private struct Deployment {
 
   /// Clients on both gateways (two connections, round robin); both replicas read one table.
   private func bothReplicasCount(_ total: Int, connected clients: [CounterClient]) async throws {
-    let spread = await Harness.eventually(timeout: .seconds(10)) {
+    let spread = await eventually(timeout: .seconds(10)) {
       connected(clients) == total && drainedGateway.connectedClients > 0
         && remainingGateway.connectedClients > 0
     }
@@ -113,7 +114,7 @@ private struct Deployment {
   /// (apple/swift-nio#2813), which would take the whole test process down.
   private func killOneReplica(total: Int) async throws {
     await doomedStatusProcess.kill()
-    let gone = await Harness.eventually { await count(at: doomedStatus) == nil }
+    let gone = await eventually { await count(at: doomedStatus) == nil }
     try #require(gone, "the killed replica stops answering")
     #expect(await count(at: survivingStatus) == UInt64(total), "nobody lost with the replica")
   }
@@ -126,7 +127,7 @@ private struct Deployment {
     await drainedGatewayGroup.triggerGracefulShutdown()
     // Counting on the remaining gateway, not the clients' total: that is `total` already
     // before the drain has ended a single stream.
-    let moved = await Harness.eventually(timeout: .seconds(5)) {
+    let moved = await eventually(timeout: .seconds(5)) {
       remainingGateway.connectedClients == total && connected(clients) == total
         && drainedGateway.connectedClients == 0
     }
@@ -141,12 +142,12 @@ private struct Deployment {
   private func restartPostgreSQL(clients: [CounterClient], total: Int) async throws {
     try await cluster.stop()
     // The replica says it cannot answer rather than answering a wrong count.
-    let down = await Harness.eventually { await failure(at: survivingStatus) == .unavailable }
+    let down = await eventually { await failure(at: survivingStatus) == .unavailable }
     #expect(down, "UNAVAILABLE while the database is down")
     // New users arrive during the outage: buffered by the gateway, counted once it is over.
     let third = client("third", count: 10)
     try await Harness.withClient(third) {
-      let arrived = await Harness.eventually { third.stats.connected == 10 }
+      let arrived = await eventually { third.stats.connected == 10 }
       #expect(arrived, "new clients connect while the database is down")
       try await cluster.start()
       let counted = await counts(total + 10, at: survivingStatus, timeout: .seconds(15))
@@ -175,7 +176,7 @@ private struct Deployment {
   private func counts(
     _ expected: Int, at status: HostPort, timeout: Duration = .seconds(10)
   ) async -> Bool {
-    await Harness.eventually(timeout: timeout) { await count(at: status) == UInt64(expected) }
+    await eventually(timeout: timeout) { await count(at: status) == UInt64(expected) }
   }
 
   /// The code `status` fails a count with; nil when it answers.

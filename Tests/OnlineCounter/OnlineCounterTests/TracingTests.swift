@@ -2,6 +2,7 @@ import CounterClient
 import GRPCCore
 import InMemoryTracing
 import ServiceKit
+import TestSupport
 import Testing
 import Tracing
 
@@ -15,7 +16,7 @@ import Tracing
       let client = CounterClient(
         configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
       try await Harness.withClient(client) {
-        let counted = await Harness.eventually {
+        let counted = await eventually {
           (try? await Harness.fetchCount(from: status)) == UInt64(ids.count)
         }
         #expect(counted)

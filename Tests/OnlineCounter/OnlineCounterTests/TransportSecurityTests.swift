@@ -19,7 +19,7 @@ import Testing
       let client = CounterClient(configuration: config, logger: Harness.logger)
       try await Harness.withClient(client) {
         let reader = ClientSecurity.mutualTLS(pki.client("bob"))
-        let counted = await Harness.eventually {
+        let counted = await eventually {
           (try? await Harness.fetchCount(from: status, security: reader)) == 5
         }
         #expect(counted)
@@ -49,8 +49,8 @@ import Testing
       config.security = .tls(caPath: pki.layout.caCertificate)
       let client = CounterClient(configuration: config, logger: Harness.logger)
       try await Harness.withClient(client) {
-        #expect(await Harness.eventually { client.stats.connected == 1 })
-        #expect(await Harness.eventually { reporter.pendingCount == 1 })
+        #expect(await eventually { client.stats.connected == 1 })
+        #expect(await eventually { reporter.pendingCount == 1 })
         // Readers need a certificate too; one from our CA reads zero.
         await #expect(throws: RPCError.self) {
           _ = try await Harness.fetchCount(

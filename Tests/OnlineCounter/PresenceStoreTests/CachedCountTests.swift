@@ -46,15 +46,20 @@ struct CachedCountTests {
     #expect(cache.queryCount == 1)
   }
 
+  /// On a clock the test moves: the answer is served up to exactly `maxAge`, and not after.
   @Test func answerExpiresAfterMaxAge() async throws {
     let fetch = GatedFetch(answer: 1)
     fetch.release()
-    // Wide enough that a loaded CI host cannot stretch the two reads apart past maxAge.
-    let cache = CachedCount(maxAge: .milliseconds(500)) { try await fetch.fetch($0) }
+    let start = ContinuousClock.now
+    let elapsed = Mutex(Duration.zero)
+    let cache = CachedCount(maxAge: .milliseconds(500), now: { start + elapsed.withLock { $0 } }) {
+      try await fetch.fetch($0)
+    }
     _ = try await cache.count(sinceMillis: 0)
+    elapsed.withLock { $0 = .milliseconds(500) }
     _ = try await cache.count(sinceMillis: 0)
     #expect(cache.queryCount == 1)
-    try await Task.sleep(for: .milliseconds(600))
+    elapsed.withLock { $0 = .milliseconds(501) }
     _ = try await cache.count(sinceMillis: 0)
     #expect(cache.queryCount == 2)
   }

@@ -25,7 +25,7 @@ struct PostgresOutageTests {
     }
   }
 
-  @Test func recoversAfterTheServerRestarts() async throws {
+  @Test(.requires(.postgresServer)) func recoversAfterTheServerRestarts() async throws {
     try await PrivateCluster.withCluster { cluster in
       try await Self.recoversAfterTheServerRestarts(cluster)
     }

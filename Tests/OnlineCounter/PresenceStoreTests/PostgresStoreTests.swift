@@ -1,10 +1,11 @@
 import PresenceStore
+import TestSupport
 import Testing
 
 /// PostgreSQL-only behaviour (the shared contract is in SharedBehaviourTests).
 @Suite("PostgresPresenceStore")
 struct PostgresStoreTests {
-  @Test func replicasStartingTogetherMigrateOnce() async throws {
+  @Test(.requires(.postgres)) func replicasStartingTogetherMigrateOnce() async throws {
     try await withLocation(.postgres) { location in
       // Four "replicas" create the same fresh schema at once: the advisory lock must
       // serialize them (CREATE TABLE IF NOT EXISTS alone can fail on a concurrent create).

@@ -2,12 +2,12 @@ import Foundation
 import Logging
 import PostgresNIO
 import PresenceStore
+import TestSupport
 import Testing
 
 /// The stores the shared suite runs against.
-enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+enum StoreKind: String, Sendable {
   case sqlite, postgres
-  var testDescription: String { rawValue }
 }
 
 /// Silent unless PRESENCE_TEST_LOG is set (then debug logs go to stderr, for diagnosis).
@@ -20,14 +20,6 @@ let quietLogger: Logger = {
   logger.logLevel = .trace
   return logger
 }()
-
-/// The PostgreSQL the tests use: `POSTGRES_URL` (see scripts/start-postgres), or nil.
-var postgresURL: String? {
-  guard let url = ProcessInfo.processInfo.environment["POSTGRES_URL"], !url.isEmpty else {
-    return nil
-  }
-  return url
-}
 
 /// Appends query options to a URL that may already have some.
 func adding(_ options: String, to url: String) -> String {
@@ -42,8 +34,9 @@ struct StoreLocation: Sendable {
   let url: String
   let cleanup: @Sendable () async -> Void
 
-  /// Nil (with a printed reason) when the kind cannot run here.
-  static func make(_ kind: StoreKind, test: String = #function) -> StoreLocation? {
+  /// A fresh location; PostgreSQL ones need `POSTGRES_URL` (gate such tests with
+  /// `.requires(.postgres)`).
+  static func make(_ kind: StoreKind) throws -> StoreLocation {
     switch kind {
     case .sqlite:
       let directory = FileManager.default.temporaryDirectory
@@ -53,10 +46,7 @@ struct StoreLocation: Sendable {
         try? FileManager.default.removeItem(at: directory)
       }
     case .postgres:
-      guard let base = postgresURL else {
-        print("SKIP \(test) [postgres]: POSTGRES_URL is not set (run scripts/start-postgres)")
-        return nil
-      }
+      let base = try #require(TestEnvironment.postgresURL, Requirement.postgres.reason)
       let schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
       let url = adding("schema=\(schema)", to: base)
       return StoreLocation(kind: kind, url: url) {
@@ -105,13 +95,11 @@ func dropSchema(_ schema: String, base: String) async {
   }
 }
 
-/// Runs `body` with a fresh location of `kind`, removing it afterwards; skips (printing why)
-/// when the kind is not available here.
+/// Runs `body` with a fresh location of `kind`, removing it afterwards.
 func withLocation(
-  _ kind: StoreKind, test: String = #function,
-  _ body: (StoreLocation) async throws -> Void
+  _ kind: StoreKind, _ body: (StoreLocation) async throws -> Void
 ) async throws {
-  guard let location = StoreLocation.make(kind, test: test) else { return }
+  let location = try StoreLocation.make(kind)
   do {
     try await body(location)
   } catch {
