@@ -46,13 +46,26 @@ public func runProcess(
     } ?? .inherit
   let executable = Executable.path(FilePath(executable))
   guard capture else {
-    let result = try await Subprocess.run(
-      executable, arguments: Arguments(arguments), environment: environment,
-      output: .discarded, error: .discarded
-    ) { execution in
-      try await killing(execution.processIdentifier.value, after: timeout) {}
+    let status = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
+      group.addTask {
+        try await Subprocess.run(
+          executable, arguments: Arguments(arguments), environment: environment,
+          output: .discarded, error: .discarded
+        ).terminationStatus
+      }
+      group.addTask {
+        try? await Task.sleep(for: timeout)
+        return nil
+      }
+      // The program or the timer, whichever ends first; cancelling a run kills its program.
+      let first = try await group.next()!
+      group.cancelAll()
+      return first
     }
-    return ProcessResult(status: result.terminationStatus.shellStatus, stdout: "", stderr: "")
+    guard let status else {
+      throw ProcessError(description: "\(executable) \(arguments) still running after \(timeout)")
+    }
+    return ProcessResult(status: status.shellStatus, stdout: "", stderr: "")
   }
   let result = try await Subprocess.run(
     executable, arguments: Arguments(arguments), environment: environment, input: .none,
@@ -74,22 +87,16 @@ public func runProcess(
 /// Runs `body`; if it is still running after `timeout`, SIGKILLs `pid` (which ends the
 /// program's output, and so `body`).
 private func killing<T: Sendable>(
-  _ pid: Int32, after timeout: Duration, _ body: @Sendable () async throws -> T
+  _ pid: Int32, after timeout: Duration, _ body: () async throws -> T
 ) async throws -> T {
-  try await withThrowingTaskGroup(of: T?.self) { group in
-    group.addTask { try await body() }
+  try await withThrowingTaskGroup(of: Void.self) { group in
     group.addTask {
-      try await Task.sleep(for: timeout)
+      // Cancelled (the body finished first): the program has ended, nothing to kill.
+      guard (try? await Task.sleep(for: timeout)) != nil else { return }
       kill(pid, SIGKILL)
-      return nil
     }
-    while let next = try await group.next() {
-      if let value = next {
-        group.cancelAll()
-        return value
-      }
-    }
-    fatalError("unreachable: the body's task always returns a value")
+    defer { group.cancelAll() }
+    return try await body()
   }
 }
 
@@ -137,9 +144,9 @@ public final class BackgroundProcess: Sendable {
     String(decoding: FileManager.default.contents(atPath: logPath) ?? Data(), as: UTF8.self)
   }
 
-  /// Sends `signal` (SIGKILL by default).
-  public func signal(_ signal: Int32 = SIGKILL) {
-    kill(pid, signal)
+  /// Sends `signal`, e.g. SIGTERM for a graceful stop.
+  public func signal(_ signal: Int32) {
+    Glibc.kill(pid, signal)
   }
 
   /// Waits until the program has ended (at most `timeout`; nil if it is still running then)

@@ -206,7 +206,8 @@ public final class PostgresPresenceStore: PresenceStore {
   /// The whole migration as one `DO` statement: it runs in one implicit transaction, so it
   /// applies entirely or not at all, and the advisory lock (held to its end) serializes
   /// replicas that start together (`CREATE TABLE IF NOT EXISTS` is not safe against a
-  /// concurrent create). One statement also means no explicit BEGIN/ROLLBACK to send on a
+  /// concurrent create). The lock is per schema: deployments (or tests) in other schemas of
+  /// the same database share no tables, so they do not wait for each other. One statement also means no explicit BEGIN/ROLLBACK to send on a
   /// connection that may just have been closed under us.
   static func migrationSQL(schema: String?) -> String {
     var steps = ""
@@ -220,11 +221,14 @@ public final class PostgresPresenceStore: PresenceStore {
         """
     }
     let createSchema = schema.map { "CREATE SCHEMA IF NOT EXISTS \($0);" } ?? ""
+    // `schema` is a validated identifier (see Configuration); without one, tables go to the
+    // first schema of the search path.
+    let lockScope = schema.map { "'\($0)'" } ?? "current_schema()"
     return """
       DO $migration$
       DECLARE current INT;
       BEGIN
-        PERFORM pg_advisory_xact_lock(\(migrationLockKey));
+        PERFORM pg_advisory_xact_lock(hashtextextended(\(lockScope), \(migrationLockKey)));
         \(createSchema)
         CREATE TABLE IF NOT EXISTS presence_schema (
           version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());

@@ -9,6 +9,10 @@ import TestSupport
 import Testing
 
 @Suite struct GatewayTests {
+  /// Short, so that a silent client is found quickly, but far above a pong's round trip on a
+  /// loaded machine (an answering client must never be mistaken for a silent one).
+  static let shortPongTimeout = Duration.seconds(3)
+
   /// Client ↔ gateway ↔ status on loopback: every EVEN/ODD client counted once, UNKNOWN not,
   /// one id on two gateways once; pings every second.
   @Test func clientsThroughTwoGatewaysAreCounted() async throws {
@@ -36,7 +40,9 @@ import Testing
             // ping asked for arrived.
             let first = try #require(a.pingTimes.first)
             #expect(first - a.start < Harness.defaultPongTimeout, "first ping after \(first - a.start)")
-            #expect(a.pingTimes.count == 5 && b.pingTimes.count == 2 && u.pingTimes.count == 3)
+            #expect(
+              a.pingTimes.count == 5 && b.pingTimes.count == 2 && u.pingTimes.count == 3,
+              "pings: \(a.pingTimes.count)/5, \(b.pingTimes.count)/2, \(u.pingTimes.count)/3")
             let counted = try await eventually {
               try await reader.onlineUsers() == UInt64(ids.count + 1)
             }
@@ -76,7 +82,7 @@ import Testing
 
   @Test func silentClientIsDisconnectedWhileOthersKeepGoing() async throws {
     try await Harness.withGateway(
-      status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: .seconds(1)
+      status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: Self.shortPongTimeout
     ) { gateway, _, _, _ in
       async let silent = Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("mute"), answer: nil, pings: 100)
@@ -84,12 +90,13 @@ import Testing
         gateway: gateway, metadata: Harness.clientID("talker"), answer: .odd, pings: 4)
       let (mute, ok) = try await (silent, talker)
       // Ended by the gateway's pong timeout (its message), not by the test's own 15 s deadline,
-      // and never early: expiry needs more than 1 s of silence. How soon after the timeout it
-      // comes (at the slot's next visit) is checked on an injected clock in PingSchedulerTests.
+      // and never early: expiry needs more silence than the timeout. How soon after the
+      // timeout it comes (at the slot's next visit) is checked on an injected clock in
+      // PingSchedulerTests.
       #expect(mute.error?.code == .deadlineExceeded)
       #expect(mute.error?.message.contains("no pong") == true, "\(String(describing: mute.error))")
-      #expect(mute.elapsed >= .seconds(1))
-      #expect(ok.error == nil && ok.pingTimes.count == 4)
+      #expect(mute.elapsed >= Self.shortPongTimeout)
+      #expect(ok.error == nil && ok.pingTimes.count == 4, "talker: \(String(describing: ok.error))")
     }
   }
 
@@ -118,7 +125,9 @@ import Testing
       #expect(
         failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
       let neighbour = try await good
-      #expect(neighbour.error == nil && neighbour.pingTimes.count == 3)
+      #expect(
+        neighbour.error == nil && neighbour.pingTimes.count == 3,
+        "\(neighbour.pingTimes.count) pings, \(String(describing: neighbour.error))")
     }
   }
 
@@ -134,7 +143,7 @@ import Testing
       try await Harness.withClient(client) {
         try await Task.sleep(for: .milliseconds(400))  // cancelled mid-ramp
       }
-      let drained = await eventually(timeout: .seconds(3)) {
+      let drained = await eventually(timeout: .seconds(10)) {
         gateway.connectedClients == 0
       }
       #expect(drained, "\(gateway.connectedClients) sessions left behind")
@@ -144,33 +153,44 @@ import Testing
   @Test func streamsOverTheLimitAreRefused() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)], maxClients: 1) {
       address, gateway, _, _ in
-      async let holder = Harness.rawStream(
-        gateway: address, metadata: Harness.clientID("first"), answer: .even, pings: 3)
-      // Wait for the first session to be registered; a fixed sleep lost this race on a
-      // loaded CI machine, and the second stream then took the only slot.
-      #expect(await eventually { gateway.connectedClients == 1 })
-      let refused = try await Harness.rawStream(
-        gateway: address, metadata: Harness.clientID("second"), answer: .even, pings: 1)
-      #expect(refused.error?.code == .resourceExhausted)
-      #expect(try await holder.error == nil)
+      try await withThrowingTaskGroup(of: Void.self) { holding in
+        // Holds the only slot until the test ends it (a holder that stopped after a few
+        // pings freed the slot before a slow machine got to the second stream).
+        holding.addTask {
+          _ = try await Harness.rawStream(
+            gateway: address, metadata: Harness.clientID("first"), answer: .even,
+            pings: .max, timeout: .seconds(120))
+        }
+        #expect(await eventually { gateway.connectedClients == 1 })
+        let refused = try await Harness.rawStream(
+          gateway: address, metadata: Harness.clientID("second"), answer: .even, pings: 1)
+        #expect(refused.error?.code == .resourceExhausted, "\(String(describing: refused.error))")
+        // The holder was not disturbed by the refusal.
+        #expect(gateway.connectedClients == 1)
+        holding.cancelAll()
+      }
     }
   }
 
   /// Status away: the gateway keeps one entry per user, retries, and nothing is lost.
   @Test func presenceIsBufferedWhileStatusIsDown() async throws {
     let store = Harness.temporaryStoreURL()
-    let port = try await Harness.withStatus(storeURL: store) { address, _ in address.port }
-    let status = HostPort(host: "127.0.0.1", port: port)
+    // Held, not merely free: while status is down nobody else may answer on its port.
+    let reserved = try ReservedPort()
+    let status = HostPort(host: "127.0.0.1", port: reserved.port)
     try await Harness.withGateway(status: [status]) { gateway, _, reporter, _ in
       let ids = (0..<5).map { "buffered-\($0)" }
       let client = CounterClient(
         configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
       try await Harness.withClient(client) {
-        #expect(await eventually { client.stats.connected == ids.count })
-        // Several failed flushes and many pongs later: still one entry per user.
-        try await Task.sleep(for: .milliseconds(2_500))
-        #expect(reporter.pendingCount == ids.count)
-        try await Harness.withStatus(storeURL: store, port: port) { _, reader in
+        #expect(await eventually { reporter.pendingCount == ids.count })
+        // Several failed flushes (every 200 ms here) and many pongs later: still one entry
+        // per user. (A flush in flight holds the entries it took, so the count is sampled
+        // until the entries are back, not at one instant.)
+        try await Task.sleep(for: .seconds(2))
+        #expect(await eventually { reporter.pendingCount == ids.count })
+        reserved.release()
+        try await Harness.withStatus(storeURL: store, port: status.port) { _, reader in
           let counted = await eventually {
             (try? await reader.onlineUsers()) == UInt64(ids.count)
           }

@@ -127,7 +127,7 @@ private struct Deployment {
     await drainedGatewayGroup.triggerGracefulShutdown()
     // Counting on the remaining gateway, not the clients' total: that is `total` already
     // before the drain has ended a single stream.
-    let moved = await eventually(timeout: .seconds(5)) {
+    let moved = await eventually(timeout: .seconds(10)) {
       remainingGateway.connectedClients == total && connected(clients) == total
         && drainedGateway.connectedClients == 0
     }

@@ -35,9 +35,11 @@ import Testing
       security: .secured(pki, gatewayToStatus: .tls(caPath: pki.layout.caCertificate))
     ) { status, gateway, reporter in
       // A plaintext client, and one that trusts another CA, cannot reach the gateway.
+      // Refused at connection set-up (UNAVAILABLE) however long that takes; the deadline
+      // only bounds a failing test.
       let plaintext = try await Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("plain"), answer: .even, pings: 1,
-        timeout: .seconds(3))
+        timeout: .seconds(20))
       #expect(plaintext.error?.code == .unavailable, "\(String(describing: plaintext.error))")
       await #expect(throws: RPCError.self) {
         _ = try await HealthProbe.check(
@@ -72,10 +74,12 @@ import Testing
     let pki = try TestPKI()
     defer { pki.remove() }
     try await CounterStack.with(security: .secured(pki)) { _, gateway, _ in
+      // A generous deadline: the answer is under test, not its latency on a loaded machine.
       let viaTLS = await HealthProbe.check(
-        gateway, security: .tls(caPath: pki.layout.caCertificate))
+        gateway, security: .tls(caPath: pki.layout.caCertificate), timeout: .seconds(20))
       #expect((try? viaTLS.get()) == .serving, "\(viaTLS)")
-      guard case .failure(let error) = await HealthProbe.check(gateway) else {
+      guard case .failure(let error) = await HealthProbe.check(gateway, timeout: .seconds(20))
+      else {
         Issue.record("a plaintext probe of a TLS server succeeded")
         return
       }

@@ -48,7 +48,9 @@ struct StoreLocation: Sendable {
     case .postgres:
       let base = try #require(TestEnvironment.postgresURL, Requirement.postgres.reason)
       let schema = "t_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-      let url = adding("schema=\(schema)", to: base)
+      // A failing test should fail on its checks, not on a statement deadline that a loaded
+      // machine running many tests against one server can exceed (production keeps 3 s).
+      let url = adding("schema=\(schema)&operation_timeout_ms=15000", to: base)
       return StoreLocation(kind: kind, url: url) {
         await dropSchema(schema, base: base)
       }
