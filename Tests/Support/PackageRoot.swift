@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The package's root directory (the one holding `Package.swift`), found by walking up from
 /// this source file, so that a test keeps finding it wherever its own file moves.
