@@ -40,8 +40,7 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Where job output is stored (env: JOBWORKER_DATA_DIR).")
   var dataDir: String = Environment.string("JOBWORKER_DATA_DIR", default: "/var/lib/jobworker")
 
-  @Option(
-    help: "Parent cgroup of this instance's jobs; one per instance on a host (env: JOBWORKER_CGROUP_NAME).")
+  @Option(help: "Parent cgroup of the jobs, one per instance (env: JOBWORKER_CGROUP_NAME).")
   var cgroupName: String = Environment.string("JOBWORKER_CGROUP_NAME", default: "jobworker")
 
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")

@@ -282,7 +282,8 @@ public final class JobManager: Sendable {
       process = try Launcher.spawn(
         Launcher.Request(
           path: prepared.path, arguments: prepared.spec.arguments, environment: environment,
-          workingDirectory: prepared.spec.workingDirectory ?? "/", hostname: "job-" + name.prefix(8),
+          workingDirectory: prepared.spec.workingDirectory ?? "/",
+          hostname: "job-" + name.prefix(8),
           uid: configuration.runAsUser, gid: configuration.runAsGroup))
     } catch {
       discard(prepared)

@@ -45,7 +45,7 @@ struct InitFailureTests {
     try #require(cjobinit_pipe(&status) == 0 && cjobinit_pipe(&release) == 0)
     let values: [String] = ["/bin/true", "/", "job-test"]
     let strings = values.map { strdup($0) }
-    defer { strings.forEach { free($0) } }
+    defer { for string in strings { free(string) } }
     var argv: [UnsafeMutablePointer<CChar>?] = [strings[0], nil]
     var envp: [UnsafeMutablePointer<CChar>?] = [nil]
     var pidfd: Int32 = -1

@@ -68,7 +68,9 @@ struct InstanceTests {
     }
   }
 
-  @Test(arguments: ["", ".", "..", "a/b", "../jobworker", "name with space", String(repeating: "x", count: 65)])
+  @Test(arguments: [
+    "", ".", "..", "a/b", "../jobworker", "name with space", String(repeating: "x", count: 65),
+  ])
   func badCgroupNamesAreRejected(name: String) {
     #expect(throws: JobError.self) { try Validation.cgroupName(name) }
   }

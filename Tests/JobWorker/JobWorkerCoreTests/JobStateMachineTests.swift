@@ -59,7 +59,8 @@ struct JobStateMachineTests {
     var machine = JobStateMachine()
     let action = machine.reaped(initStatus: SIGKILL, usage: usage, oomKills: 0)
     #expect(shape(action) == "none")  // no caller waited yet
-    guard case .cleaningUp(let outcome) = machine.lifecycle, case .failure(let error) = outcome.start
+    guard case .cleaningUp(let outcome) = machine.lifecycle,
+      case .failure(let error) = outcome.start
     else {
       Issue.record("not cleaning up after a failed start: \(machine.lifecycle)")
       return
