@@ -40,6 +40,9 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Where job output is stored (env: JOBWORKER_DATA_DIR).")
   var dataDir: String = Environment.string("JOBWORKER_DATA_DIR", default: "/var/lib/jobworker")
 
+  @Option(help: "Parent cgroup of the jobs, one per instance (env: JOBWORKER_CGROUP_NAME).")
+  var cgroupName: String = Environment.string("JOBWORKER_CGROUP_NAME", default: "jobworker")
+
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
@@ -64,7 +67,8 @@ struct JobWorker: AsyncParsableCommand {
     let logger = Logger(label: "jobworker")
 
     let manager = try JobManager(
-      configuration: JobManager.Configuration(dataDirectory: dataDir), logger: logger)
+      configuration: JobManager.Configuration(dataDirectory: dataDir, cgroupName: cgroupName),
+      logger: logger)
     do {
       let server = try JobWorkerServer(
         address: listen,

@@ -37,6 +37,14 @@ static void report(int fd, int32_t kind, int32_t stage, int32_t value) {
   } while (n < 0 && errno == EINTR);
 }
 
+// Every failure of the init ends here: one FAILED report {stage, errno} on the status pipe,
+// which the worker turns into a start error naming the step, then exit. (As in runc's
+// nsexec.c `bail`: no step exits silently, so no failure reaches the user as a bare exit code.)
+static _Noreturn void fail(int status_fd, int stage, int error) {
+  report(status_fd, CJOBINIT_REPORT_FAILED, stage, error);
+  _exit(127);
+}
+
 // Credentials through raw system calls: glibc's setuid() and friends broadcast to every thread
 // glibc believes exists, and in a cloned copy of a multithreaded process that list is stale.
 static int drop_privileges(uid_t uid, gid_t gid) {
@@ -45,6 +53,64 @@ static int drop_privileges(uid_t uid, gid_t gid) {
   if (syscall(SYS_setresgid, gid, gid, gid) != 0) return -1;
   if (syscall(SYS_setresuid, uid, uid, uid) != 0) return -1;
   return 0;
+}
+
+// Step 1. Signal state inherited from the worker must not leak into the job (an ignored
+// SIGPIPE survives execve). Reset every disposition, then block everything: the init takes
+// its signals synchronously with sigwaitinfo. Cannot fail for valid signal numbers.
+static void reset_signals(void) {
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < _NSIG; sig++) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
+  }
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+// Step 2. Moves the descriptors the init needs to fixed numbers (status FD_STATUS, release
+// FD_RELEASE, /dev/null on 0, output on 1 and 2) and closes every other descriptor the worker
+// had open (sockets, other jobs' pipes): the init never execs, so close-on-exec would not
+// protect them. Reports STDIO failures on the status pipe where it still is.
+static void setup_descriptors(const cjobinit_spec *spec) {
+  // First lift the three above all of their current numbers so that the dup2 calls below
+  // cannot overwrite one another.
+  int hi = spec->output_fd;
+  if (spec->release_fd > hi) hi = spec->release_fd;
+  if (spec->status_fd > hi) hi = spec->status_fd;
+  int status = fcntl(spec->status_fd, F_DUPFD, hi + 1);
+  // Reported on the status pipe where it still is (if status_fd itself is invalid, a bug of
+  // the caller, the write fails too and the worker sees the init exit during setup).
+  if (status < 0) fail(spec->status_fd, CJOBINIT_STAGE_STDIO, errno);
+  int out = fcntl(spec->output_fd, F_DUPFD, hi + 1);
+  if (out < 0) fail(status, CJOBINIT_STAGE_STDIO, errno);
+  int release = fcntl(spec->release_fd, F_DUPFD, hi + 1);
+  if (release < 0) fail(status, CJOBINIT_STAGE_STDIO, errno);
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull < 0) fail(status, CJOBINIT_STAGE_STDIO, errno);
+  if (dup2(status, FD_STATUS) < 0) fail(status, CJOBINIT_STAGE_STDIO, errno);
+  if (dup2(release, FD_RELEASE) < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 ||
+      dup2(out, 2) < 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_STDIO, errno);
+  }
+  close_range(FD_STATUS + 2, ~0U, 0);
+  fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
+  fcntl(FD_RELEASE, F_SETFD, FD_CLOEXEC);
+}
+
+// Step 3. Waits until the worker has placed the init in the job's cgroup, so that nothing
+// below (and no byte of the program) runs outside its limits. EOF means the worker gave up
+// on the launch (ECANCELED in the report).
+static void wait_for_release(void) {
+  char go;
+  ssize_t n;
+  do {
+    n = read(FD_RELEASE, &go, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) fail(FD_STATUS, CJOBINIT_STAGE_RELEASE, n == 0 ? ECANCELED : errno);
+  close(FD_RELEASE);
 }
 
 static int bring_up_loopback(void) {
@@ -64,9 +130,30 @@ static int bring_up_loopback(void) {
   return rc;
 }
 
+// Step 4. Prepares the namespaces the clone created.
+static void prepare_namespaces(const cjobinit_spec *spec) {
+  // Nothing mounted in the job propagates back to the host.
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_PRIVATE, errno);
+  }
+  // A /proc of our PID namespace: the job sees only its own processes.
+  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_PROC, errno);
+  }
+  // A sysfs of our network namespace (read-only), so /sys/class/net shows only our devices.
+  if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_SYS, errno);
+  }
+  if (bring_up_loopback() != 0) fail(FD_STATUS, CJOBINIT_STAGE_LOOPBACK, errno);
+  if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_HOSTNAME, errno);
+  }
+  prctl(PR_SET_NAME, "jobinit", 0, 0, 0);
+}
+
 // The user's program: runs in the forked grandchild, reports failures on report_fd
 // (close-on-exec, so a successful execve closes it and the init reads EOF).
-static void run_program(const cjobinit_spec *spec, int report_fd) {
+static _Noreturn void run_program(const cjobinit_spec *spec, int report_fd) {
   int stage = CJOBINIT_STAGE_CREDENTIALS;
   if (drop_privileges(spec->uid, spec->gid) != 0) goto fail;
   stage = CJOBINIT_STAGE_CHDIR;
@@ -85,77 +172,16 @@ fail:;
   _exit(127);
 }
 
-static int init_main(void *arg) {
-  const cjobinit_spec *spec = arg;
-
-  // Signal state inherited from the worker must not leak into the job (an ignored SIGPIPE
-  // survives execve). Reset every disposition, then block everything: the init takes its
-  // signals synchronously with sigwaitinfo.
-  struct sigaction dfl;
-  memset(&dfl, 0, sizeof dfl);
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < _NSIG; sig++) {
-    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
-  }
-  sigset_t all;
-  sigfillset(&all);
-  sigprocmask(SIG_SETMASK, &all, NULL);
-
-  // Move the descriptors we need to fixed numbers and close every other descriptor the
-  // worker had open (sockets, other jobs' pipes): the init never execs, so close-on-exec
-  // would not protect them. First lift the three above all of their current numbers so that
-  // the dup2 calls below cannot overwrite one another.
-  int hi = spec->output_fd;
-  if (spec->release_fd > hi) hi = spec->release_fd;
-  if (spec->status_fd > hi) hi = spec->status_fd;
-  int out = fcntl(spec->output_fd, F_DUPFD, hi + 1);
-  int status = fcntl(spec->status_fd, F_DUPFD, hi + 1);
-  int release = fcntl(spec->release_fd, F_DUPFD, hi + 1);
-  int devnull = open("/dev/null", O_RDWR);
-  if (out < 0 || status < 0 || release < 0 || devnull < 0) _exit(126);
-  if (dup2(status, FD_STATUS) < 0 || dup2(release, FD_RELEASE) < 0 || dup2(devnull, 0) < 0 ||
-      dup2(out, 1) < 0 || dup2(out, 2) < 0) {
-    _exit(126);
-  }
-  close_range(FD_STATUS + 2, ~0U, 0);
-  fcntl(FD_STATUS, F_SETFD, FD_CLOEXEC);
-  fcntl(FD_RELEASE, F_SETFD, FD_CLOEXEC);
-
-  // Wait until the worker has placed us in the job's cgroup, so that nothing below (and no
-  // byte of the program) runs outside its limits.
-  char go;
-  ssize_t n;
-  do {
-    n = read(FD_RELEASE, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) _exit(125);
-  close(FD_RELEASE);
-
-  int stage = CJOBINIT_STAGE_MOUNT_PRIVATE;
-  // Nothing mounted in the job propagates back to the host.
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) goto fail;
-  // A /proc of our PID namespace: the job sees only its own processes.
-  stage = CJOBINIT_STAGE_MOUNT_PROC;
-  if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) goto fail;
-  // A sysfs of our network namespace (read-only), so /sys/class/net shows only our devices.
-  stage = CJOBINIT_STAGE_MOUNT_SYS;
-  if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
-    goto fail;
-  }
-  stage = CJOBINIT_STAGE_LOOPBACK;
-  if (bring_up_loopback() != 0) goto fail;
-  stage = CJOBINIT_STAGE_HOSTNAME;
-  if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) goto fail;
-  prctl(PR_SET_NAME, "jobinit", 0, 0, 0);
-
+// Step 5. Forks the program and waits until it has exec'd (its report pipe closes) or
+// reported why it could not; returns its PID once it runs.
+static pid_t start_program(const cjobinit_spec *spec) {
   int exec_report[2];
-  stage = CJOBINIT_STAGE_FORK;
-  if (pipe2(exec_report, O_CLOEXEC) != 0) goto fail;
+  if (pipe2(exec_report, O_CLOEXEC) != 0) fail(FD_STATUS, CJOBINIT_STAGE_FORK, errno);
   int report_read = exec_report[0], report_write = exec_report[1];
 
   // _Fork: fork without atfork handlers, async-signal-safe.
   pid_t program = _Fork();
-  if (program < 0) goto fail;
+  if (program < 0) fail(FD_STATUS, CJOBINIT_STAGE_FORK, errno);
   if (program == 0) {
     close(report_read);
     close(FD_STATUS);
@@ -167,6 +193,7 @@ static int init_main(void *arg) {
   dup2(0, 1);
   dup2(0, 2);
   int32_t failure[2];
+  ssize_t n;
   do {
     n = read(report_read, failure, sizeof failure);
   } while (n < 0 && errno == EINTR);
@@ -175,11 +202,15 @@ static int init_main(void *arg) {
     int st;
     while (waitpid(program, &st, 0) < 0 && errno == EINTR) {
     }
-    report(FD_STATUS, CJOBINIT_REPORT_FAILED, failure[0], failure[1]);
-    _exit(127);
+    fail(FD_STATUS, failure[0], failure[1]);
   }
   report(FD_STATUS, CJOBINIT_REPORT_STARTED, 0, program);
+  return program;
+}
 
+// Step 6. Until the program exits: forwards signals to it and reaps every child, orphans
+// included; then reports the program's wait status and exits with it.
+static _Noreturn void supervise(const cjobinit_spec *spec, pid_t program) {
   // Least privilege for the init too: from here it only forwards signals and reaps.
   if (drop_privileges(spec->uid, spec->gid) == 0) prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
 
@@ -210,10 +241,18 @@ static int init_main(void *arg) {
       }
     }
   }
+}
 
-fail:
-  report(FD_STATUS, CJOBINIT_REPORT_FAILED, stage, errno);
-  _exit(127);
+// PID 1 of the job: one call per step, in order. Every step either succeeds or ends the init
+// through fail(), which reports the step.
+static int init_main(void *arg) {
+  const cjobinit_spec *spec = arg;
+  reset_signals();
+  setup_descriptors(spec);
+  wait_for_release();
+  prepare_namespaces(spec);
+  pid_t program = start_program(spec);
+  supervise(spec, program);
 }
 
 pid_t cjobinit_spawn(const cjobinit_spec *spec, int *pidfd) {

@@ -17,8 +17,13 @@ struct CgroupV1: CgroupDriver {
     return name.map { "\(base)/\($0)" } ?? base
   }
 
-  func prepare() throws(FileSystem.SystemError) -> [String] {
+  var lockPath: String { path("freezer") }
+
+  func createParent() throws(FileSystem.SystemError) {
     for controller in Self.controllers { try FileSystem.makeDirectory(path(controller)) }
+  }
+
+  func removeStale() throws(FileSystem.SystemError) -> [String] {
     var stale = Set<String>()
     for controller in Self.controllers {
       for name in FileSystem.entries(path(controller))
@@ -142,6 +147,9 @@ struct CgroupV1: CgroupDriver {
   }
 
   func removeParent() {
-    for controller in Self.controllers { rmdir(path(controller)) }
+    // The freezer's last: it is the locked one, so a manager starting meanwhile finds the
+    // lock held until every hierarchy's parent is gone, and then creates them afresh.
+    for controller in Self.controllers where controller != "freezer" { rmdir(path(controller)) }
+    rmdir(lockPath)
   }
 }

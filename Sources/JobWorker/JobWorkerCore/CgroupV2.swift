@@ -12,13 +12,18 @@ struct CgroupV2: CgroupDriver {
   private var parentPath: String { "\(root)/\(parent)" }
   private func path(_ name: String) -> String { "\(parentPath)/\(name)" }
 
-  func prepare() throws(FileSystem.SystemError) -> [String] {
+  var lockPath: String { parentPath }
+
+  func createParent() throws(FileSystem.SystemError) {
     let enable = Self.controllers.map { "+" + $0 }.joined(separator: " ")
     // Both levels must delegate the controllers: the root to our parent, the parent to jobs.
     // (The parent itself holds no process, which v2's "no internal processes" rule needs.)
     try FileSystem.write(root + "/cgroup.subtree_control", enable)
     try FileSystem.makeDirectory(parentPath)
     try FileSystem.write(parentPath + "/cgroup.subtree_control", enable)
+  }
+
+  func removeStale() throws(FileSystem.SystemError) -> [String] {
     let stale = FileSystem.entries(parentPath).filter { FileSystem.isDirectory(path($0)) }
     for name in stale {
       killAll(name)

@@ -25,9 +25,14 @@ struct CgroupLimits: Hashable, Sendable {
 protocol CgroupDriver: Sendable {
   /// "v1" or "v2", for logs and status.
   var version: String { get }
-  /// Creates the parent cgroup (enabling controllers on v2) and kills and removes job cgroups
-  /// that a crashed previous run left under it. Returns the names of the stale cgroups removed.
-  func prepare() throws(FileSystem.SystemError) -> [String]
+  /// The parent cgroup's directory that a manager locks (`InstanceLock`) while it uses the
+  /// parent: for v1 the freezer hierarchy's, which `removeParent` removes last.
+  var lockPath: String { get }
+  /// Creates the parent cgroup (enabling controllers on v2); what exists already is kept.
+  func createParent() throws(FileSystem.SystemError)
+  /// Kills and removes the job cgroups that a crashed previous run left under the parent.
+  /// Only for the holder of the parent's lock. Returns the names of the cgroups removed.
+  func removeStale() throws(FileSystem.SystemError) -> [String]
   /// Creates the job's cgroup and applies its limits.
   func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError)
   /// Moves a process into the job's cgroup.
@@ -44,7 +49,7 @@ protocol CgroupDriver: Sendable {
   func killAll(_ name: String)
   /// Removes the job's cgroup; it must hold no process any more.
   func remove(_ name: String) throws(FileSystem.SystemError)
-  /// Removes the parent cgroup if it is empty (at shutdown).
+  /// Removes the parent cgroup if it is empty (at shutdown, by the holder of its lock).
   func removeParent()
 }
 

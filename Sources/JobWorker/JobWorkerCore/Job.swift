@@ -8,7 +8,9 @@ import Synchronization
 /// reactor runs when its output pipe, status pipe or pidfd becomes readable.
 ///
 /// Threads: the handlers run on the reactor thread only; every other method may run anywhere.
-/// All mutable state is in `state`; the lock is never held across IO or a continuation resume.
+/// All mutable state is the `JobStateMachine` in `state`: every change is one of its
+/// transitions, taken under the lock, and the action it returns is applied by `apply(_:)` after
+/// the lock is released, so the lock is never held across IO or a continuation resume.
 /// Signals to the init are sent from the reactor thread too (`Reactor.execute`): there they
 /// cannot fall between `reap` closing the pidfd and recording the end, so they never reach a
 /// closed or reused descriptor.
@@ -30,29 +32,9 @@ final class Job: Sendable {
   private let cgroup: any CgroupDriver
   private let reactor: Reactor
   private let logger: Logger
-  private let state = Mutex(State())
-
-  private struct State {
-    /// nil until the init reported STARTED or FAILED (or died first).
-    var startResult: Result<Void, JobError>?
-    var startWaiters: [CheckedContinuation<Result<Void, JobError>, Never>] = []
-    /// The program's raw wait status, as reported by the init.
-    var programStatus: Int32?
-    var stopRequested = false
-    var killed = false
-    var outputBytes: UInt64 = 0
-    var outputTruncated = false
-    /// Set once the init was reaped, the output drained and the cgroup removed.
-    var end: (state: JobState, at: Date, usage: ResourceUsage)?
-    /// The final usage, read just before the cgroup is removed (so `status` never reads a
-    /// removed cgroup as zeros).
-    var finalUsage: ResourceUsage?
-    var tokens: [UInt64] = []
-    var nextWaiterID: UInt64 = 0
-    /// Readers waiting for output beyond what they have read, and callers waiting for the end.
-    var outputWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
-    var endWaiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
-  }
+  private let state = Mutex(JobStateMachine())
+  /// The reactor registrations of the three descriptors.
+  private let tokens = Mutex<[UInt64]>([])
 
   struct Descriptors {
     var pid: pid_t
@@ -95,117 +77,122 @@ final class Job: Sendable {
       (pidfd, { @Sendable [self] scratch in self.reap(scratch) }),
     ] as [(Int32, Reactor.Handler)] {
       let token = try reactor.add(fd: fd, handler: handler)
-      state.withLock { $0.tokens.append(token) }
+      tokens.withLock { $0.append(token) }
     }
   }
 
   /// Undoes `watch()` for a launch that is abandoned before the init was released.
   func stopWatching() {
-    let tokens = state.withLock { state in
-      defer { state.tokens = [] }
-      return state.tokens
+    let tokens = tokens.withLock { tokens in
+      defer { tokens = [] }
+      return tokens
     }
     for token in tokens { reactor.remove(token: token) }
   }
 
-  // MARK: Queries and control (any thread)
-
-  var status: JobStatus {
-    let snapshot = state.withLock { ($0.end, $0.finalUsage, $0.outputBytes, $0.outputTruncated) }
-    return JobStatus(
-      id: id, owner: owner, command: command, arguments: arguments,
-      state: snapshot.0?.state ?? .running, startedAt: startedAt, endedAt: snapshot.0?.at,
-      usage: snapshot.1 ?? cgroup.usage(id.description), limits: limits,
-      outputBytes: snapshot.2, outputTruncated: snapshot.3)
-  }
-
-  var hasEnded: Bool { state.withLock { $0.end != nil } }
-
-  /// Tasks waiting on this job (readers and stoppers), for leak checks in tests.
-  var waiterCount: Int { state.withLock { $0.outputWaiters.count + $0.endWaiters.count } }
-
-  /// Waits until the init reported that the program runs (or why it does not).
-  func startResult() async -> Result<Void, JobError> {
-    await withCheckedContinuation { continuation in
-      let result = state.withLock { state in
-        if state.startResult == nil { state.startWaiters.append(continuation) }
-        return state.startResult
-      }
-      if let result { continuation.resume(returning: result) }
-    }
-  }
-
-  /// Asks the program to terminate (the init forwards SIGTERM). Returns false if it had ended.
-  func requestStop() -> Bool {
-    let send = state.withLock { state -> Bool in
-      guard state.end == nil else { return false }
-      state.stopRequested = true
-      return true
-    }
-    if send {
+  /// Performs what a transition asked for. Never called with the lock held.
+  private func apply(_ action: JobStateMachine.Action) {
+    switch action {
+    case .none:
+      break
+    case .resumeStart(let waiters, let result):
+      for waiter in waiters { waiter.resume(returning: result) }
+    case .resume(let waiters):
+      for waiter in waiters { waiter.resume() }
+    case .signalInit(let signal):
+      // On the reactor thread, where `reap` closes the pidfd: checked there, the descriptor
+      // is still ours.
       reactor.execute { [self] in
-        if !hasEnded { _ = cjobinit_pidfd_signal(pidfd, SIGTERM) }
+        if state.withLock({ $0.initIsAlive }) { _ = cjobinit_pidfd_signal(pidfd, signal) }
       }
-    }
-    return send
-  }
-
-  /// Kills every process of the job through its cgroup, then the init itself; returns at once,
-  /// `waitForEnd()` tells when it is done. Runs on the reactor thread: freezing a v1 cgroup is
-  /// a kernel wait that must not hold a cooperative-pool thread.
-  func killAll() {
-    reactor.execute { [self] in
-      let kill = state.withLock { state -> Bool in
-        guard state.end == nil else { return false }
-        state.killed = true
-        return true
-      }
-      guard kill else { return }
+    case .killAll:
+      // Called on the reactor thread (see `killAll()`), before `reap` can close the pidfd.
       logger.info("killing every process of the job")
       cgroup.killAll(id.description)
       _ = cjobinit_pidfd_signal(pidfd, SIGKILL)
     }
   }
 
+  // MARK: Queries and control (any thread)
+
+  var status: JobStatus {
+    let snapshot = state.withLock {
+      (
+        state: $0.jobState, endedAt: $0.endedAt, usage: $0.finalUsage, bytes: $0.outputBytes,
+        truncated: $0.outputTruncated
+      )
+    }
+    return JobStatus(
+      id: id, owner: owner, command: command, arguments: arguments,
+      state: snapshot.state, startedAt: startedAt, endedAt: snapshot.endedAt,
+      usage: snapshot.usage ?? cgroup.usage(id.description), limits: limits,
+      outputBytes: snapshot.bytes, outputTruncated: snapshot.truncated)
+  }
+
+  var hasEnded: Bool { state.withLock { $0.hasEnded } }
+
+  /// Tasks waiting on this job (readers and stoppers), for leak checks in tests.
+  var waiterCount: Int { state.withLock { $0.waiterCount } }
+
+  /// Waits until the init reported that the program runs (or why it does not).
+  func startResult() async -> Result<Void, JobError> {
+    await withCheckedContinuation { continuation in
+      apply(state.withLock { $0.waitForStart(continuation) })
+    }
+  }
+
+  /// Asks the program to terminate (the init forwards SIGTERM). Returns false if it had ended.
+  func requestStop() -> Bool {
+    let (action, ended) = state.withLock { ($0.requestStop(), $0.hasEnded) }
+    apply(action)
+    return !ended
+  }
+
+  /// Kills every process of the job through its cgroup, then the init itself; returns at once,
+  /// `waitForEnd()` tells when it is done. Runs on the reactor thread: freezing a v1 cgroup is
+  /// a kernel wait that must not hold a cooperative-pool thread.
+  func killAll() {
+    reactor.execute { [self] in apply(state.withLock { $0.kill() }) }
+  }
+
   /// Waits for the end of the job; throws CancellationError if the task is cancelled first.
   func waitForEnd() async throws {
-    try await wait(in: \.endWaiters) { $0.end != nil }
+    try await wait(.end)
+  }
+
+  /// Waits for the end of the job even if the calling task is cancelled: for cleanup that must
+  /// finish (shutdown after a kill, whose end the kernel bounds).
+  func waitForEndIgnoringCancellation() async {
+    let id = state.withLock { $0.makeWaiterID() }
+    try? await withCheckedThrowingContinuation { continuation in
+      apply(state.withLock { $0.addWaiter(continuation, id: id, kind: .end) })
+    }
   }
 
   /// Waits until more than `offset` bytes are stored or the job has ended.
   func waitForOutput(beyond offset: UInt64) async throws {
-    try await wait(in: \.outputWaiters) { $0.outputBytes > offset || $0.end != nil }
+    try await wait(.output, beyond: offset)
   }
 
   /// Stored bytes and whether the job (and so the output) has ended.
   var outputProgress: (bytes: UInt64, ended: Bool) {
-    state.withLock { ($0.outputBytes, $0.end != nil) }
+    state.withLock { ($0.outputBytes, $0.hasEnded) }
   }
 
-  private func wait(
-    in list: any WritableKeyPath<State, [UInt64: CheckedContinuation<Void, any Error>]> & Sendable,
-    until ready: @escaping @Sendable (State) -> Bool
-  ) async throws {
-    let id = state.withLock { state in
-      state.nextWaiterID += 1
-      return state.nextWaiterID
-    }
+  private func wait(_ kind: JobStateMachine.WaiterKind, beyond offset: UInt64 = 0) async throws {
+    let id = state.withLock { $0.makeWaiterID() }
     try await withTaskCancellationHandler {
       try await withCheckedThrowingContinuation { continuation in
-        let immediate = state.withLock { state -> (any Error)?? in
-          if Task.isCancelled { return .some(CancellationError()) }
-          if ready(state) { return .some(nil) }
-          state[keyPath: list][id] = continuation
-          return .none
+        // Checked under the lock that `onCancel` takes, so a cancellation is never missed.
+        let action = state.withLock { machine -> JobStateMachine.Action? in
+          if Task.isCancelled { return nil }
+          return machine.addWaiter(continuation, id: id, kind: kind, beyond: offset)
         }
-        switch immediate {
-        case .none: break
-        case .some(nil): continuation.resume()
-        case .some(let error?): continuation.resume(throwing: error)
-        }
+        guard let action else { return continuation.resume(throwing: CancellationError()) }
+        apply(action)
       }
     } onCancel: {
-      state.withLock { $0[keyPath: list].removeValue(forKey: id) }?.resume(
+      state.withLock { $0.removeWaiter(id: id, kind: kind) }?.resume(
         throwing: CancellationError())
     }
   }
@@ -230,15 +217,7 @@ final class Job: Sendable {
       }
       written += w
     }
-    let waiters = state.withLock { state -> [UInt64: CheckedContinuation<Void, any Error>] in
-      if written < n { state.outputTruncated = true }
-      // Past the cap nothing is stored: waking the readers would only make them wait again.
-      guard written > 0 else { return [:] }
-      state.outputBytes += UInt64(written)
-      defer { state.outputWaiters = [:] }
-      return state.outputWaiters
-    }
-    for waiter in waiters.values { waiter.resume() }
+    apply(state.withLock { $0.outputStored(UInt64(written), dropped: written < n) })
     return .keep
   }
 
@@ -251,25 +230,16 @@ final class Job: Sendable {
       guard n == MemoryLayout<cjobinit_report>.size else { return .remove }
       switch report.kind {
       case Int32(CJOBINIT_REPORT_STARTED):
-        resolveStart(.success(()))
+        apply(state.withLock { $0.started() })
       case Int32(CJOBINIT_REPORT_FAILED):
-        resolveStart(.failure(Self.startError(stage: report.stage, errno: report.value, command)))
+        let error = Self.startError(stage: report.stage, errno: report.value, command)
+        apply(state.withLock { $0.failedToStart(error) })
       case Int32(CJOBINIT_REPORT_EXITED):
-        state.withLock { $0.programStatus = report.value }
+        apply(state.withLock { $0.programExited(status: report.value) })
       default:
         logger.error("unknown report from job init", metadata: ["jobworker.kind": "\(report.kind)"])
       }
     }
-  }
-
-  private func resolveStart(_ result: Result<Void, JobError>) {
-    let waiters = state.withLock { state -> [CheckedContinuation<Result<Void, JobError>, Never>] in
-      guard state.startResult == nil else { return [] }
-      state.startResult = result
-      defer { state.startWaiters = [] }
-      return state.startWaiters
-    }
-    for waiter in waiters { waiter.resume(returning: result) }
   }
 
   /// The init has exited: reap it, collect the last output and reports, read the final usage,
@@ -301,42 +271,28 @@ final class Job: Sendable {
     }
     let usage = cgroup.usage(name)
     let oomKills = cgroup.oomKills(name)
-    state.withLock { $0.finalUsage = usage }
+    // From here the outcome is fixed and `status` reports this usage, not the cgroup's.
+    apply(
+      state.withLock { $0.reaped(initStatus: initStatus, usage: usage, oomKills: oomKills) })
     do {
       try cgroup.remove(name)
     } catch {
       logger.error("cannot remove the job's cgroup", metadata: ["jobworker.error": "\(error)"])
     }
-    let tokens = state.withLock { $0.tokens }
-    for token in tokens { reactor.remove(token: token) }
+    stopWatching()
     close(outputFD)
     close(statusFD)
     close(logFD)
     close(pidfd)
 
-    resolveStart(
-      .failure(
-        JobError(
-          .failedToStart,
-          "the job's init exited during setup (\(Self.describe(waitStatus: initStatus)))")))
-    let (final, waiters) = state.withLock { state in
-      let final = Self.finalState(
-        program: state.programStatus ?? initStatus, stopRequested: state.stopRequested,
-        killed: state.killed, oomKills: oomKills)
-      state.end = (final, Date(), usage)
-      defer {
-        state.outputWaiters = [:]
-        state.endWaiters = [:]
-      }
-      return (final, Array(state.outputWaiters.values) + Array(state.endWaiters.values))
-    }
+    let (action, final) = state.withLock { ($0.cleanedUp(at: Date()), $0.jobState) }
     logger.info(
       "job ended",
       metadata: [
         "jobworker.state": "\(final)", "jobworker.cpu_us": "\(usage.cpuMicros)",
         "jobworker.memory_peak": "\(usage.memoryPeakBytes)",
       ])
-    for waiter in waiters { waiter.resume() }
+    apply(action)
     return .remove
   }
 
@@ -346,21 +302,6 @@ final class Job: Sendable {
   }
 
   // MARK: Pure helpers
-
-  static func finalState(program: Int32, stopRequested: Bool, killed: Bool, oomKills: UInt64)
-    -> JobState
-  {
-    if stopRequested { return .stopped(signal: killed ? SIGKILL : SIGTERM) }
-    if oomKills > 0 { return .oomKilled }
-    let signal = program & 0x7f
-    if signal == 0 { return .exited(code: (program >> 8) & 0xff) }
-    return .signaled(signal: signal)
-  }
-
-  static func describe(waitStatus: Int32) -> String {
-    let signal = waitStatus & 0x7f
-    return signal == 0 ? "exit code \((waitStatus >> 8) & 0xff)" : "signal \(signal)"
-  }
 
   static func startError(stage: Int32, errno code: Int32, _ command: String) -> JobError {
     let step: String
@@ -375,6 +316,8 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_LOOPBACK): step = "bringing up lo"
     case Int32(CJOBINIT_STAGE_HOSTNAME): step = "setting the host name"
     case Int32(CJOBINIT_STAGE_FORK): step = "forking the program"
+    case Int32(CJOBINIT_STAGE_STDIO): step = "setting up the job's standard descriptors"
+    case Int32(CJOBINIT_STAGE_RELEASE): step = "waiting for the worker to release the job's init"
     default: step = "job setup step \(stage)"
     }
     let kind: JobError.Code = code == EAGAIN || code == ENOMEM ? .resourceExhausted : .failedToStart

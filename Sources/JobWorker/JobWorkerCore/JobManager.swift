@@ -27,8 +27,10 @@ public final class JobManager: Sendable {
     public var runAsGroup: gid_t
     /// The cgroup file system root; nil detects `/sys/fs/cgroup` (v2 or v1).
     public var cgroupRoot: String?
-    /// Name of the cgroup under which every job's cgroup is created. Job cgroups left there by
-    /// a crashed run are killed and removed at start-up, so two managers must not share it.
+    /// Name of the cgroup under which every job's cgroup is created (one path component).
+    /// A manager locks it for its whole life: a second live manager with the same name is
+    /// refused (`inUse`), and job cgroups left there by a crashed run are killed and removed
+    /// at start-up. Two workers on one host need two names.
     public var cgroupName: String
 
     public init(
@@ -58,7 +60,7 @@ public final class JobManager: Sendable {
   let cgroup: any CgroupDriver
   private let reactor: Reactor
   private let jobsDirectory: String
-  private let state = Mutex(State())
+  private let state: Mutex<State>
 
   private struct State {
     var jobs: [JobID: Job] = [:]
@@ -68,16 +70,33 @@ public final class JobManager: Sendable {
     /// but `shutdown` must stop them too.
     var launching: [JobID: Job] = [:]
     var shuttingDown = false
+    /// Held from `init` until `shutdown` has removed the parent cgroup; nil after.
+    var locks: Locks?
   }
 
-  /// Detects cgroup v1 or v2, prepares the parent cgroup, removes stale job cgroups of a
-  /// crashed previous run and starts the reactor thread. Killing and removing stale cgroups
-  /// waits on the kernel (a moment per cgroup) on the calling thread.
-  /// - Throws: `JobError.unavailable` without root or usable cgroups.
+  /// The two instance locks: one data directory and one cgroup name per live manager.
+  private struct Locks {
+    var dataDirectory: InstanceLock
+    var cgroup: InstanceLock
+
+    func release() {
+      cgroup.release()
+      dataDirectory.release()
+    }
+  }
+
+  /// Locks the data directory and the cgroup name, detects cgroup v1 or v2, prepares the
+  /// parent cgroup, removes stale job cgroups of a crashed previous run and starts the reactor
+  /// thread. Killing and removing stale cgroups waits on the kernel (a moment per cgroup) on
+  /// the calling thread.
+  /// - Throws: `JobError.unavailable` without root or usable cgroups; `JobError.inUse` when
+  ///   another live manager (in this process or another) holds the data directory or the
+  ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component.
   public init(configuration: Configuration, logger: Logger) throws {
     guard geteuid() == 0 else {
       throw JobError(.unavailable, "the job worker needs root (namespaces and cgroups)")
     }
+    try Validation.cgroupName(configuration.cgroupName)
     self.configuration = configuration
     self.logger = logger
     self.jobsDirectory = configuration.dataDirectory + "/jobs"
@@ -86,25 +105,131 @@ public final class JobManager: Sendable {
     } catch {
       throw JobError(.unavailable, "cannot create the data directory: \(error)")
     }
-    let cgroup = try Cgroups.detect(
-      root: configuration.cgroupRoot, parent: configuration.cgroupName)
+    let dataLock = try Self.lockDataDirectory(configuration.dataDirectory)
+    let cgroup: any CgroupDriver
+    let cgroupLock: InstanceLock
     do {
-      let stale = try cgroup.prepare()
+      cgroup = try Cgroups.detect(root: configuration.cgroupRoot, parent: configuration.cgroupName)
+      cgroupLock = try Self.lockParent(of: cgroup, name: configuration.cgroupName)
+    } catch {
+      dataLock.release()
+      throw error
+    }
+    let locks = Locks(dataDirectory: dataLock, cgroup: cgroupLock)
+    do {
+      // Under the lock, so these are no other live manager's jobs.
+      let stale = try cgroup.removeStale()
       if !stale.isEmpty {
         logger.info("removed stale job cgroups", metadata: ["jobworker.cgroups": "\(stale)"])
       }
+      self.reactor = try Reactor()
     } catch {
-      throw JobError(.unavailable, "cannot prepare cgroups: \(error)")
+      locks.release()
+      throw error as? JobError ?? JobError(.unavailable, "cannot prepare cgroups: \(error)")
     }
     self.cgroup = cgroup
-    self.reactor = try Reactor()
+    self.state = Mutex(State(locks: locks))
     logger.debug("job manager ready", metadata: ["jobworker.cgroup_version": "\(cgroup.version)"])
+  }
+
+  /// Releases the instance locks of a manager dropped without `shutdown()` (its jobs, if any,
+  /// are found and killed as stale by the next manager).
+  deinit {
+    state.withLock { $0.locks }?.release()
+  }
+
+  private static func lockDataDirectory(_ directory: String) throws(JobError) -> InstanceLock {
+    let path = directory + "/jobworker.lock"
+    do {
+      return try InstanceLock.acquire(path: path, directory: false)
+    } catch {
+      switch error {
+      case .held(let holder):
+        throw JobError(
+          .inUse,
+          "another job worker\(holder.map { " (pid \($0))" } ?? "") is using the data "
+            + "directory \(directory); stop it first, or give this one its own data directory")
+      case .system(let error):
+        throw JobError(.unavailable, "cannot lock the data directory: \(error)")
+      }
+    }
+  }
+
+  /// Creates the parent cgroup and locks it. A manager that is shutting down removes the
+  /// parent while holding the lock, so after taking the lock the parent is created again:
+  /// whatever that manager removed in between is restored under our lock.
+  private static func lockParent(of cgroup: any CgroupDriver, name: String) throws(JobError)
+    -> InstanceLock
+  {
+    var attempt = 0
+    while true {
+      attempt += 1
+      do {
+        try cgroup.createParent()
+        let lock = try InstanceLock.acquire(path: cgroup.lockPath, directory: true)
+        do {
+          try cgroup.createParent()
+        } catch {
+          lock.release()
+          throw error
+        }
+        return lock
+      } catch let error as InstanceLock.Failure {
+        switch error {
+        case .held:
+          throw JobError(
+            .inUse,
+            "another job worker on this host uses the cgroup name \"\(name)\" "
+              + "(\(cgroup.lockPath) is locked); give each instance its own cgroup name")
+        case .system(let error) where error.errno == ENOENT && attempt < 3:
+          // Removed by a manager that was shutting down between our mkdir and our open.
+          continue
+        case .system(let error):
+          throw JobError(.unavailable, "cannot lock the parent cgroup: \(error)")
+        }
+      } catch {
+        throw JobError(.unavailable, "cannot prepare cgroups: \(error)")
+      }
+    }
+  }
+
+  // MARK: Starting a job: prepare, launch, commit
+
+  /// What `prepare` made for a job before anything runs: its log directory and file and its
+  /// cgroup with the limits applied. `start` owns them until `launch` hands the log descriptor
+  /// and the cgroup to the job (its reaper closes and removes them); `discard` undoes them.
+  struct PreparedJob: Sendable {
+    let id: JobID
+    let spec: JobSpec
+    /// The resolved executable.
+    let path: String
+    let limits: ResourceLimits
+    let directory: String
+    let logPath: String
+    let logFD: Int32
+    let logger: Logger
+  }
+
+  /// A job whose init was cloned into its cgroup and is watched by the reactor, but still
+  /// waits for its release. The job owns every descriptor except the release pipe's.
+  struct LaunchedJob: Sendable {
+    let prepared: PreparedJob
+    let job: Job
+    let process: Launcher.Launched
   }
 
   /// Starts a job. Everything that can fail before the program runs (bad limits, no such
   /// executable, permission denied at `execve`) throws here; a returned job is running (or
   /// has already ended, if it was that quick).
   public func start(_ spec: JobSpec) async throws -> JobStatus {
+    let prepared = try prepare(spec)
+    let launched = try launch(prepared)
+    return try await commit(launched)
+  }
+
+  /// Step 1: validates the spec and creates what the job needs before a process exists. On
+  /// failure nothing is left.
+  func prepare(_ spec: JobSpec) throws(JobError) -> PreparedJob {
     try Validation.strings(spec)
     let (limits, cgroupLimits) = try Validation.limits(
       spec.limits, defaults: configuration.defaultLimits, maximum: configuration.maxLimits)
@@ -114,58 +239,67 @@ public final class JobManager: Sendable {
     }
 
     let id = JobID()
-    let name = id.description
-    let directory = "\(jobsDirectory)/\(name)"
+    let directory = "\(jobsDirectory)/\(id)"
     let logPath = directory + "/output"
     var logger = logger
     logger[metadataKey: "jobworker.job_id"] = "\(id)"
 
-    // Every step registers its undo; the undo list runs if a later step fails.
-    var undo: [() -> Void] = []
-    defer { for step in undo.reversed() { step() } }
-
     try Self.system(.internalError) { () throws(FileSystem.SystemError) in
       try FileSystem.makeDirectory(directory, mode: 0o700)
     }
-    undo.append { rmdir(directory) }
     let logFD = open(logPath, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o600)
     guard logFD >= 0 else {
-      throw JobError(.internalError, "cannot create \(logPath): \(errnoText())")
+      let message = errnoText()
+      rmdir(directory)
+      throw JobError(.internalError, "cannot create \(logPath): \(message)")
     }
-    undo.append {
-      close(logFD)
-      unlink(logPath)
-    }
-    // Registered first, so that it also undoes a partial `create`. On the reactor thread:
-    // after an abandoned launch, rmdir waits for the kernel to release the init's task.
-    undo.append { [cgroup, reactor] in reactor.execute { try? cgroup.remove(name) } }
+    let prepared = PreparedJob(
+      id: id, spec: spec, path: path, limits: limits, directory: directory, logPath: logPath,
+      logFD: logFD, logger: logger)
     do {
-      try cgroup.create(name, limits: cgroupLimits)
+      try cgroup.create(id.description, limits: cgroupLimits)
     } catch {
+      // Also undoes a partial `create`.
+      discard(prepared)
       // The kernel rejects limits it cannot apply with EINVAL (e.g. an IO limit on a device
       // that is not throttleable).
       throw JobError(error.errno == EINVAL ? .invalidArgument : .internalError, "\(error)")
     }
+    return prepared
+  }
 
-    var environment = spec.environment
+  /// Step 2: clones the init (which waits for its release), puts it into the job's cgroup,
+  /// watches its descriptors and records it as launching, so that `shutdown` stops it too.
+  /// On failure the init is killed and reaped and `prepare`'s work undone.
+  func launch(_ prepared: PreparedJob) throws(JobError) -> LaunchedJob {
+    var environment = prepared.spec.environment
     if !environment.contains(where: { $0.hasPrefix("PATH=") }) {
       environment.append("PATH=" + Validation.defaultPath)
     }
-    let launched = try Launcher.spawn(
-      Launcher.Request(
-        path: path, arguments: spec.arguments, environment: environment,
-        workingDirectory: spec.workingDirectory ?? "/", hostname: "job-" + name.prefix(8),
-        uid: configuration.runAsUser, gid: configuration.runAsGroup))
+    let name = prepared.id.description
+    let process: Launcher.Launched
+    do {
+      process = try Launcher.spawn(
+        Launcher.Request(
+          path: prepared.path, arguments: prepared.spec.arguments, environment: environment,
+          workingDirectory: prepared.spec.workingDirectory ?? "/",
+          hostname: "job-" + name.prefix(8),
+          uid: configuration.runAsUser, gid: configuration.runAsGroup))
+    } catch {
+      discard(prepared)
+      throw error
+    }
     let job = Job(
-      id: id, spec: spec, command: path, limits: limits, logPath: logPath,
+      id: prepared.id, spec: prepared.spec, command: prepared.path, limits: prepared.limits,
+      logPath: prepared.logPath,
       descriptors: .init(
-        pid: launched.pid, pidfd: launched.pidfd, output: launched.output,
-        status: launched.status, log: logFD),
+        pid: process.pid, pidfd: process.pidfd, output: process.output, status: process.status,
+        log: prepared.logFD),
       maxOutputBytes: configuration.maxOutputBytesPerJob, cgroup: cgroup, reactor: reactor,
-      logger: logger)
+      logger: prepared.logger)
     do {
       try Self.system(.internalError) { () throws(FileSystem.SystemError) in
-        try cgroup.add(pid: launched.pid, to: name)
+        try cgroup.add(pid: process.pid, to: name)
       }
       try job.watch()
       // Checked again under the lock that `shutdown` takes, so that no job escapes it.
@@ -173,54 +307,82 @@ public final class JobManager: Sendable {
         guard !state.shuttingDown else {
           throw JobError(.unavailable, "the job manager is shutting down")
         }
-        state.launching[id] = job
+        state.launching[prepared.id] = job
       }
     } catch {
       job.stopWatching()
-      // Reaping the init waits for it to die: on the reactor thread, before the cgroup undo.
-      reactor.execute { Launcher.abandon(launched) }
+      // Reaping the init waits for it to die: on the reactor thread, queued before the
+      // cgroup removal that `discard` queues there.
+      reactor.execute { Launcher.abandon(process) }
+      discard(prepared)
       throw error
     }
-    // From here the job owns the descriptors, and its reaper removes the cgroup.
-    undo = [{ rmdir(directory) }]
-    do {
-      try Launcher.release(launched)
-    } catch {
-      // The init reads EOF instead of the release byte and exits; the reaper cleans up.
-      try? await job.waitForEnd()
-      state.withLock { $0.launching[id] = nil }
-      throw error
-    }
+    return LaunchedJob(prepared: prepared, job: job, process: process)
+  }
 
-    let result = await job.startResult()
-    state.withLock { state in
-      state.launching[id] = nil
-      if case .success = result {
-        state.jobs[id] = job
-        state.order.append(id)
-      }
-    }
-    if case .failure(let error) = result {
-      // The init exits right after reporting; wait until the reaper has cleaned up.
-      try? await job.waitForEnd()
-      unlink(logPath)
+  /// Step 3: releases the init and waits for its report. On success the job becomes visible
+  /// (`status`, `list`, ...); on failure its files are removed once the reaper has cleaned
+  /// up, and the init's report is thrown (`failedToStart: execve /x: Permission denied`).
+  func commit(_ launched: LaunchedJob) async throws(JobError) -> JobStatus {
+    let job = launched.job
+    do {
+      try Launcher.release(launched.process)
+    } catch {
+      // The init reads EOF instead of the release byte, reports it and exits.
+      await finishFailedStart(launched)
       throw error
     }
-    undo = []
-    logger.info(
+    if case .failure(let error) = await job.startResult() {
+      await finishFailedStart(launched)
+      throw error
+    }
+    state.withLock { state in
+      state.launching[job.id] = nil
+      state.jobs[job.id] = job
+      state.order.append(job.id)
+    }
+    launched.prepared.logger.info(
       "job started",
-      metadata: ["jobworker.owner": "\(spec.owner)", "jobworker.command": "\(path)"])
+      metadata: [
+        "jobworker.owner": "\(job.owner)", "jobworker.command": "\(job.command)",
+      ])
     return job.status
   }
+
+  /// After a failed start: waits until the reaper has closed the job's descriptors and
+  /// removed its cgroup, then removes the log and its directory. The init exits right after
+  /// it reported the failure (or read EOF on the release pipe), so the wait is short, and it
+  /// is not cut short by cancellation: nothing of a failed start may stay behind.
+  func finishFailedStart(_ launched: LaunchedJob) async {
+    await launched.job.waitForEndIgnoringCancellation()
+    state.withLock { $0.launching[launched.job.id] = nil }
+    unlink(launched.prepared.logPath)
+    rmdir(launched.prepared.directory)
+  }
+
+  /// Undoes `prepare` before a job owns anything. The cgroup is removed on the reactor thread,
+  /// after work queued there before (an abandoned init being reaped): rmdir waits for the
+  /// kernel to release the init's task.
+  private func discard(_ prepared: PreparedJob) {
+    let name = prepared.id.description
+    reactor.execute { [cgroup] in try? cgroup.remove(name) }
+    close(prepared.logFD)
+    unlink(prepared.logPath)
+    rmdir(prepared.directory)
+  }
+
+  // MARK: Running jobs
 
   /// Stops a job: SIGTERM to the program (through its init), then after the grace period
   /// SIGKILL to every process of the job. Idempotent; returns the final status once the job
   /// has ended. If the calling task is cancelled, the job is killed without waiting.
   public func stop(_ id: JobID) async throws -> JobStatus {
-    await stop(try lookup(id))
+    await stop(try lookup(id), finishing: false)
   }
 
-  private func stop(_ job: Job) async -> JobStatus {
+  /// With `finishing`, a cancelled task skips the rest of the grace period but still waits
+  /// for the job's end after the kill: for `shutdown`, whose cleanup must complete.
+  private func stop(_ job: Job, finishing: Bool) async -> JobStatus {
     guard job.requestStop() else { return job.status }
     let grace = configuration.stopGracePeriod
     let ended = await withTaskGroup(of: Bool.self) { group in
@@ -235,7 +397,13 @@ public final class JobManager: Sendable {
     }
     if !ended {
       job.killAll()
-      try? await job.waitForEnd()
+      if finishing {
+        // Bounded by the kernel, not by the caller: every process of the cgroup and the init
+        // got SIGKILL, so the init exits and the reaper removes the cgroup (bounded waits).
+        await job.waitForEndIgnoringCancellation()
+      } else {
+        try? await job.waitForEnd()
+      }
     }
     return job.status
   }
@@ -258,8 +426,13 @@ public final class JobManager: Sendable {
     JobOutput(job: try lookup(id))
   }
 
-  /// Stops every running job (SIGTERM, grace period, kill), removes their cgroups and ends
-  /// the reactor thread. Later calls to `start` fail with `unavailable`.
+  /// Stops every running job (SIGTERM, grace period, kill), removes their cgroups and the
+  /// parent cgroup, ends the reactor thread and releases the instance locks. Later calls to
+  /// `start` fail with `unavailable`; later calls to `shutdown` return at once.
+  ///
+  /// Cancelling the calling task (a server whose shutdown grace ran out) cuts the grace period
+  /// short, not the cleanup: the jobs are killed at once and `shutdown` still waits until
+  /// every job's cgroup is gone, which the kernel bounds (SIGKILL cannot be ignored).
   public func shutdown() async {
     let jobs = state.withLock { state in
       state.shuttingDown = true
@@ -267,11 +440,27 @@ public final class JobManager: Sendable {
     }
     await withDiscardingTaskGroup { group in
       for job in jobs where !job.hasEnded {
-        group.addTask { _ = await self.stop(job) }
+        group.addTask { _ = await self.stop(job, finishing: true) }
       }
     }
     await reactor.stop()
-    cgroup.removeParent()
+    // Only the holder of the lock removes the parent: another manager may use it otherwise.
+    if let locks = state.withLock({ state in
+      defer { state.locks = nil }
+      return state.locks
+    }) {
+      cgroup.removeParent()
+      locks.release()
+    }
+  }
+
+  /// Drops the instance locks as the kernel does when the process dies, without stopping
+  /// anything: how tests play a crashed worker.
+  func releaseLocksAsIfCrashed() {
+    state.withLock { state in
+      defer { state.locks = nil }
+      return state.locks
+    }?.release()
   }
 
   /// The job object, for tests.

@@ -145,6 +145,7 @@ public struct JobError: Error, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
     private enum Base: String, Hashable, Sendable {
       case notFound, invalidArgument, failedToStart, resourceExhausted, unavailable, internalError
+      case inUse
     }
     private let base: Base
     private init(_ base: Base) { self.base = base }
@@ -159,6 +160,9 @@ public struct JobError: Error, CustomStringConvertible {
     public static let resourceExhausted = Code(.resourceExhausted)
     /// The manager cannot work here (no cgroups, not root) or is shutting down.
     public static let unavailable = Code(.unavailable)
+    /// Another live job worker holds the data directory or the cgroup name (see
+    /// `JobManager.init`): one of them must move to another directory or name.
+    public static let inUse = Code(.inUse)
     /// A bug or an unexpected kernel answer.
     public static let internalError = Code(.internalError)
 

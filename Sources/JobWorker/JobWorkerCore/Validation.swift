@@ -97,6 +97,21 @@ enum Validation {
     }
   }
 
+  /// A cgroup name is one directory under each hierarchy: letters, digits, `.`, `_` and `-`,
+  /// not `.` or `..`, at most 64 bytes (well under the 255 of a path component).
+  static func cgroupName(_ name: String) throws(JobError) {
+    let allowed = name.utf8.allSatisfy { byte in
+      (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a)
+        || (byte >= 0x61 && byte <= 0x7a) || byte == 0x2e || byte == 0x5f || byte == 0x2d
+    }
+    guard !name.isEmpty, name.utf8.count <= 64, allowed, name != ".", name != ".." else {
+      throw JobError(
+        .invalidArgument,
+        "cgroup name \"\(name)\" must be 1 to 64 letters, digits, '.', '_' or '-' "
+          + "(and not . or ..)")
+    }
+  }
+
   /// Resolves the command like execvp would, but in the worker and before anything starts, so
   /// that "no such program" is an error of `start`. The final word is execve's: its error (for
   /// example EACCES for the job's user) comes back from the job init.

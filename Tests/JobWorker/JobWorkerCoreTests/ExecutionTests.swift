@@ -149,19 +149,4 @@ struct ExecutionTests {
       #expect(JobID("not-a-uuid") == nil)
     }
   }
-
-  @Test func finalStateDecoding() {
-    #expect(
-      Job.finalState(program: 3 << 8, stopRequested: false, killed: false, oomKills: 0)
-        == .exited(code: 3))
-    #expect(
-      Job.finalState(program: 15, stopRequested: false, killed: false, oomKills: 0)
-        == .signaled(signal: 15))
-    #expect(
-      Job.finalState(program: 9, stopRequested: false, killed: false, oomKills: 1)
-        == .oomKilled)
-    #expect(
-      Job.finalState(program: 9, stopRequested: true, killed: true, oomKills: 0)
-        == .stopped(signal: SIGKILL))
-  }
 }

@@ -114,7 +114,9 @@ struct IsolationTests {
       let job = try await crashed.start(JobSpec(command: "sleep", arguments: ["600"]))
       let pids = crashed.cgroup.processes(job.id.description)
       #expect(pids.count == 2)
-      // The "restarted" manager shares the crashed one's cgroup name.
+      // The "restarted" manager shares the crashed one's data directory and cgroup name, and
+      // finds them unlocked, as the kernel leaves them when a worker dies.
+      crashed.releaseLocksAsIfCrashed()
       let restarted = try JobManager(
         configuration: crashed.configuration, logger: Logger(label: "test"))
       #expect(

@@ -2,7 +2,9 @@
 // new PID, mount, network, UTS and IPC namespaces. That child becomes PID 1 of the job (its
 // init): it waits until the worker has put it into the job's cgroup, prepares the namespaces,
 // forks the user's program (which drops privileges and execve()s) and then forwards signals
-// to the program, reaps every orphan and exits with the program's status.
+// to the program, reaps every orphan and exits with the program's status. Each of those steps
+// is one function in cjobinit.c; a step that fails reports FAILED {stage, errno} on the status
+// pipe before the init exits, so the worker always learns which step failed and why.
 //
 // Everything after clone() runs only async-signal-safe code and raw system calls, because the
 // worker is multithreaded: the child is a copy of one thread whose siblings may have held
@@ -39,7 +41,7 @@ enum {
 
 /// The setup step that failed, for clear error messages.
 enum {
-  CJOBINIT_STAGE_RELEASE = 1,  // the worker never released the child (it gave up)
+  CJOBINIT_STAGE_RELEASE = 1,  // the worker never released the child (it gave up: ECANCELED)
   CJOBINIT_STAGE_MOUNT_PRIVATE = 2,
   CJOBINIT_STAGE_MOUNT_PROC = 3,
   CJOBINIT_STAGE_MOUNT_SYS = 4,
@@ -50,7 +52,7 @@ enum {
   CJOBINIT_STAGE_CHDIR = 9,
   CJOBINIT_STAGE_NO_NEW_PRIVS = 10,
   CJOBINIT_STAGE_EXEC = 11,
-  CJOBINIT_STAGE_STDIO = 12,
+  CJOBINIT_STAGE_STDIO = 12,  // moving the pipes and /dev/null to their fixed numbers
 };
 
 typedef struct {

@@ -1,0 +1,85 @@
+import CJobInit
+import Foundation
+import Glibc
+import Testing
+
+@testable import JobWorkerCore
+
+/// Failures of the job's init before the program runs arrive as start errors that name the
+/// step, never as a bare exit code of the init.
+@Suite("Job init failures")
+struct InitFailureTests {
+  /// The worker gives up between launch and release (as `commit` does when the release write
+  /// fails): the init reports it instead of exiting with code 125, and nothing is left.
+  @Test func abandonedReleaseIsAStartError() async throws {
+    try await withManager { manager in
+      let prepared = try manager.prepare(JobSpec(command: "true"))
+      let launched = try manager.launch(prepared)
+      close(launched.process.release)
+      let result = await launched.job.startResult()
+      await manager.finishFailedStart(launched)
+      guard case .failure(let error) = result else {
+        Issue.record("the start succeeded without a release")
+        return
+      }
+      #expect(error.code == .failedToStart)
+      #expect(
+        error.message == "waiting for the worker to release the job's init: Operation canceled")
+      #expect(!FileSystem.exists(prepared.directory))
+      #expect(!FileSystem.exists(manager.cgroup.lockPath + "/" + prepared.id.description))
+    }
+  }
+
+  /// A descriptor the init cannot move into place: reported as the STDIO step instead of an
+  /// exit with code 126. The spec is built by hand, as no real launch can get there.
+  @Test(.enabled(if: geteuid() == 0, "needs root: the init is cloned into new namespaces"))
+  func descriptorFailureIsReported() throws {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    // Not open (descriptors are allocated lowest first, so not by a test running beside this
+    // one either), and low enough that the status pipe can still be lifted above it.
+    let notOpen = Int32(min(limit.rlim_cur, 1 << 20)) - 2
+    #expect(fcntl(notOpen, F_GETFD) == -1)
+    var status: [Int32] = [-1, -1]
+    var release: [Int32] = [-1, -1]
+    try #require(cjobinit_pipe(&status) == 0 && cjobinit_pipe(&release) == 0)
+    let values: [String] = ["/bin/true", "/", "job-test"]
+    let strings = values.map { strdup($0) }
+    defer { for string in strings { free(string) } }
+    var argv: [UnsafeMutablePointer<CChar>?] = [strings[0], nil]
+    var envp: [UnsafeMutablePointer<CChar>?] = [nil]
+    var pidfd: Int32 = -1
+    let pid = argv.withUnsafeMutableBufferPointer { argv in
+      envp.withUnsafeMutableBufferPointer { envp in
+        var spec = cjobinit_spec(
+          path: strings[0], argv: argv.baseAddress, envp: envp.baseAddress,
+          working_directory: strings[1], hostname: strings[2], uid: 65534, gid: 65534,
+          output_fd: notOpen, release_fd: release[0], status_fd: status[1])
+        return cjobinit_spawn(&spec, &pidfd)
+      }
+    }
+    close(status[1])
+    close(release[0])
+    defer {
+      close(status[0])
+      close(release[1])
+    }
+    guard pid > 0 else {
+      Issue.record("clone failed: \(errnoText(-pid))")
+      return
+    }
+    // Blocking: the init reports and exits, and its exit closes its copy of the pipe.
+    var report = cjobinit_report()
+    let n = withUnsafeMutableBytes(of: &report) { read(status[0], $0.baseAddress, $0.count) }
+    var initStatus: Int32 = 0
+    waitpid(pid, &initStatus, 0)
+    close(pidfd)
+
+    #expect(n == MemoryLayout<cjobinit_report>.size)
+    #expect(report.kind == Int32(CJOBINIT_REPORT_FAILED))
+    #expect(report.stage == Int32(CJOBINIT_STAGE_STDIO))
+    #expect(report.value == EBADF)
+    let error = Job.startError(stage: report.stage, errno: report.value, "/bin/true")
+    #expect(error.message == "setting up the job's standard descriptors: Bad file descriptor")
+  }
+}
