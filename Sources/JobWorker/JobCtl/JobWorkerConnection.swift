@@ -44,8 +44,8 @@ public struct JobWorkerConnection: Sendable {
   /// flight towards us when we stop reading (standard output blocked). grpc-swift's default
   /// is 8 MiB, and what a window admits was measured to be held several times over (messages
   /// waiting in gRPC's inbound buffer appear to keep whole receive buffers alive).
-  /// Measured with `jobctl logs` of 48 MiB into a pipe nobody reads: 8 MiB window, RSS +37 to
-  /// +366 MB; 1 MiB window, +2 to +6 MB. 1 MiB still fills 100 Mbit/s at 80 ms round trip.
+  /// Measured with `jobctl logs` of 48 MiB into a pipe nobody reads: 8 MiB window, RSS +36 and
+  /// +358 MiB; 1 MiB window, +2.1 and +6.3 MiB. 1 MiB still fills 100 Mbit/s at 80 ms RTT.
   public static let streamWindowBytes = 1 << 20
 
   /// Connects, runs `body`, disconnects. Local problems (missing or expired certificate) are

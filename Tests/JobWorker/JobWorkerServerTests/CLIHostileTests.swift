@@ -96,6 +96,53 @@ extension CLITests {
   }
 
   @Test(
+    "logs -f and run outlive the call deadline while the job is quiet", .requires(.cgroups))
+  func followOutlivesTheDeadline() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, _ in
+      // Quiet for 7 s, more than twice the deadline (--timeout 3): the deadline covers the
+      // server's response headers, which it sends before any output.
+      let script = "sleep 7; echo late"
+      let started = try await jobctl(["start", "--", "sh", "-c", script], pki: pki, port: port)
+      let id = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+      async let followed = jobctl(["logs", "-f", "--timeout", "3", id], pki: pki, port: port)
+      let run = try await jobctl(
+        ["run", "--timeout", "3", "--", "sh", "-c", script], pki: pki, port: port)
+      #expect(run.status == 0, "\(run.stderr)")
+      #expect(run.stdout == "late\n")
+      let logs = try await followed
+      #expect(logs.status == 0, "\(logs.stderr)")
+      #expect(logs.stdout == "late\n")
+    }
+  }
+
+  @Test("logs -f against a server that never answers fails at the deadline")
+  func followHasAFirstResponseDeadline() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    // Listens but never accepts: the kernel completes TCP connections into the backlog, and
+    // the TLS handshake then waits forever. Before, `logs -f` had no deadline at all.
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    try #require(fd >= 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+      pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+        bind(fd, raw, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, raw, &length) == 0
+      }
+    }
+    try #require(bound)
+    let port = Int(UInt16(bigEndian: address.sin_port))
+    let id = UUID().uuidString.lowercased()
+    let result = try await jobctl(["logs", "-f", "--timeout", "1", id], pki: pki, port: port)
+    Self.check(result, "no answer from the job worker at 127.0.0.1:\(port) within 1")
+  }
+
+  @Test(
     "logs with standard output blocked stops reading: memory stays bounded",
     .requires(.cgroups))
   func blockedStandardOutputIsBounded() async throws {
