@@ -13,7 +13,10 @@ public enum JobCtlMain {
       }
       exit(0)
     } catch let error as JobCtlError {
-      FileHandle.standardError.write(Data("jobctl: error: \(error.message)\n".utf8))
+      // Messages quote what the server and other users sent (job ids, server messages):
+      // escaped, so that they can neither reach the terminal nor span several lines.
+      FileHandle.standardError.write(
+        Data("jobctl: error: \(TerminalText.escaped(error.message))\n".utf8))
       exit(1)
     } catch {
       let code = JobCtlCommand.exitCode(for: error)
@@ -25,7 +28,7 @@ public enum JobCtlMain {
       let message =
         JobCtlCommand.message(for: error).split(separator: "\n").first ?? "invalid usage"
       FileHandle.standardError.write(
-        Data("jobctl: error: \(message) (see `jobctl help`)\n".utf8))
+        Data("jobctl: error: \(TerminalText.escaped(message)) (see `jobctl help`)\n".utf8))
       exit(code.rawValue)
     }
   }

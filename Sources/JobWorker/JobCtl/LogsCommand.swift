@@ -1,6 +1,7 @@
 import ArgumentParser
 import GRPCCore
 import JobWorkerProtos
+import Synchronization
 
 /// `jobctl logs [-f] ID`: the job's output, raw, to standard output.
 struct LogsCommand: AsyncParsableCommand {
@@ -15,6 +16,7 @@ struct LogsCommand: AsyncParsableCommand {
   @Argument(help: "The job id.") var id: String
 
   func run() async throws {
+    try JobIDArgument.check(id)
     let connection = connection.connection
     let id = id
     if follow {
@@ -22,7 +24,7 @@ struct LogsCommand: AsyncParsableCommand {
       return
     }
     // A snapshot: learn how many bytes exist now, then read exactly those (or until the job's
-    // final status if it already ended), all under the call deadline.
+    // final status if it already ended).
     let stored = try await connection.withClient { client in
       try await client.getJobStatus(.with { $0.jobID = id }, options: connection.callOptions)
         .job.outputBytes
@@ -34,33 +36,90 @@ struct LogsCommand: AsyncParsableCommand {
 /// Streams a job's output to standard output.
 enum OutputStreamer {
   /// Writes output until the final status arrives (returned) or `limit` bytes were written
-  /// (returns nil). With no limit there is no deadline: following lasts as long as the job.
+  /// (returns nil).
+  ///
+  /// The call deadline (`--timeout`) covers connecting and the server's first response (its
+  /// response headers, sent once it has accepted the call), not the transfer: how long the
+  /// transfer takes depends on the output's size and on whoever reads our standard output
+  /// (`jobctl logs ID | less`), and following lasts as long as the job.
+  ///
+  /// Each message is written out before the next one is read, and the write suspends this
+  /// task (not a thread of the cooperative pool) while standard output is blocked. So when the
+  /// reader stalls, gRPC's inbound buffer fills, the HTTP/2 stream window (which
+  /// ``JobWorkerConnection/streamWindowBytes`` keeps small) closes and the server's
+  /// `response.write` suspends: memory stays bounded however large the output.
   static func stream(
     id: String, connection: JobWorkerConnection, limit: UInt64?
   ) async throws -> Jobworker_V1_JobStatus? {
-    let options = limit == nil ? connection.followOptions : connection.callOptions
     if limit == 0 { return nil }
     return try await connection.withClient { client in
-      try await client.streamOutput(.with { $0.jobID = id }, options: options) { response in
-        var written: UInt64 = 0
-        for try await message in response.messages {
-          switch message.event {
-          case .output(var data):
-            if let limit, written + UInt64(data.count) > limit {
-              data = data.prefix(Int(limit - written))
+      try await withFirstResponseDeadline(connection.timeout) { answered in
+        try await client.streamOutput(
+          .with { $0.jobID = id }, options: connection.followOptions
+        ) { response in
+          answered()
+          var written: UInt64 = 0
+          for try await message in response.messages {
+            switch message.event {
+            case .output(var data):
+              if let limit, written + UInt64(data.count) > limit {
+                data = data.prefix(Int(limit - written))
+              }
+              try await StandardOutput.write(data)
+              written += UInt64(data.count)
+              // Returning ends the call: the server sees a cancelled stream and stops cheaply.
+              if let limit, written >= limit { return nil }
+            case .finalStatus(let status):
+              return status
+            case .none:
+              continue
             }
-            try StandardOutput.write(data)
-            written += UInt64(data.count)
-            // Returning ends the call: the server sees a cancelled stream and stops cheaply.
-            if let limit, written >= limit { return nil }
-          case .finalStatus(let status):
-            return status
-          case .none:
-            continue
           }
+          throw JobCtlError("the server ended the output stream without a final status")
         }
-        throw JobCtlError("the server ended the output stream without a final status")
       }
     }
   }
+}
+
+/// Runs `body`, and fails it with `deadlineExceeded` unless it calls `answered` within
+/// `timeout`. After `answered`, `body` runs as long as it needs.
+func withFirstResponseDeadline<Result: Sendable>(
+  _ timeout: Duration,
+  _ body: @escaping @Sendable (_ answered: @escaping @Sendable () -> Void) async throws -> Result
+) async throws -> Result {
+  let isAnswered = AnsweredFlag()
+  return try await withThrowingTaskGroup(of: FirstResponseRace<Result>.self) { group in
+    group.addTask {
+      .finished(try await body { isAnswered.value.withLock { $0 = true } })
+    }
+    group.addTask {
+      // Cancelled once `body` finished: then there is nothing left to time.
+      guard (try? await Task.sleep(for: timeout)) != nil else { return .timerEnded }
+      guard isAnswered.value.withLock({ $0 }) else {
+        throw RPCError(
+          code: .deadlineExceeded, message: "no response within \(timeout)")
+      }
+      return .timerEnded
+    }
+    // A throw (the timer's, or the body's) leaves this closure, which cancels the other task.
+    while let outcome = try await group.next() {
+      if case .finished(let result) = outcome {
+        group.cancelAll()
+        return result
+      }
+    }
+    preconditionFailure("the body's task always ends with a result or an error")
+  }
+}
+
+/// Whether the first response arrived; a class so that both tasks share the one lock.
+private final class AnsweredFlag: Sendable {
+  let value = Mutex(false)
+}
+
+/// What ended first in ``withFirstResponseDeadline(_:_:)``.
+private enum FirstResponseRace<Result: Sendable>: Sendable {
+  case finished(Result)
+  case timerEnded
 }

@@ -1,5 +1,7 @@
+import Dispatch
 import Foundation
 import JobWorkerProtos
+import Synchronization
 
 /// Prints job statuses as text for people or JSON for scripts.
 enum Printer {
@@ -19,10 +21,15 @@ enum Printer {
         Swift.print("no jobs")
         return
       }
+      // Every cell escaped: a newline or escape sequence in one job's fields must not
+      // forge rows or columns, or reach the terminal (see TerminalText).
       let rows =
         [["ID", "OWNER", "STATE", "STARTED", "COMMAND"]]
         + jobs.map { job in
-          [job.jobID, job.owner, state(job), date(job.startedAt.date), commandLine(job)]
+          [
+            TerminalText.escaped(job.jobID), TerminalText.escaped(job.owner), state(job),
+            date(job.startedAt.date), commandLine(job),
+          ]
         }
       let widths = (0..<4).map { column in rows.map { $0[column].count }.max() ?? 0 }
       for row in rows {
@@ -37,8 +44,8 @@ enum Printer {
 
   static func text(_ job: Jobworker_V1_JobStatus) -> String {
     var lines = [
-      "id:       \(job.jobID)",
-      "owner:    \(job.owner)",
+      "id:       \(TerminalText.escaped(job.jobID))",
+      "owner:    \(TerminalText.escaped(job.owner))",
       "command:  \(commandLine(job))",
       "state:    \(state(job))",
       "started:  \(date(job.startedAt.date))",
@@ -55,8 +62,9 @@ enum Printer {
       limits.maxPids > 0 ? "pids \(limits.maxPids)" : "pids unlimited",
     ]
     for io in limits.io {
+      let device = TerminalText.escaped(io.device)
       limitText.append(
-        "io \(io.device) r \(bytes(io.readBytesPerSecond))/s w \(bytes(io.writeBytesPerSecond))/s")
+        "io \(device) r \(bytes(io.readBytesPerSecond))/s w \(bytes(io.writeBytesPerSecond))/s")
     }
     lines.append("limits:   " + limitText.joined(separator: ", "))
     lines.append(
@@ -75,8 +83,11 @@ enum Printer {
     }
   }
 
+  /// The command and its arguments on one line, each escaped for the terminal; words with a
+  /// space are quoted.
   static func commandLine(_ job: Jobworker_V1_JobStatus) -> String {
-    ([job.command] + job.args).map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
+    ([job.command] + job.args).map(TerminalText.escaped)
+      .map { $0.contains(" ") ? "'\($0)'" : $0 }.joined(separator: " ")
   }
 
   static func date(_ date: Date) -> String {
@@ -99,7 +110,8 @@ enum Printer {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
-    Swift.print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    // Exact values; only the characters a terminal would act on are written as JSON escapes.
+    Swift.print(TerminalText.jsonSafe(String(decoding: try encoder.encode(value), as: UTF8.self)))
   }
 }
 
@@ -163,7 +175,40 @@ struct JobJSON: Encodable {
 
 /// Raw job output to standard output, byte for byte (never decoded as text).
 enum StandardOutput {
-  static func write(_ bytes: Data) throws {
+  /// The one thread that blocks in write(2) when standard output does (a full pipe, a
+  /// terminal on hold). A serial queue keeps the writes in order.
+  private static let queue = DispatchQueue(label: "jobctl.stdout")
+
+  /// Writes all of `bytes`, suspending the caller until they are written, without blocking a
+  /// thread of the cooperative pool (one per core, shared by every task of the process).
+  ///
+  /// Cancellation resumes the caller at once with `CancellationError` (a second ^C must end
+  /// `run` even while standard output is stuck); the write then finishes or fails on its own,
+  /// and the process is about to exit anyway.
+  static func write(_ bytes: Data) async throws {
+    try Task.checkCancellation()
+    let pending = PendingWrite()
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { continuation in
+        pending.continuation.withLock { $0 = continuation }
+        queue.async {
+          let result = Result { try writeBlocking(bytes) }
+          pending.continuation.withLock { $0.take() }?.resume(with: result)
+        }
+      }
+    } onCancel: {
+      pending.continuation.withLock { $0.take() }?.resume(throwing: CancellationError())
+    }
+  }
+
+  /// The waiting caller, resumed exactly once: by the write or by cancellation, whichever
+  /// takes it first.
+  private final class PendingWrite: Sendable {
+    let continuation = Mutex<CheckedContinuation<Void, any Error>?>(nil)
+  }
+
+  /// write(2) until done; blocks while standard output does.
+  private static func writeBlocking(_ bytes: Data) throws {
     try bytes.withUnsafeBytes { buffer in
       var offset = 0
       while offset < buffer.count {

@@ -15,7 +15,7 @@ struct RunCommand: AsyncParsableCommand {
 
   func run() async throws {
     let connection = connection.connection
-    let request = job.request
+    let request = try job.checkedRequest()
     let started = try await connection.withClient { client in
       try await client.startJob(request, options: connection.callOptions).job
     }
@@ -32,7 +32,8 @@ struct RunCommand: AsyncParsableCommand {
       group.addTask {
         var iterator = signals.makeAsyncIterator()
         guard await iterator.next() != nil else { return nil }
-        FileHandle.standardError.write(Data("jobctl: stopping job \(started.jobID)\n".utf8))
+        FileHandle.standardError.write(
+          Data("jobctl: stopping job \(TerminalText.escaped(started.jobID))\n".utf8))
         _ = try? await connection.withClient { client in
           try await client.stopJob(
             .with { $0.jobID = started.jobID }, options: connection.callOptions)

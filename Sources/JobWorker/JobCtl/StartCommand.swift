@@ -11,12 +11,12 @@ struct StartCommand: AsyncParsableCommand {
 
   func run() async throws {
     let connection = connection.connection
-    let request = job.request
+    let request = try job.checkedRequest()
     let status = try await connection.withClient { client in
       try await client.startJob(request, options: connection.callOptions).job
     }
     switch self.connection.output {
-    case .text: print(status.jobID)
+    case .text: print(TerminalText.escaped(status.jobID))
     case .json: try Printer.print(status, format: .json)
     }
   }

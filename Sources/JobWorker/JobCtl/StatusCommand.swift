@@ -10,6 +10,7 @@ struct StatusCommand: AsyncParsableCommand {
   @Argument(help: "The job id `jobctl start` printed.") var id: String
 
   func run() async throws {
+    try JobIDArgument.check(id)
     let connection = connection.connection
     let id = id
     let status = try await connection.withClient { client in

@@ -12,6 +12,7 @@ struct StopCommand: AsyncParsableCommand {
   @Argument(help: "The job id.") var id: String
 
   func run() async throws {
+    try JobIDArgument.check(id)
     let connection = connection.connection
     let id = id
     let status = try await connection.withClient { client in

@@ -218,6 +218,13 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     for entry in request.env where !entry.contains("=") || entry.hasPrefix("=") {
       throw invalid("environment entry '\(entry.prefix(64))' is not NAME=value")
     }
+    // The job's init is one process and the program it forks a second: with a limit of 1 the
+    // fork fails and the job can never start. (0 means the server's default.)
+    guard request.limits.maxPids != 1 else {
+      throw invalid(
+        "max_pids 1 cannot start a job: its init and its program are 2 processes; ask for at "
+          + "least 2")
+    }
     for io in request.limits.io where io.device.isEmpty {
       throw invalid("an IO limit names no device")
     }
