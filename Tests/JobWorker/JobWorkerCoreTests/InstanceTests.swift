@@ -61,19 +61,7 @@ struct InstanceTests {
       _ = try await first.run("true")
       await first.shutdown()
       #expect(!FileSystem.exists(first.cgroup.lockPath))
-      // Retried briefly: in this test process other tests' managers clone job inits, and a
-      // clone holds a copy of every descriptor (the lock's too) until it closes them before
-      // exec, so the lock can outlive the shutdown by that moment. Production runs one
-      // manager per process.
-      var second: JobManager?
-      for _ in 0..<100 where second == nil {
-        do {
-          second = try JobManager(configuration: first.configuration, logger: Logger(label: "test"))
-        } catch let error as JobError where error.code == .inUse {
-          try await Task.sleep(for: .milliseconds(50))
-        }
-      }
-      let restarted = try #require(second, "the lock was never released")
+      let restarted = try await managerOnceUnlocked(first.configuration)
       let (status, output) = try await restarted.run("echo", "again")
       #expect(status.state == .exited(code: 0) && output == "again\n")
       await restarted.shutdown()

@@ -117,8 +117,7 @@ struct IsolationTests {
       // The "restarted" manager shares the crashed one's data directory and cgroup name, and
       // finds them unlocked, as the kernel leaves them when a worker dies.
       crashed.releaseLocksAsIfCrashed()
-      let restarted = try JobManager(
-        configuration: crashed.configuration, logger: Logger(label: "test"))
+      let restarted = try await managerOnceUnlocked(crashed.configuration)
       #expect(
         !FileSystem.exists(
           "/sys/fs/cgroup/memory/\(crashed.configuration.cgroupName)/\(job.id)"))

@@ -35,6 +35,21 @@ func withManager(
   #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/\(name)"))
 }
 
+/// A manager on `configuration` once its instance locks are free. In this test process other
+/// tests' managers clone job inits, and a fresh clone holds a copy of every descriptor (the
+/// locks' too) until it closes them before exec, so a lock can outlive its owner's shutdown
+/// by that moment; production runs one manager per process.
+func managerOnceUnlocked(_ configuration: JobManager.Configuration) async throws -> JobManager {
+  for _ in 0..<100 {
+    do {
+      return try JobManager(configuration: configuration, logger: Logger(label: "test"))
+    } catch let error as JobError where error.code == .inUse {
+      try await Task.sleep(for: .milliseconds(50))
+    }
+  }
+  return try JobManager(configuration: configuration, logger: Logger(label: "test"))
+}
+
 extension JobManager {
   /// Starts a job and collects its whole output and final status.
   func run(_ command: String, _ arguments: String..., limits: ResourceLimits = ResourceLimits())
