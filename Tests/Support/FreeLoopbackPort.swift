@@ -6,21 +6,9 @@ internal import Foundation
 
 /// A port nothing listens on right now (bound to 0, read back, released).
 public func freeLoopbackPort() throws -> Int {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  guard fd >= 0 else { throw POSIXError(.EMFILE) }
-  defer { close(fd) }
-  var address = sockaddr_in()
-  address.sin_family = sa_family_t(AF_INET)
-  address.sin_port = 0
-  address.sin_addr.s_addr = inet_addr("127.0.0.1")
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  let bound = withUnsafeMutablePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-      bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-    }
-  }
-  guard bound else { throw POSIXError(.EADDRINUSE) }
-  return Int(UInt16(bigEndian: address.sin_port))
+  let reserved = try ReservedPort()
+  reserved.release()
+  return reserved.port
 }
 
 /// A loopback port held by this test: bound but not listening, so connections to it are
