@@ -6,12 +6,12 @@ import TLSKit
 
 /// Runs a `GRPCServer` as a `Service`: serves until graceful shutdown begins, then stops
 /// accepting new RPCs and lets in-flight ones finish (the service group's deadline bounds how
-/// long that may take).
+/// long that may take). Every server of ours (gateway, status, job worker) is one of these.
 public final class GRPCServerService: Service, Sendable {
   private let name: String
   private let security: String
   private let logger: Logger
-  private let onDrain: @Sendable () -> Void
+  private let onDrain: @Sendable () async -> Void
   // The server is generic over its transport (stock Posix for plaintext, our TLS 1.3
   // listener otherwise); these closures erase that type.
   private let serve: @Sendable () async throws -> Void
@@ -26,9 +26,10 @@ public final class GRPCServerService: Service, Sendable {
   ///   - services: The services to serve. Health and reflection are added by the caller (see
   ///     ``StandardServices``) so that tests can serve exactly what they need.
   ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``.
-  ///   - onDrain: Called when graceful shutdown begins, before the server stops accepting:
-  ///     end long-lived streams here (e.g. ``HealthService/endWatches()``), because gRPC waits
-  ///     for every open RPC to finish.
+  ///   - onDrain: Awaited when graceful shutdown begins, before the server stops accepting:
+  ///     end long-lived streams here (e.g. ``HealthService/endWatches()``, or the job worker
+  ///     stopping its jobs, which ends their output streams), because gRPC waits for every
+  ///     open RPC to finish.
   public convenience init(
     name: String,
     address: HostPort,
@@ -36,7 +37,7 @@ public final class GRPCServerService: Service, Sendable {
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
-    onDrain: @escaping @Sendable () -> Void = {}
+    onDrain: @escaping @Sendable () async -> Void = {}
   ) {
     let transport = HTTP2ServerTransport.Posix(
       address: address.listenAddress, transportSecurity: .plaintext, config: config)
@@ -49,24 +50,29 @@ public final class GRPCServerService: Service, Sendable {
   /// A server that is plaintext when `tls` is `nil`, else TLS 1.3 only (mutual when the
   /// configuration names a client CA); the other parameters are as for the plaintext one.
   /// Throws when a certificate, key or CA file cannot be loaded.
+  ///
+  /// - Parameter peers: With mutual TLS, records each connection's client certificate so
+  ///   that handlers can ask who the caller is (``PeerRegistry/identity(for:)``).
   public convenience init(
     name: String,
     address: HostPort,
     services: [any RegistrableRPCService],
     tls: ServerTLSConfiguration?,
+    peers: PeerRegistry? = nil,
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
-    onDrain: @escaping @Sendable () -> Void = {}
+    onDrain: @escaping @Sendable () async -> Void = {}
   ) throws {
     guard let tls else {
+      precondition(peers == nil, "a peer registry needs mutual TLS")
       self.init(
         name: name, address: address, services: services, config: config,
         interceptors: interceptors, logger: logger, onDrain: onDrain)
       return
     }
     let factory = try TLSListenerFactory(
-      host: address.host, port: address.port, configuration: tls, registry: nil)
+      host: address.host, port: address.port, configuration: tls, registry: peers)
     let transport = TLSServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
       name: name, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3", transport: transport,
@@ -77,7 +83,7 @@ public final class GRPCServerService: Service, Sendable {
   private init<Transport: ServerTransport>(
     name: String, security: String, transport: Transport,
     services: [any RegistrableRPCService], interceptors: [any ServerInterceptor],
-    logger: Logger, onDrain: @escaping @Sendable () -> Void,
+    logger: Logger, onDrain: @escaping @Sendable () async -> Void,
     boundAddress: @escaping @Sendable () async -> SocketAddress?
   ) {
     let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
@@ -137,8 +143,8 @@ public final class GRPCServerService: Service, Sendable {
       }
       try await gracefulShutdown()
       self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
-      // First end our own long-lived streams (health watches, …), then stop accepting.
-      self.onDrain()
+      // First end our own long-lived streams (health watches, jobs, …), then stop accepting.
+      await self.onDrain()
       self.stop()
     }
   }
