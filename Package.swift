@@ -17,7 +17,8 @@ let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "s
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let metrics = Target.Dependency.product(name: "Metrics", package: "swift-metrics")
 let tracing = Target.Dependency.product(name: "Tracing", package: "swift-distributed-tracing")
-let lifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let lifecycle = Target.Dependency.product(
+  name: "ServiceLifecycle", package: "swift-service-lifecycle")
 let argumentParser = Target.Dependency.product(
   name: "ArgumentParser", package: "swift-argument-parser")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
@@ -113,8 +114,8 @@ let package = Package(
     .target(
       name: "StatusService",
       dependencies: [
-        "CounterModel", "CounterProtos", "PresenceStore", "ServiceKit", grpcCore, logging, metrics,
-        tracing,
+        "CounterModel", "CounterProtos", "PresenceStore", "ServiceKit", "TLSKit", grpcCore, logging,
+        metrics, lifecycle, tracing,
       ],
       path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
     .target(
@@ -169,7 +170,8 @@ let package = Package(
     .executableTarget(
       name: "jobworker",
       dependencies: [
-        "JobWorkerServer", "JobWorkerCore", "ServiceKit", "TLSKit", argumentParser, logging, metrics,
+        "JobWorkerServer", "JobWorkerCore", "ServiceKit", "TLSKit", argumentParser, logging,
+        metrics,
         lifecycle, .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Sources/Executables/jobworker", swiftSettings: swiftSettings),
@@ -188,7 +190,7 @@ let package = Package(
     .target(
       name: "TestSupport",
       dependencies: [
-        "TLSKit", .product(name: "Subprocess", package: "swift-subprocess"),
+        "TLSKit", logging, lifecycle, .product(name: "Subprocess", package: "swift-subprocess"),
         .product(name: "SystemPackage", package: "swift-system"),
       ],
       path: "Tests/Support", swiftSettings: swiftSettings),

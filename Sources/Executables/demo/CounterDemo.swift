@@ -1,9 +1,7 @@
 import CounterClient
-import CounterProtos
 import Foundation
 import GatewayService
 import Logging
-import PresenceStore
 import ServiceKit
 import ServiceLifecycle
 import StatusService
@@ -20,33 +18,32 @@ struct CounterDemo: Service {
     let directory = FileManager.default.temporaryDirectory
       .appendingPathComponent("counter-demo-\(UUID().uuidString)")
     defer { try? FileManager.default.removeItem(at: directory) }
-    let store = try await makePresenceStore(
-      url: "sqlite:\(directory.appendingPathComponent("status.sqlite").path)", logger: logger)
-    let reader = StatusReader(store: store, logger: logger)
-    let statusServer = GRPCServerService(
-      name: "status", address: HostPort(host: "127.0.0.1", port: 0),
-      services: [reader, PresenceIngest(store: store, logger: logger)], logger: logger)
-    let status = Self.group([store, statusServer], logger: logger)
+    // Built as the `status` and `gateway` executables build them, on loopback.
+    let status = try await StatusServer.build(
+      configuration: .init(
+        listen: HostPort(host: "127.0.0.1", port: 0),
+        storeURL: "sqlite:\(directory.appendingPathComponent("status.sqlite").path)"),
+      logger: logger)
+    let reader = status.reader
+    let statusGroup = Self.group(status.services, logger: logger)
 
     try await withThrowingTaskGroup { tasks in
-      tasks.addTask { try await status.run() }
-      guard let statusAddress = await statusServer.listeningAddress else {
+      tasks.addTask { try await statusGroup.run() }
+      guard let statusAddress = await status.server.listeningAddress else {
         throw DemoError(message: "status server did not start")
       }
       print("status service on \(statusAddress) (SQLite in \(directory.path))")
 
       var gateways: [(ServiceGroup, HostPort)] = []
       for name in ["gateway-a", "gateway-b"] {
-        let reporter = try PresenceReporter(
-          configuration: .init(gatewayID: name, endpoints: [statusAddress]), logger: logger)
-        let gateway = Gateway(
-          configuration: .init(), reporter: reporter, health: nil, logger: logger)
-        let server = GRPCServerService(
-          name: name, address: HostPort(host: "127.0.0.1", port: 0), services: [gateway],
+        let gateway = try GatewayServer.build(
+          configuration: .init(
+            listen: HostPort(host: "127.0.0.1", port: 0), gatewayID: name,
+            statusEndpoints: [statusAddress]),
           logger: logger)
-        let group = Self.group([reporter, server, gateway], logger: logger)
+        let group = Self.group(gateway.services, logger: logger)
         tasks.addTask { try await group.run() }
-        guard let address = await server.listeningAddress else {
+        guard let address = await gateway.server.listeningAddress else {
           throw DemoError(message: "\(name) did not start")
         }
         print("\(name) on \(address)")
@@ -68,7 +65,7 @@ struct CounterDemo: Service {
       // Let the gateways finish before the status service they flush to goes away.
       try await Task.sleep(for: .milliseconds(500))
       print("final count: \(try await reader.onlineUsers())")
-      await status.triggerGracefulShutdown()
+      await statusGroup.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
   }

@@ -1,12 +1,10 @@
 import ArgumentParser
-import CounterProtos
 import Foundation
 import GatewayService
 import Logging
 import Metrics
 import Prometheus
 import ServiceKit
-import ServiceLifecycle
 import TLSKit
 import Telemetry
 
@@ -93,34 +91,23 @@ struct GatewayCommand: AsyncParsableCommand {
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "gateway")
-    // First, so that every component below picks up the tracer (a no-op when off).
+    // Before the build, so that every component picks up the tracer (a no-op when off).
     let exporter = try tracing.bootstrap(serviceName: "gateway", logger: logger)
 
-    var reporting = PresenceReporter.Configuration(
-      gatewayID: gatewayID, endpoints: status.endpoints)
-    reporting.security = security.status
-    let reporter = try PresenceReporter(configuration: reporting, logger: logger)
-    let standard = try StandardServices(
-      serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    var config = Gateway.Configuration()
-    config.pongTimeout = .seconds(pongTimeout)
-    config.maxClients = maxClients
-    let gateway = Gateway(
-      configuration: config, reporter: reporter, health: standard.health, logger: logger)
-    // Load generators multiplex many client streams over few connections, so the per
-    // connection stream limit is the global one; --max-clients bounds the total.
-    let server = try GRPCServerService(
-      name: "gateway", address: listen, services: [gateway] + standard.all, tls: security.server,
-      config: GRPCServerService.hardenedConfig(
-        maxRequestBytes: 1024, maxConcurrentStreams: min(maxClients, 1 << 20)),
-      logger: logger)
+    var configuration = GatewayServer.Configuration(
+      listen: listen, gatewayID: gatewayID, statusEndpoints: status.endpoints)
+    configuration.tls = security.server
+    configuration.reporter.security = security.status
+    configuration.gateway.pongTimeout = .seconds(pongTimeout)
+    configuration.gateway.maxClients = maxClients
+    let gateway = try GatewayServer.build(configuration: configuration, logger: logger)
     let metrics = try await MetricsServer.bind(
       to: metricsListen, registry: registry, logger: logger)
-    // Shutdown runs in reverse: the gateway drains its streams first (clients go elsewhere),
-    // then the server stops, and the reporter flushes last.
-    // The span exporter stops last, flushing the spans of the final presence flush.
+    // Shutdown runs in reverse: the gateway's own services first (see
+    // `GatewayServer.services`), then /metrics; the span exporter stops last, flushing the
+    // spans of the final presence flush.
     try await ServerRunner.run(
-      services: [exporter].compactMap { $0 } + [reporter, metrics, server, gateway],
+      services: [exporter].compactMap { $0 } + [metrics] + gateway.services,
       shutdown: shutdown, logger: logger)
   }
 }

@@ -1,12 +1,9 @@
 import ArgumentParser
-import CounterProtos
 import Foundation
 import Logging
 import Metrics
-import PresenceStore
 import Prometheus
 import ServiceKit
-import ServiceLifecycle
 import StatusService
 import TLSKit
 import Telemetry
@@ -69,31 +66,19 @@ struct StatusCommand: AsyncParsableCommand {
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "status")
-    // First, so that every component below picks up the tracer (a no-op when off).
+    // Before the build, so that every component picks up the tracer (a no-op when off).
     let exporter = try tracing.bootstrap(serviceName: "status", logger: logger)
 
-    // A burst of count queries within --count-cache seconds costs one database query.
-    let presence = try await makePresenceStore(
-      url: store, logger: logger,
-      countCacheMaxAge: countCache > 0 ? .milliseconds(Int(countCache * 1000)) : nil)
-    let standard = try StandardServices(
-      serving: [StatusReader.serviceName, PresenceIngest.serviceName],
-      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let server = try GRPCServerService(
-      name: "status", address: listen,
-      services: [
-        StatusReader(store: presence, logger: logger),
-        PresenceIngest(store: presence, logger: logger),
-      ] + standard.all,
-      tls: try tls(),
-      config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 * 1024 * 1024),
-      logger: logger)
+    var configuration = StatusServer.Configuration(listen: listen, storeURL: store)
+    configuration.tls = try tls()
+    configuration.countCacheMaxAge = countCache > 0 ? .milliseconds(Int(countCache * 1000)) : nil
+    let status = try await StatusServer.build(configuration: configuration, logger: logger)
     let metrics = try await MetricsServer.bind(
       to: metricsListen, registry: registry, logger: logger)
-    // Shut down in reverse: the server stops first, the store closes last.
+    // Shutdown runs in reverse: the status service's own services first (see
+    // `StatusServer.services`), then /metrics and the span exporter.
     try await ServerRunner.run(
-      services: [exporter].compactMap { $0 }
-        + [presence, PresencePruner(store: presence, logger: logger), metrics, server],
+      services: [exporter].compactMap { $0 } + [metrics] + status.services,
       shutdown: shutdown, logger: logger)
   }
 }

@@ -34,84 +34,52 @@ enum Harness {
     return "sqlite:" + directory.appendingPathComponent("status.sqlite").path
   }
 
-  /// Runs `services` while `body` runs; `body` may also shut them down earlier
-  /// (`triggerGracefulShutdown()`, as on SIGTERM). Returns once every service has ended.
-  static func withServiceGroup<T: Sendable>(
-    _ services: [any Service], _ body: (ServiceGroup) async throws -> T
-  ) async throws -> T {
-    let group = ServiceGroup(
-      configuration: .init(
-        services: services.map { .init(service: $0) }, gracefulShutdownSignals: [],
-        logger: logger))
-    return try await withThrowingTaskGroup(of: Void.self) { tasks in
-      tasks.addTask { try await group.run() }
-      do {
-        let result = try await body(group)
-        await group.triggerGracefulShutdown()
-        try await tasks.waitForAll()
-        return result
-      } catch {
-        await group.triggerGracefulShutdown()
-        tasks.cancelAll()
-        throw error
-      }
-    }
-  }
-
-  /// A status server on the store `storeURL` names (SQLite or PostgreSQL), built as the
-  /// `status` binary builds it, plaintext unless `tls` is given.
+  /// A status server on the store `storeURL` names (SQLite or PostgreSQL), built by
+  /// `StatusServer.build` as the `status` binary builds it, plaintext unless `tls` is given,
+  /// and without the count cache: tests read counts right after writing them through another
+  /// server (a second status, a gateway).
   static func withStatus<T: Sendable>(
     storeURL: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
     tls: ServerTLSConfiguration? = nil, tracer: any Tracer = NoOpTracer(),
     _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
-    let store = try await makePresenceStore(url: storeURL, logger: logger, tracer: tracer)
-    let reader = StatusReader(store: store, clock: clock, logger: logger, tracer: tracer)
-    let ingest = PresenceIngest(store: store, clock: clock, logger: logger, tracer: tracer)
-    let standard = try StandardServices(
-      serving: [StatusReader.serviceName, PresenceIngest.serviceName],
-      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let server = try GRPCServerService(
-      name: "status", address: HostPort(host: loopback, port: port),
-      services: [reader, ingest] + standard.all, tls: tls,
-      config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 << 20), logger: logger)
-    return try await withServiceGroup([store, server]) { _ in
-      try await body(try await listeningAddress(of: server), reader)
+    var configuration = StatusServer.Configuration(
+      listen: HostPort(host: loopback, port: port), storeURL: storeURL)
+    configuration.countCacheMaxAge = nil
+    configuration.tls = tls
+    configuration.clock = clock
+    let status = try await StatusServer.build(
+      configuration: configuration, logger: logger, tracer: tracer)
+    return try await withServiceGroup(status.services, logger: logger) { _ in
+      try await body(try await listeningAddress(of: status.server), status.reader)
     }
   }
 
-  /// A gateway reporting to `status`, built as the `gateway` binary builds it, plaintext
-  /// unless `tls` is given, and flushing every 200 ms so that tests are quick. `body` may
-  /// also drain it earlier, through its service group.
+  /// A gateway reporting to `status`, built by `GatewayServer.build` as the `gateway` binary
+  /// builds it, plaintext unless `tls` is given, and flushing every 200 ms (with short
+  /// retries) so that tests are quick. `body` may also drain it earlier, through its service
+  /// group.
   static func withGateway<T: Sendable>(
     status: [HostPort], pongTimeout: Duration = defaultPongTimeout, maxClients: Int = 1_000,
     flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
-    var reporting = PresenceReporter.Configuration(gatewayID: "test", endpoints: status)
-    reporting.flushInterval = flushInterval
-    reporting.callTimeout = .seconds(1)
-    reporting.maxBackoff = .milliseconds(400)
-    reporting.finalFlushBudget = .milliseconds(500)
-    reporting.security = statusSecurity
-    let reporter = try PresenceReporter(configuration: reporting, logger: logger, tracer: tracer)
-    var config = Gateway.Configuration()
-    config.pongTimeout = pongTimeout
-    config.maxClients = maxClients
-    let standard = try StandardServices(
-      serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let gateway = Gateway(
-      configuration: config, reporter: reporter, health: standard.health, logger: logger,
-      tracer: tracer)
-    let server = try GRPCServerService(
-      name: "gateway", address: HostPort(host: loopback, port: 0),
-      services: [gateway] + standard.all, tls: tls,
-      config: GRPCServerService.hardenedConfig(maxRequestBytes: 1024, maxConcurrentStreams: 1_000),
-      logger: logger)
-    // The order production uses: the gateway drains first, the reporter flushes last.
-    return try await withServiceGroup([reporter, server, gateway]) { group in
-      try await body(try await listeningAddress(of: server), gateway, reporter, group)
+    var configuration = GatewayServer.Configuration(
+      listen: HostPort(host: loopback, port: 0), gatewayID: "test", statusEndpoints: status)
+    configuration.tls = tls
+    configuration.gateway.pongTimeout = pongTimeout
+    configuration.gateway.maxClients = maxClients
+    configuration.reporter.flushInterval = flushInterval
+    configuration.reporter.callTimeout = .seconds(1)
+    configuration.reporter.maxBackoff = .milliseconds(400)
+    configuration.reporter.finalFlushBudget = .milliseconds(500)
+    configuration.reporter.security = statusSecurity
+    let gateway = try GatewayServer.build(
+      configuration: configuration, logger: logger, tracer: tracer)
+    return try await withServiceGroup(gateway.services, logger: logger) { group in
+      try await body(
+        try await listeningAddress(of: gateway.server), gateway.gateway, gateway.reporter, group)
     }
   }
 
