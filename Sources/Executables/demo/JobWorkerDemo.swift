@@ -42,37 +42,47 @@ struct JobWorkerDemo: Service {
         """)
       return
     }
-    let manager: JobManager
-    do {
-      manager = try JobManager(
-        configuration: JobManager.Configuration(
-          dataDirectory: directory + "/data", stopGracePeriod: .seconds(1),
-          cgroupName: "jobworker-demo"),
-        logger: logger)
-    } catch {
-      print("skipped: the job manager cannot run on this host: \(error)")
-      return
-    }
-    let server = try JobWorkerServer(
-      address: HostPort(host: "127.0.0.1", port: 0),
+    // Built as the `jobworker` executable builds it, on loopback with a short stop grace.
+    let configuration = JobWorkerServer.Configuration(
+      listen: HostPort(host: "127.0.0.1", port: 0),
       tls: ServerTLSConfiguration(
         certificatePath: layout.serverCertificate, keyPath: layout.serverKey,
         trustRootsPath: layout.caCertificate),
-      manager: manager, logger: logger)
+      manager: JobManager.Configuration(
+        dataDirectory: directory + "/data", stopGracePeriod: .seconds(1),
+        cgroupName: "jobworker-demo"))
+    let worker: JobWorkerServer
+    do {
+      worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)
+    } catch let error as JobError {
+      print("skipped: the job manager cannot run on this host: \(error)")
+      return
+    }
+    let group = ServiceGroup(
+      configuration: .init(
+        services: worker.services.map { .init(service: $0) }, gracefulShutdownSignals: [],
+        logger: logger))
 
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await server.run() }
-      do {
-        try await cancelWhenGracefulShutdown {
-          guard let address = await server.listeningAddress else { return }
-          print("server listening on \(address) (TLS 1.3 only, client certificate required)")
-          try await narrate(address: address, layout: layout)
+    do {
+      try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        do {
+          try await cancelWhenGracefulShutdown {
+            guard let address = await worker.server.listeningAddress else { return }
+            print("server listening on \(address) (TLS 1.3 only, client certificate required)")
+            try await narrate(address: address, layout: layout)
+          }
+        } catch {
+          print("job worker demo failed: \(error)")
         }
-      } catch {
-        print("job worker demo failed: \(error)")
+        // As on SIGTERM: health NOT_SERVING, every job stopped, then the server drains.
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
       }
-      await server.stop()
-      try await group.waitForAll()
+    } catch {
+      // The server failed, so the drain that stops the jobs may never have run.
+      await worker.manager.shutdown()
+      throw error
     }
     print("server stopped, jobs stopped, certificates removed")
   }

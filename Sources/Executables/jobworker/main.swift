@@ -66,21 +66,21 @@ struct JobWorker: AsyncParsableCommand {
     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
     let logger = Logger(label: "jobworker")
 
-    let manager = try JobManager(
-      configuration: JobManager.Configuration(dataDirectory: dataDir, cgroupName: cgroupName),
-      logger: logger)
+    var configuration = JobWorkerServer.Configuration(
+      listen: listen,
+      tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
+      manager: JobManager.Configuration(dataDirectory: dataDir, cgroupName: cgroupName))
+    configuration.limits.maxRunningJobsPerUser = maxJobsPerUser
+    let worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)
     do {
-      let server = try JobWorkerServer(
-        address: listen,
-        tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
-        manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser), logger: logger)
       let metrics = try await MetricsServer.bind(
         to: metricsListen, registry: registry, logger: logger)
       // The gRPC server last: graceful shutdown runs in reverse, so it stops first.
-      try await ServerRunner.run(services: [metrics, server], shutdown: shutdown, logger: logger)
+      try await ServerRunner.run(
+        services: [metrics] + worker.services, shutdown: shutdown, logger: logger)
     } catch {
       // Start-up or a service failed, so the graceful path that stops jobs may never have run.
-      await manager.shutdown()
+      await worker.manager.shutdown()
       throw error
     }
   }

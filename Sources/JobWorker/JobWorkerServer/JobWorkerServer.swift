@@ -1,5 +1,3 @@
-import GRPCCore
-import GRPCNIOTransportHTTP2
 public import JobWorkerCore
 import JobWorkerProtos
 public import Logging
@@ -7,95 +5,93 @@ public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
 
-/// The job worker's gRPC server as a `Service`: mutual TLS 1.3 on one port, serving the job
-/// API plus health and reflection.
+/// The job worker process, assembled: the one place that turns a ``Configuration`` into a
+/// `JobManager`, the job API in front of it and the gRPC server (mutual TLS 1.3 on one port,
+/// the job API plus health and reflection). The `jobworker` executable, the tests and the demo
+/// all build it here, so what the tests run is what production runs.
 ///
-/// It owns the `JobManager`'s lifetime end: on graceful shutdown it first stops every job
-/// (which also ends every output stream with a final status), then drains the server.
-public final class JobWorkerServer: Service, Sendable {
+/// The server owns the end of the manager's life: on graceful shutdown it first marks health
+/// `NOT_SERVING` and stops every job (which also ends every output stream with a final
+/// status), then stops accepting and drains.
+///
+/// ```swift
+/// let worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)
+/// try await ServerRunner.run(services: worker.services, shutdown: shutdown, logger: logger)
+/// ```
+public struct JobWorkerServer: Sendable {
+  /// Everything that decides how a job worker behaves; the defaults are the executable's.
+  public struct Configuration: Sendable {
+    /// Where clients connect; port 0 picks a free port (see
+    /// ``GRPCServerService/listeningAddress``).
+    public var listen: HostPort
+    /// Server certificate, key and the CA that client certificates must chain to.
+    public var tls: ServerTLSConfiguration
+    /// The job manager: data directory, cgroup name, job limits, stop grace period.
+    public var manager: JobManager.Configuration
+    /// Server-side caps: running jobs per user, argument sizes, output chunk size.
+    public var limits: JobWorkerService.Limits
+    /// Largest request message accepted.
+    public var maxRequestBytes: Int
+
+    public init(
+      listen: HostPort, tls: ServerTLSConfiguration, manager: JobManager.Configuration
+    ) {
+      self.listen = listen
+      self.tls = tls
+      self.manager = manager
+      self.limits = JobWorkerService.Limits()
+      self.maxRequestBytes = 64 * 1024
+    }
+  }
+
+  /// The jobs. Its shutdown is part of the server's drain; a caller whose services fail
+  /// before that drain ran must call `shutdown()` itself (it is idempotent).
   public let manager: JobManager
+  /// Who is connected, by client certificate.
   public let peers: PeerRegistry
   /// The JobWorker API implementation (e.g. to read ``JobWorkerService/activeOutputStreams``).
   public let service: JobWorkerService
-  private let transport: TLSServerTransport
-  private let server: GRPCServer<TLSServerTransport>
-  private let standard: StandardServices
-  private let logger: Logger
+  /// The gRPC server: the job API, health and reflection.
+  public let server: GRPCServerService
+  /// Health, `NOT_SERVING` once the server drains.
+  public let health: HealthService
 
-  /// - Parameters:
-  ///   - address: Where to listen; port 0 picks a free port (see ``listeningAddress``).
-  ///   - tls: Server certificate, key and the CA that client certificates must chain to.
-  ///   - maxRequestBytes: Largest request message accepted.
-  public init(
-    address: HostPort, tls: ServerTLSConfiguration, manager: JobManager,
-    limits: JobWorkerService.Limits = .init(), maxRequestBytes: Int = 64 * 1024,
-    logger: Logger
-  ) throws {
-    let peers = PeerRegistry()
-    let factory = try TLSListenerFactory(
-      host: address.host, port: address.port, configuration: tls, registry: peers)
-    // The settings every server of ours uses, on our own TLS 1.3 transport.
-    let hardened = GRPCServerService.hardenedConfig(maxRequestBytes: maxRequestBytes)
-    var config = TLSServerTransport.Config.defaults
-    config.rpc = hardened.rpc
-    config.http2 = hardened.http2
-    config.connection = hardened.connection
-    let transport = TLSServerTransport(listenerFactory: factory, config: config)
-    let service = JobWorkerService(manager: manager, peers: peers, limits: limits, logger: logger)
+  /// The services to run in one `ServiceGroup`.
+  public var services: [any Service] { [server] }
+
+  /// Starts the job manager (it takes the data directory's and cgroup name's locks) and
+  /// builds the server; nothing listens until ``services`` run.
+  ///
+  /// - Throws: `JobError` when the manager cannot run here (not root, no cgroups, the locks
+  ///   are held by another live manager); an error when a TLS file cannot be loaded, after
+  ///   shutting the manager down again.
+  public static func build(
+    configuration: Configuration, logger: Logger
+  ) async throws -> JobWorkerServer {
     let standard = try StandardServices(
       serving: [Jobworker_V1_JobWorker.descriptor.fullyQualifiedService],
       descriptorSets: [JobWorkerDescriptors.fileDescriptorSetBase64])
-    self.manager = manager
-    self.peers = peers
-    self.service = service
-    self.transport = transport
-    self.standard = standard
-    self.server = GRPCServer(transport: transport, services: [service] + standard.all)
-    self.logger = logger
-  }
-
-  /// The bound address once listening; nil if binding failed or the server stopped.
-  public var listeningAddress: HostPort? {
-    get async {
-      guard let address = await transport.listeningAddress else { return nil }
-      if let ipv4 = address.ipv4 { return HostPort(host: ipv4.host, port: ipv4.port) }
-      if let ipv6 = address.ipv6 { return HostPort(host: ipv6.host, port: ipv6.port) }
-      return nil
+    let health = standard.health
+    let manager = try JobManager(configuration: configuration.manager, logger: logger)
+    do {
+      let peers = PeerRegistry()
+      let service = JobWorkerService(
+        manager: manager, peers: peers, limits: configuration.limits, logger: logger)
+      let server = try GRPCServerService(
+        name: "jobworker", address: configuration.listen, services: [service] + standard.all,
+        tls: configuration.tls, peers: peers,
+        config: GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes),
+        logger: logger,
+        onDrain: {
+          logger.info("job worker shutting down: stopping jobs")
+          health.markAllNotServing()
+          await manager.shutdown()
+        })
+      return JobWorkerServer(
+        manager: manager, peers: peers, service: service, server: server, health: health)
+    } catch {
+      await manager.shutdown()
+      throw error
     }
-  }
-
-  /// Serves until graceful shutdown (ServiceGroup) or ``stop()``.
-  public func run() async throws {
-    enum Finished { case serving, shutdownWatcher }
-    try await withThrowingTaskGroup(of: Finished.self) { group in
-      group.addTask {
-        try await self.server.serve()
-        return .serving
-      }
-      group.addTask {
-        if let address = await self.listeningAddress {
-          self.logger.info(
-            "job worker listening (mTLS, TLS 1.3 only)",
-            metadata: [
-              "jobworker.address": "\(address)"
-            ])
-        }
-        // Throws when cancelled, i.e. when serving already ended.
-        if (try? await gracefulShutdown()) != nil { await self.stop() }
-        return .shutdownWatcher
-      }
-      while let finished = try await group.next() {
-        if finished == .serving { group.cancelAll() }
-      }
-    }
-  }
-
-  /// Stops every job (their streams end with a final status), then stops accepting calls
-  /// and lets the in-flight ones finish.
-  public func stop() async {
-    logger.info("job worker shutting down: stopping jobs")
-    standard.health.markAllNotServing()
-    await manager.shutdown()
-    server.beginGracefulShutdown()
   }
 }

@@ -9,31 +9,29 @@ import TLSKit
 import TestSupport
 import Testing
 
-/// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs.
-/// Tests that call it are gated with `.requires(.cgroups)`.
+/// A real job worker (built by `JobWorkerServer.build` as the `jobworker` binary builds it:
+/// real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, shut down gracefully after
+/// it as on SIGTERM. Tests that call it are gated with `.requires(.cgroups)`.
 func withJobWorker(
   pki: TestPKI, limits: JobWorkerService.Limits = .init(),
-  _ body: @Sendable (_ port: Int, _ server: JobWorkerServer) async throws -> Void
+  _ body: @Sendable (_ port: Int, _ worker: JobWorkerServer) async throws -> Void
 ) async throws {
-  let manager = try JobManager(
-    configuration: JobManager.Configuration(
+  var configuration = JobWorkerServer.Configuration(
+    listen: HostPort(host: "127.0.0.1", port: 0), tls: pki.serverTLS,
+    manager: JobManager.Configuration(
       dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
-      cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"),
-    logger: quietLogger)
-  let server = try JobWorkerServer(
-    address: HostPort(host: "127.0.0.1", port: 0), tls: pki.serverTLS, manager: manager,
-    limits: limits, logger: quietLogger)
-  try await withThrowingTaskGroup(of: Void.self) { group in
-    group.addTask { try await server.run() }
-    let port = try #require(await server.listeningAddress?.port)
-    do {
-      try await body(port, server)
-    } catch {
-      await server.stop()
-      throw error
+      cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"))
+  configuration.limits = limits
+  let worker = try await JobWorkerServer.build(configuration: configuration, logger: quietLogger)
+  do {
+    try await withServiceGroup(worker.services, logger: quietLogger) { _ in
+      let port = try #require(await worker.server.listeningAddress?.port)
+      try await body(port, worker)
     }
-    await server.stop()
-    try await group.waitForAll()
+  } catch {
+    // The drain that stops the jobs may not have run (or was cut short).
+    await worker.manager.shutdown()
+    throw error
   }
 }
 
@@ -157,7 +155,9 @@ struct ServerTests {
     }
   }
 
-  @Test("a failure while streaming reaches the client as internalError, not unknown", .requires(.cgroups))
+  @Test(
+    "a failure while streaming reaches the client as internalError, not unknown",
+    .requires(.cgroups))
   func streamFailureCode() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -177,7 +177,9 @@ struct ServerTests {
     }
   }
 
-  @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks", .requires(.cgroups))
+  @Test(
+    "two clients stream one job concurrently and get identical bytes, in bounded chunks",
+    .requires(.cgroups))
   func concurrentStreams() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
