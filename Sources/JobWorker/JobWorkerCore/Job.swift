@@ -212,7 +212,7 @@ final class Job: Sendable {
       let w = write(logFD, buffer.baseAddress! + written, room - written)
       if w < 0 && errno == EINTR { continue }
       if w <= 0 {
-        logger.error("cannot store output", metadata: ["jobworker.error": "\(errnoText())"])
+        logger.error("cannot store output", metadata: ["error": "\(errnoText())"])
         break
       }
       written += w
@@ -255,7 +255,7 @@ final class Job: Sendable {
       // SIGCHLD set to SIG_IGN), so its status is lost; the program's own status, reported
       // by the init, usually is not.
       logger.warning(
-        "the job's init was reaped elsewhere", metadata: ["jobworker.error": "\(errnoText())"])
+        "the job's init was reaped elsewhere", metadata: ["error": "\(errnoText())"])
     }
 
     while pumpOutput(scratch) == .keep, hasPendingInput(outputFD) {}
@@ -277,7 +277,7 @@ final class Job: Sendable {
     do {
       try cgroup.remove(name)
     } catch {
-      logger.error("cannot remove the job's cgroup", metadata: ["jobworker.error": "\(error)"])
+      logger.error("cannot remove the job's cgroup", metadata: ["error": "\(error)"])
     }
     stopWatching()
     close(outputFD)

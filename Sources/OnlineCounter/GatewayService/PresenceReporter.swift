@@ -134,7 +134,7 @@ public final class PresenceReporter: Service, Sendable {
         // Cancelled by shutdown mid-call: expected, and the final flush sends it.
         logger.log(
           level: Task.isCancelled ? .debug : .warning, "presence flush failed; will retry",
-          metadata: ["gateway.error": "\(error)", "gateway.pending": "\(left)"])
+          metadata: ["error": "\(error)", "gateway.pending": "\(left)"])
         return false
       }
     }

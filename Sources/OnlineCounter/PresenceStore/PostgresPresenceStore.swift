@@ -111,7 +111,7 @@ public final class PostgresPresenceStore: PresenceStore {
             // from; calls report it to their callers as .unavailable anyway.
             self.logger.info(
               "presence schema migration failed; retrying",
-              metadata: ["presence.error": "\(error)"])
+              metadata: ["error": "\(error)"])
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(5))
           }

@@ -90,7 +90,7 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
         try await store.record(valid)
       } catch {
         storeFailures.increment()
-        logger.error("storing presence failed", metadata: ["status.error": "\(error)"])
+        logger.error("storing presence failed", metadata: ["error": "\(error)"])
         // The gateway keeps the batch and retries: nothing is lost.
         throw RPCError(code: .unavailable, message: "presence store unavailable")
       }

@@ -39,7 +39,7 @@ public struct PresencePruner: Service {
         } catch is CancellationError {
           return
         } catch {
-          logger.warning("prune failed", metadata: ["status.error": "\(error)"])
+          logger.warning("prune failed", metadata: ["error": "\(error)"])
         }
         try? await Task.sleep(for: interval)
       }

@@ -44,7 +44,7 @@ public struct StatusReader: Tenten_Interview_StatusReader.SimpleServiceProtocol 
       }
       return .with { $0.onlineUsers = count }
     } catch {
-      logger.error("count query failed", metadata: ["status.error": "\(error)"])
+      logger.error("count query failed", metadata: ["error": "\(error)"])
       throw RPCError(code: .unavailable, message: "presence store unavailable")
     }
   }
