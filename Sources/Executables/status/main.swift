@@ -11,7 +11,7 @@ import Telemetry
 /// The status service: answers `StatusReader.FetchOnlineUsersInLast3Mins` and ingests the
 /// gateways' presence batches into the presence store.
 @main
-struct StatusCommand: AsyncParsableCommand {
+struct StatusServerCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "status",
     abstract: "Counts users online in the last 3 minutes, from gateways' presence reports.")
