@@ -27,9 +27,9 @@ public final class GRPCServerService: Service, Sendable {
   ///     ``StandardServices``) so that tests can serve exactly what they need.
   ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``.
   ///   - onDrain: Awaited when graceful shutdown begins, before the server stops accepting:
-  ///     end long-lived streams here (e.g. ``HealthService/endWatches()``, or the job worker
-  ///     stopping its jobs, which ends their output streams), because gRPC waits for every
-  ///     open RPC to finish.
+  ///     end long-lived streams here (e.g. the job worker stopping its jobs, which ends their
+  ///     output streams), because gRPC waits for every open RPC to finish. Health watches of a
+  ///     served ``HealthService`` are ended by the server itself.
   public convenience init(
     name: String,
     address: HostPort,
@@ -87,12 +87,19 @@ public final class GRPCServerService: Service, Sendable {
     boundAddress: @escaping @Sendable () async -> SocketAddress?
   ) {
     let server = GRPCServer(transport: transport, services: services, interceptors: interceptors)
+    // A health Watch never ends by itself, and gRPC's graceful shutdown waits for every open
+    // RPC: a load balancer's watch would hold a draining server until the shutdown grace ran
+    // out. So a server that serves health ends its watches (with NOT_SERVING) when it drains.
+    let health = services.compactMap { $0 as? HealthService }
     self.name = name
     self.security = security
     self.logger = logger
     self.onDrain = onDrain
     self.serve = { try await server.serve() }
-    self.stop = { server.beginGracefulShutdown() }
+    self.stop = {
+      for service in health { service.endWatches() }
+      server.beginGracefulShutdown()
+    }
     self.boundAddress = boundAddress
   }
 
@@ -123,7 +130,7 @@ public final class GRPCServerService: Service, Sendable {
   /// Serves until ``beginGracefulShutdown()``, without a service group (tests, tools).
   public func serveUntilStopped() async throws { try await serve() }
 
-  /// Stops accepting new RPCs and lets in-flight ones finish.
+  /// Ends health watches, stops accepting new RPCs and lets in-flight ones finish.
   public func beginGracefulShutdown() { stop() }
 
   public func run() async throws {
@@ -143,7 +150,8 @@ public final class GRPCServerService: Service, Sendable {
       }
       try await gracefulShutdown()
       self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
-      // First end our own long-lived streams (health watches, jobs, …), then stop accepting.
+      // First end our own long-lived streams (jobs, …), then health watches, then stop
+      // accepting.
       await self.onDrain()
       self.stop()
     }

@@ -69,6 +69,41 @@ import Testing
     }
   }
 
+  /// Regression: a health Watch never ends by itself, and gRPC's graceful shutdown waits for
+  /// every open RPC, so a load balancer's watch held a draining server until the shutdown
+  /// grace ran out.
+  @Test("a draining server ends health watches with NOT_SERVING instead of waiting for them")
+  func drainEndsHealthWatches() async throws {
+    let standard = try StandardServices(
+      serving: ["tenten.interview.StatusReader"],
+      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    let service = GRPCServerService(
+      name: "test", address: HostPort(host: "127.0.0.1", port: 0), services: standard.all,
+      logger: Self.logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await service.serveUntilStopped() }
+      let address = try #require(await service.listeningAddress)
+      let transport = try HTTP2ClientTransport.Posix(
+        target: address.resolvableTarget, transportSecurity: .plaintext)
+      try await withGRPCClient(transport: transport) { client in
+        let health = Grpc_Health_V1_Health.Client(wrapping: client)
+        // Without the fix the watch is only ended by this deadline (and fails with it); 20 s
+        // bounds how long the failing test waits on a loaded machine.
+        var options = CallOptions.defaults
+        options.timeout = .seconds(20)
+        try await health.watch(.with { $0.service = "" }, options: options) { response in
+          var seen: [Grpc_Health_V1_HealthCheckResponse.ServingStatus] = []
+          for try await message in response.messages {
+            seen.append(message.status)
+            if seen.count == 1 { service.beginGracefulShutdown() }
+          }
+          #expect(seen == [.serving, .notServing])
+        }
+      }
+      try await group.waitForAll()
+    }
+  }
+
   @Test("reflection lists services and serves descriptors by symbol and by file")
   func reflection() async throws {
     try await withServer { address, _ in
