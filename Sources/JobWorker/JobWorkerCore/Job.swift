@@ -17,7 +17,8 @@ import Synchronization
 final class Job: Sendable {
   let id: JobID
   let owner: String
-  let command: String
+  /// Where the init looks for the program; it reports which candidate runs.
+  let program: ProgramSearch
   let arguments: [String]
   let limits: ResourceLimits
   let startedAt: Date
@@ -45,13 +46,13 @@ final class Job: Sendable {
   }
 
   init(
-    id: JobID, spec: JobSpec, command: String, limits: ResourceLimits, logPath: String,
+    id: JobID, spec: JobSpec, program: ProgramSearch, limits: ResourceLimits, logPath: String,
     descriptors: Descriptors, maxOutputBytes: UInt64, cgroup: any CgroupDriver, reactor: Reactor,
     logger: Logger
   ) {
     self.id = id
     self.owner = spec.owner
-    self.command = command
+    self.program = program
     self.arguments = spec.arguments
     self.limits = limits
     self.startedAt = Date()
@@ -115,15 +116,22 @@ final class Job: Sendable {
 
   // MARK: Queries and control (any thread)
 
+  /// The path of the program that runs (or ran); the command as requested until the init has
+  /// reported which candidate it executed.
+  var command: String {
+    state.withLock { $0.runningCandidate }.map(program.candidate) ?? program.command
+  }
+
   var status: JobStatus {
     let snapshot = state.withLock {
       (
         state: $0.jobState, endedAt: $0.endedAt, usage: $0.finalUsage, bytes: $0.outputBytes,
-        truncated: $0.outputTruncated
+        truncated: $0.outputTruncated, candidate: $0.runningCandidate
       )
     }
     return JobStatus(
-      id: id, owner: owner, command: command, arguments: arguments,
+      id: id, owner: owner, command: snapshot.candidate.map(program.candidate) ?? program.command,
+      arguments: arguments,
       state: snapshot.state, startedAt: startedAt, endedAt: snapshot.endedAt,
       usage: snapshot.usage ?? cgroup.usage(id.description), limits: limits,
       outputBytes: snapshot.bytes, outputTruncated: snapshot.truncated)
@@ -230,9 +238,12 @@ final class Job: Sendable {
       guard n == MemoryLayout<cjobinit_report>.size else { return .remove }
       switch report.kind {
       case Int32(CJOBINIT_REPORT_STARTED):
-        apply(state.withLock { $0.started() })
+        apply(state.withLock { $0.started(candidate: report.candidate) })
       case Int32(CJOBINIT_REPORT_FAILED):
-        let error = Self.startError(stage: report.stage, errno: report.value, command)
+        let error =
+          report.stage == Int32(CJOBINIT_STAGE_EXEC)
+          ? program.execError(errno: report.value, candidate: report.candidate)
+          : Self.startError(stage: report.stage, errno: report.value, program.command)
         apply(state.withLock { $0.failedToStart(error) })
       case Int32(CJOBINIT_REPORT_EXITED):
         apply(state.withLock { $0.programExited(status: report.value) })

@@ -201,8 +201,8 @@ public final class JobManager: Sendable {
   struct PreparedJob: Sendable {
     let id: JobID
     let spec: JobSpec
-    /// The resolved executable.
-    let path: String
+    /// Where the init looks for the program.
+    let program: ProgramSearch
     let limits: ResourceLimits
     let directory: String
     let logPath: String
@@ -233,7 +233,7 @@ public final class JobManager: Sendable {
     try Validation.strings(spec)
     let (limits, cgroupLimits) = try Validation.limits(
       spec.limits, defaults: configuration.defaultLimits, maximum: configuration.maxLimits)
-    let path = try Validation.executable(spec.command, environment: spec.environment)
+    let program = try ProgramSearch(command: spec.command, environment: spec.environment)
     guard !state.withLock({ $0.shuttingDown }) else {
       throw JobError(.unavailable, "the job manager is shutting down")
     }
@@ -254,7 +254,7 @@ public final class JobManager: Sendable {
       throw JobError(.internalError, "cannot create \(logPath): \(message)")
     }
     let prepared = PreparedJob(
-      id: id, spec: spec, path: path, limits: limits, directory: directory, logPath: logPath,
+      id: id, spec: spec, program: program, limits: limits, directory: directory, logPath: logPath,
       logFD: logFD, logger: logger)
     do {
       try cgroup.create(id.description, limits: cgroupLimits)
@@ -281,7 +281,8 @@ public final class JobManager: Sendable {
     do {
       process = try Launcher.spawn(
         Launcher.Request(
-          path: prepared.path, arguments: prepared.spec.arguments, environment: environment,
+          program: prepared.program, arguments: prepared.spec.arguments,
+          environment: environment,
           workingDirectory: prepared.spec.workingDirectory ?? "/",
           hostname: "job-" + name.prefix(8),
           uid: configuration.runAsUser, gid: configuration.runAsGroup))
@@ -290,7 +291,7 @@ public final class JobManager: Sendable {
       throw error
     }
     let job = Job(
-      id: prepared.id, spec: prepared.spec, command: prepared.path, limits: prepared.limits,
+      id: prepared.id, spec: prepared.spec, program: prepared.program, limits: prepared.limits,
       logPath: prepared.logPath,
       descriptors: .init(
         pid: process.pid, pidfd: process.pidfd, output: process.output, status: process.status,

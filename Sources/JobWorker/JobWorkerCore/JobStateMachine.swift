@@ -76,6 +76,8 @@ struct JobStateMachine {
   private(set) var lifecycle: Lifecycle = .starting(.none, waiters: [])
   private(set) var outputBytes: UInt64 = 0
   private(set) var outputTruncated = false
+  /// Which of the job's program candidates runs, once the init has reported STARTED.
+  private(set) var runningCandidate: Int32?
   private var nextWaiterID: UInt64 = 0
   private var outputWaiters: [UInt64: Waiter] = [:]
   private var endWaiters: [UInt64: Waiter] = [:]
@@ -135,9 +137,10 @@ struct JobStateMachine {
     }
   }
 
-  /// The init reported STARTED: the program runs.
-  mutating func started() -> Action {
+  /// The init reported STARTED: the program runs, found at this index of the job's candidates.
+  mutating func started(candidate: Int32) -> Action {
     guard case .starting(let stop, let waiters) = lifecycle else { return .none }
+    runningCandidate = candidate
     lifecycle = .running(stop, programStatus: nil)
     return .resumeStart(waiters, .success(()))
   }

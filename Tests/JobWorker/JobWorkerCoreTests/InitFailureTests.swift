@@ -51,8 +51,9 @@ struct InitFailureTests {
     var pidfd: Int32 = -1
     let pid = argv.withUnsafeMutableBufferPointer { argv in
       envp.withUnsafeMutableBufferPointer { envp in
+        // The program's one candidate path is its argv[0].
         var spec = cjobinit_spec(
-          path: strings[0], argv: argv.baseAddress, envp: envp.baseAddress,
+          candidates: argv.baseAddress, argv: argv.baseAddress, envp: envp.baseAddress,
           working_directory: strings[1], hostname: strings[2], uid: 65534, gid: 65534,
           output_fd: notOpen, release_fd: release[0], status_fd: status[1])
         return cjobinit_spawn(&spec, &pidfd)

@@ -114,3 +114,16 @@ final class LogRecorder: Sendable {
 func currentThreadName() -> String {
   (FileSystem.read("/proc/thread-self/comm") ?? "").trimmingCharacters(in: .newlines)
 }
+
+/// A fresh directory on the host's disk with `mode`, owned by root, that jobs can see: under
+/// /var/tmp, because every job has a private /tmp. Removed with its content afterwards.
+func withHostDirectory<T>(
+  mode: mode_t = 0o755, _ body: (String) async throws -> T
+) async throws -> T {
+  let directory = "/var/tmp/jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
+  try #require(mkdir(directory, mode) == 0, "mkdir \(directory): \(errnoText())")
+  // mkdir applies the umask.
+  chmod(directory, mode)
+  defer { try? FileManager.default.removeItem(atPath: directory) }
+  return try await body(directory)
+}

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /// The job init reports to the worker on the status pipe in messages of this fixed size
-/// (12 bytes: one write, atomic on a pipe).
+/// (16 bytes: one write, atomic on a pipe).
 typedef struct {
   /// One of CJOBINIT_REPORT_*.
   int32_t kind;
@@ -31,6 +31,9 @@ typedef struct {
   /// STARTED: the program's PID inside the namespace; FAILED: errno; EXITED: the program's
   /// raw wait status (as from waitpid).
   int32_t value;
+  /// STARTED: the index in cjobinit_spec.candidates of the program that runs; FAILED at
+  /// CJOBINIT_STAGE_EXEC: the index of the candidate whose error `value` is. Otherwise 0.
+  int32_t candidate;
 } cjobinit_report;
 
 enum {
@@ -56,8 +59,11 @@ enum {
 };
 
 typedef struct {
-  /// Absolute path of the program (resolved by the caller).
-  const char *path;
+  /// NULL-terminated list of absolute paths to try, in order, after the program has taken
+  /// the job's credentials (execvp's search, done as the job's user so that the worker never
+  /// tells a job what its user may not see): one path for an absolute command, one per
+  /// absolute `PATH` entry for a bare name. At least one.
+  char *const *candidates;
   /// NULL-terminated argument and environment vectors.
   char *const *argv;
   char *const *envp;
