@@ -43,6 +43,10 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Parent cgroup of the jobs, one per instance (env: JOBWORKER_CGROUP_NAME).")
   var cgroupName: String = Environment.string("JOBWORKER_CGROUP_NAME", default: "jobworker")
 
+  @Option(help: "Size of each job's private /tmp and /dev/shm (env: JOBWORKER_SCRATCH_SIZE).")
+  var scratchSize: ByteCount = Environment.value(
+    "JOBWORKER_SCRATCH_SIZE", default: ByteCount(bytes: 64 << 20))
+
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
@@ -58,6 +62,9 @@ struct JobWorker: AsyncParsableCommand {
     guard (1...10_000).contains(maxJobsPerUser) else {
       throw ValidationError("--max-jobs-per-user must be between 1 and 10000")
     }
+    guard scratchSize.bytes >= 4096 else {
+      throw ValidationError("--scratch-size must be at least 4K")
+    }
   }
 
   func run() async throws {
@@ -67,7 +74,8 @@ struct JobWorker: AsyncParsableCommand {
     let logger = Logger(label: "jobworker")
 
     let manager = try JobManager(
-      configuration: JobManager.Configuration(dataDirectory: dataDir, cgroupName: cgroupName),
+      configuration: JobManager.Configuration(
+        dataDirectory: dataDir, scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName),
       logger: logger)
     do {
       let server = try JobWorkerServer(

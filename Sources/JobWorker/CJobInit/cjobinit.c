@@ -148,6 +148,17 @@ static void prepare_namespaces(const cjobinit_spec *spec) {
   if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
     fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_SYS, errno);
   }
+  // Private scratch space: the host's /tmp and /dev/shm are shared by every job (and every
+  // job runs as the same user), so files left there outlived the job, counted against no
+  // limit and could be read by other jobs. A tmpfs of the job's mount namespace is sized,
+  // its pages are charged to the job's memory cgroup, and it disappears with the namespace.
+  const unsigned long scratch_flags = MS_NOSUID | MS_NODEV;
+  if (mount("tmpfs", "/tmp", "tmpfs", scratch_flags, spec->scratch_options) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_TMP, errno);
+  }
+  if (mount("tmpfs", "/dev/shm", "tmpfs", scratch_flags, spec->scratch_options) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_SHM, errno);
+  }
   if (bring_up_loopback() != 0) fail(FD_STATUS, CJOBINIT_STAGE_LOOPBACK, errno);
   if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) {
     fail(FD_STATUS, CJOBINIT_STAGE_HOSTNAME, errno);

@@ -324,6 +324,8 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_MOUNT_PRIVATE): step = "making mounts private"
     case Int32(CJOBINIT_STAGE_MOUNT_PROC): step = "mounting /proc"
     case Int32(CJOBINIT_STAGE_MOUNT_SYS): step = "mounting /sys"
+    case Int32(CJOBINIT_STAGE_MOUNT_TMP): step = "mounting the job's private /tmp"
+    case Int32(CJOBINIT_STAGE_MOUNT_SHM): step = "mounting the job's private /dev/shm"
     case Int32(CJOBINIT_STAGE_LOOPBACK): step = "bringing up lo"
     case Int32(CJOBINIT_STAGE_HOSTNAME): step = "setting the host name"
     case Int32(CJOBINIT_STAGE_FORK): step = "forking the program"

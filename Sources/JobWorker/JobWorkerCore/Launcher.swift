@@ -20,6 +20,8 @@ enum Launcher {
     var environment: [String]
     var workingDirectory: String
     var hostname: String
+    /// Size of the job's private /tmp and of its /dev/shm (each).
+    var scratchBytes: UInt64
     var uid: uid_t
     var gid: gid_t
   }
@@ -46,7 +48,10 @@ enum Launcher {
     let argv = CStrings([request.program.command] + request.arguments)
     let envp = CStrings(request.environment)
     let candidates = CStrings(request.program.candidates)
-    let strings = CStrings([request.workingDirectory, request.hostname])
+    let strings = CStrings([
+      request.workingDirectory, request.hostname,
+      "size=\(request.scratchBytes),mode=1777",
+    ])
     defer {
       argv.free()
       envp.free()
@@ -56,6 +61,7 @@ enum Launcher {
     var spec = cjobinit_spec(
       candidates: candidates.vector, argv: argv.vector, envp: envp.vector,
       working_directory: strings.pointers[0], hostname: strings.pointers[1],
+      scratch_options: strings.pointers[2],
       uid: request.uid, gid: request.gid, output_fd: output[1], release_fd: release[0],
       status_fd: status[1])
     var pidfd: Int32 = -1

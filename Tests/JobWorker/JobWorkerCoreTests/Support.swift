@@ -11,14 +11,16 @@ import Testing
 /// it are gated with `.requires(.cgroups)`.
 func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
-  maxOutputBytes: UInt64 = 64 << 20, logger: Logger = Logger(label: "test"),
+  maxOutputBytes: UInt64 = 64 << 20, scratchBytes: UInt64 = 64 << 20,
+  logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
   let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
   defer { try? FileManager.default.removeItem(atPath: directory) }
   var configuration = JobManager.Configuration(
-    dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes, stopGracePeriod: grace,
+    dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes,
+    scratchBytesPerJob: scratchBytes, stopGracePeriod: grace,
     cgroupName: name)
   if runAsRoot {
     configuration.runAsUser = 0

@@ -56,6 +56,8 @@ enum {
   CJOBINIT_STAGE_NO_NEW_PRIVS = 10,
   CJOBINIT_STAGE_EXEC = 11,
   CJOBINIT_STAGE_STDIO = 12,  // moving the pipes and /dev/null to their fixed numbers
+  CJOBINIT_STAGE_MOUNT_TMP = 13,
+  CJOBINIT_STAGE_MOUNT_SHM = 14,
 };
 
 typedef struct {
@@ -71,6 +73,9 @@ typedef struct {
   const char *working_directory;
   /// Host name inside the job's UTS namespace.
   const char *hostname;
+  /// mount(2) data for the job's private tmpfs on /tmp and on /dev/shm, e.g.
+  /// "size=67108864,mode=1777" (built by the caller: no formatting after clone()).
+  const char *scratch_options;
   /// Credentials of the program and of the init once it no longer needs root.
   uid_t uid;
   gid_t gid;
