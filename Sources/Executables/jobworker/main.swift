@@ -47,6 +47,10 @@ struct JobWorker: AsyncParsableCommand {
   var scratchSize: ByteCount = Environment.value(
     "JOBWORKER_SCRATCH_SIZE", default: ByteCount(bytes: 64 << 20))
 
+  @Option(help: "Output stored per job; the rest is dropped (env: JOBWORKER_MAX_OUTPUT).")
+  var maxOutput: ByteCount = Environment.value(
+    "JOBWORKER_MAX_OUTPUT", default: ByteCount(bytes: 64 << 20))
+
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
@@ -62,6 +66,9 @@ struct JobWorker: AsyncParsableCommand {
     guard (1...10_000).contains(maxJobsPerUser) else {
       throw ValidationError("--max-jobs-per-user must be between 1 and 10000")
     }
+    guard maxOutput.bytes >= 1 else {
+      throw ValidationError("--max-output must be at least 1 byte")
+    }
     guard scratchSize.bytes >= 4096 else {
       throw ValidationError("--scratch-size must be at least 4K")
     }
@@ -75,7 +82,8 @@ struct JobWorker: AsyncParsableCommand {
 
     let manager = try JobManager(
       configuration: JobManager.Configuration(
-        dataDirectory: dataDir, scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName),
+        dataDirectory: dataDir, maxOutputBytesPerJob: maxOutput.bytes,
+        scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName),
       logger: logger)
     do {
       let server = try JobWorkerServer(

@@ -126,7 +126,7 @@ final class Job: Sendable {
     let snapshot = state.withLock {
       (
         state: $0.jobState, endedAt: $0.endedAt, usage: $0.finalUsage, bytes: $0.outputBytes,
-        truncated: $0.outputTruncated, candidate: $0.runningCandidate
+        loss: $0.outputLoss, candidate: $0.runningCandidate
       )
     }
     return JobStatus(
@@ -134,7 +134,7 @@ final class Job: Sendable {
       arguments: arguments,
       state: snapshot.state, startedAt: startedAt, endedAt: snapshot.endedAt,
       usage: snapshot.usage ?? cgroup.usage(id.description), limits: limits,
-      outputBytes: snapshot.bytes, outputTruncated: snapshot.truncated)
+      outputBytes: snapshot.bytes, outputLoss: snapshot.loss)
   }
 
   var hasEnded: Bool { state.withLock { $0.hasEnded } }
@@ -207,25 +207,37 @@ final class Job: Sendable {
 
   // MARK: Reactor handlers (reactor thread only)
 
-  /// Copies what the pipe holds into the log file, up to the cap; bytes past the cap are read
-  /// and dropped so that the job never blocks on a full pipe.
+  /// Copies what the pipe holds into the log file, up to the cap; bytes past the cap, and all
+  /// bytes after a failed write (a full disk), are read and dropped so that the job never
+  /// blocks on a full pipe, and the job's status says why (`OutputLoss`).
   private func pumpOutput(_ buffer: UnsafeMutableRawBufferPointer) -> Reactor.Disposition {
     let n = read(outputFD, buffer.baseAddress, buffer.count)
     if n < 0 { return errno == EAGAIN || errno == EINTR ? .keep : .remove }
     if n == 0 { return .remove }
-    let stored = state.withLock { $0.outputBytes }
-    let room = Int(min(UInt64(n), maxOutputBytes - min(stored, maxOutputBytes)))
+    let (stored, earlierLoss) = state.withLock { ($0.outputBytes, $0.outputLoss) }
+    // After a failed write nothing more is stored: a later write that succeeds (the disk has
+    // room again) would leave a hole in the middle of the log that no reader could see.
+    let capacity = earlierLoss == nil ? maxOutputBytes - min(stored, maxOutputBytes) : 0
+    let room = Int(min(UInt64(n), capacity))
     var written = 0
+    var loss: OutputLoss? = nil
     while written < room {
       let w = write(logFD, buffer.baseAddress! + written, room - written)
       if w < 0 && errno == EINTR { continue }
       if w <= 0 {
-        logger.error("cannot store output", metadata: ["jobworker.error": "\(errnoText())"])
+        let code = w < 0 ? errno : EIO
+        loss = .writeFailed(errno: code)
+        logger.error(
+          "cannot store the job's output; dropping the rest",
+          metadata: ["jobworker.error": "\(errnoText(code))", "jobworker.stored": "\(stored)"])
         break
       }
       written += w
     }
-    apply(state.withLock { $0.outputStored(UInt64(written), dropped: written < n) })
+    if loss == nil && earlierLoss == nil && written < n {
+      loss = .capReached(limit: maxOutputBytes)
+    }
+    apply(state.withLock { $0.outputStored(UInt64(written), loss: loss) })
     return .keep
   }
 

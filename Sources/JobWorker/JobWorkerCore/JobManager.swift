@@ -18,7 +18,7 @@ public final class JobManager: Sendable {
     public var defaultLimits: ResourceLimits
     /// The largest limits a job may ask for (nil: the host's size).
     public var maxLimits: ResourceLimits
-    /// Output past this many bytes is dropped and the job is marked `outputTruncated`.
+    /// Output past this many bytes is dropped and the job's `outputLoss` says so.
     public var maxOutputBytesPerJob: UInt64
     /// Size of each job's private `/tmp` and of its private `/dev/shm` (two tmpfs mounts in the
     /// job's mount namespace, gone with the job), at most the job's memory limit. Their pages

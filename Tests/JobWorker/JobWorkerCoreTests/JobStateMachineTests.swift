@@ -95,9 +95,12 @@ struct JobStateMachineTests {
 
   @Test func outputPastTheCapWakesNobody() {
     var machine = JobStateMachine()
-    #expect(shape(machine.outputStored(10, dropped: false)) == "resume(0)")
-    #expect(shape(machine.outputStored(0, dropped: true)) == "none")
-    #expect(machine.outputBytes == 10 && machine.outputTruncated)
+    #expect(shape(machine.outputStored(10, loss: nil)) == "resume(0)")
+    #expect(shape(machine.outputStored(0, loss: .capReached(limit: 10))) == "none")
+    #expect(machine.outputBytes == 10 && machine.outputLoss == .capReached(limit: 10))
+    // The first reason stays.
+    _ = machine.outputStored(0, loss: .writeFailed(errno: ENOSPC))
+    #expect(machine.outputLoss == .capReached(limit: 10))
   }
 
   @Test func finalStateDecoding() {

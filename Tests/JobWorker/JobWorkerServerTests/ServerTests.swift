@@ -12,12 +12,13 @@ import Testing
 /// A real `JobWorkerServer` (real JobManager, real mTLS on 127.0.0.1:0) while `body` runs.
 /// Tests that call it are gated with `.requires(.cgroups)`.
 func withJobWorker(
-  pki: TestPKI, limits: JobWorkerService.Limits = .init(),
+  pki: TestPKI, limits: JobWorkerService.Limits = .init(), maxOutputBytes: UInt64 = 64 << 20,
   _ body: @Sendable (_ port: Int, _ server: JobWorkerServer) async throws -> Void
 ) async throws {
   let manager = try JobManager(
     configuration: JobManager.Configuration(
-      dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
+      dataDirectory: pki.directory + "/data", maxOutputBytesPerJob: maxOutputBytes,
+      stopGracePeriod: .seconds(1),
       cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"),
     logger: quietLogger)
   let server = try JobWorkerServer(
@@ -157,7 +158,9 @@ struct ServerTests {
     }
   }
 
-  @Test("a failure while streaming reaches the client as internalError, not unknown", .requires(.cgroups))
+  @Test(
+    "a failure while streaming reaches the client as internalError, not unknown",
+    .requires(.cgroups))
   func streamFailureCode() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
@@ -177,7 +180,9 @@ struct ServerTests {
     }
   }
 
-  @Test("two clients stream one job concurrently and get identical bytes, in bounded chunks", .requires(.cgroups))
+  @Test(
+    "two clients stream one job concurrently and get identical bytes, in bounded chunks",
+    .requires(.cgroups))
   func concurrentStreams() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
