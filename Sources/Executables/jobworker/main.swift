@@ -43,6 +43,14 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Parent cgroup of the jobs, one per instance (env: JOBWORKER_CGROUP_NAME).")
   var cgroupName: String = Environment.string("JOBWORKER_CGROUP_NAME", default: "jobworker")
 
+  @Option(help: "Size of each job's private /tmp and /dev/shm (env: JOBWORKER_SCRATCH_SIZE).")
+  var scratchSize: ByteCount = Environment.value(
+    "JOBWORKER_SCRATCH_SIZE", default: ByteCount(bytes: 64 << 20))
+
+  @Option(help: "Output stored per job; the rest is dropped (env: JOBWORKER_MAX_OUTPUT).")
+  var maxOutput: ByteCount = Environment.value(
+    "JOBWORKER_MAX_OUTPUT", default: ByteCount(bytes: 64 << 20))
+
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
@@ -58,6 +66,12 @@ struct JobWorker: AsyncParsableCommand {
     guard (1...10_000).contains(maxJobsPerUser) else {
       throw ValidationError("--max-jobs-per-user must be between 1 and 10000")
     }
+    guard maxOutput.bytes >= 1 else {
+      throw ValidationError("--max-output must be at least 1 byte")
+    }
+    guard scratchSize.bytes >= 4096 else {
+      throw ValidationError("--scratch-size must be at least 4K")
+    }
   }
 
   func run() async throws {
@@ -69,7 +83,9 @@ struct JobWorker: AsyncParsableCommand {
     var configuration = JobWorkerServer.Configuration(
       listen: listen,
       tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
-      manager: JobManager.Configuration(dataDirectory: dataDir, cgroupName: cgroupName))
+      manager: JobManager.Configuration(
+        dataDirectory: dataDir, maxOutputBytesPerJob: maxOutput.bytes,
+        scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName))
     configuration.limits.maxRunningJobsPerUser = maxJobsPerUser
     let worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)
     do {

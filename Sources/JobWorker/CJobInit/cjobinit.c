@@ -29,8 +29,8 @@ enum { FD_STATUS = 3, FD_RELEASE = 4 };
 static const int forwarded_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
                                         SIGCONT, SIGWINCH};
 
-static void report(int fd, int32_t kind, int32_t stage, int32_t value) {
-  cjobinit_report r = {.kind = kind, .stage = stage, .value = value};
+static void report(int fd, int32_t kind, int32_t stage, int32_t value, int32_t candidate) {
+  cjobinit_report r = {.kind = kind, .stage = stage, .value = value, .candidate = candidate};
   ssize_t n;
   do {
     n = write(fd, &r, sizeof r);
@@ -40,9 +40,13 @@ static void report(int fd, int32_t kind, int32_t stage, int32_t value) {
 // Every failure of the init ends here: one FAILED report {stage, errno} on the status pipe,
 // which the worker turns into a start error naming the step, then exit. (As in runc's
 // nsexec.c `bail`: no step exits silently, so no failure reaches the user as a bare exit code.)
-static _Noreturn void fail(int status_fd, int stage, int error) {
-  report(status_fd, CJOBINIT_REPORT_FAILED, stage, error);
+static _Noreturn void fail_candidate(int status_fd, int stage, int error, int candidate) {
+  report(status_fd, CJOBINIT_REPORT_FAILED, stage, error, candidate);
   _exit(127);
+}
+
+static _Noreturn void fail(int status_fd, int stage, int error) {
+  fail_candidate(status_fd, stage, error, 0);
 }
 
 // Credentials through raw system calls: glibc's setuid() and friends broadcast to every thread
@@ -144,6 +148,17 @@ static void prepare_namespaces(const cjobinit_spec *spec) {
   if (mount("sysfs", "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) {
     fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_SYS, errno);
   }
+  // Private scratch space: the host's /tmp and /dev/shm are shared by every job (and every
+  // job runs as the same user), so files left there outlived the job, counted against no
+  // limit and could be read by other jobs. A tmpfs of the job's mount namespace is sized,
+  // its pages are charged to the job's memory cgroup, and it disappears with the namespace.
+  const unsigned long scratch_flags = MS_NOSUID | MS_NODEV;
+  if (mount("tmpfs", "/tmp", "tmpfs", scratch_flags, spec->scratch_options) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_TMP, errno);
+  }
+  if (mount("tmpfs", "/dev/shm", "tmpfs", scratch_flags, spec->scratch_options) != 0) {
+    fail(FD_STATUS, CJOBINIT_STAGE_MOUNT_SHM, errno);
+  }
   if (bring_up_loopback() != 0) fail(FD_STATUS, CJOBINIT_STAGE_LOOPBACK, errno);
   if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) {
     fail(FD_STATUS, CJOBINIT_STAGE_HOSTNAME, errno);
@@ -151,8 +166,28 @@ static void prepare_namespaces(const cjobinit_spec *spec) {
   prctl(PR_SET_NAME, "jobinit", 0, 0, 0);
 }
 
+// What the program's process tells the init on its close-on-exec report pipe, 12 bytes per
+// message: TRYING {candidate} before each execve, or a failure {stage, errno, candidate}.
+// EOF after a TRYING means that candidate runs.
+enum { PROGRAM_TRYING = 0 };
+
+static void tell_init(int report_fd, int32_t stage, int32_t error, int32_t candidate) {
+  int32_t msg[3] = {stage, error, candidate};
+  ssize_t n = write(report_fd, msg, sizeof msg);
+  (void)n;
+}
+
+// Whether execvp would go on to the next PATH entry after this execve error.
+static int search_goes_on(int error) {
+  return error == ENOENT || error == ENOTDIR || error == ESTALE || error == ENODEV ||
+         error == ETIMEDOUT || error == EACCES;
+}
+
 // The user's program: runs in the forked grandchild, reports failures on report_fd
-// (close-on-exec, so a successful execve closes it and the init reads EOF).
+// (close-on-exec, so a successful execve closes it and the init reads EOF). The command is
+// looked up only here, with the job's credentials: a job learns whether a path exists or may
+// be run exactly as much as its user could by itself, never what root can see (before, the
+// worker checked the path as root and told `/root/x` missing apart from present).
 static _Noreturn void run_program(const cjobinit_spec *spec, int report_fd) {
   int stage = CJOBINIT_STAGE_CREDENTIALS;
   if (drop_privileges(spec->uid, spec->gid) != 0) goto fail;
@@ -163,12 +198,27 @@ static _Noreturn void run_program(const cjobinit_spec *spec, int report_fd) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  stage = CJOBINIT_STAGE_EXEC;
-  execve(spec->path, spec->argv, spec->envp);
-fail:;
-  int32_t msg[2] = {stage, errno};
-  ssize_t n = write(report_fd, msg, sizeof msg);
-  (void)n;
+
+  // execvp's rules: skip entries that do not exist or cannot be entered; if any candidate
+  // was refused (EACCES) and none ran, the answer is EACCES for the first refused one;
+  // any other error ends the search.
+  int error = ENOENT, failed = 0, denied = -1;
+  for (int i = 0; spec->candidates[i] != NULL; i++) {
+    tell_init(report_fd, PROGRAM_TRYING, 0, i);
+    execve(spec->candidates[i], spec->argv, spec->envp);
+    error = errno;
+    failed = i;
+    if (error == EACCES && denied < 0) denied = i;
+    if (!search_goes_on(error)) break;
+  }
+  if (denied >= 0 && search_goes_on(error)) {
+    error = EACCES;
+    failed = denied;
+  }
+  tell_init(report_fd, CJOBINIT_STAGE_EXEC, error, failed);
+  _exit(127);
+fail:
+  tell_init(report_fd, stage, errno, 0);
   _exit(127);
 }
 
@@ -192,19 +242,25 @@ static pid_t start_program(const cjobinit_spec *spec) {
   close(report_write);
   dup2(0, 1);
   dup2(0, 2);
-  int32_t failure[2];
-  ssize_t n;
-  do {
-    n = read(report_read, failure, sizeof failure);
-  } while (n < 0 && errno == EINTR);
-  close(report_read);
-  if (n == (ssize_t)sizeof failure) {
+  // Messages until EOF: the last TRYING names the program that runs, unless a failure follows.
+  int32_t candidate = 0;
+  for (;;) {
+    int32_t msg[3];
+    ssize_t n = read(report_read, msg, sizeof msg);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != (ssize_t)sizeof msg) break;
+    if (msg[0] == PROGRAM_TRYING) {
+      candidate = msg[2];
+      continue;
+    }
+    close(report_read);
     int st;
     while (waitpid(program, &st, 0) < 0 && errno == EINTR) {
     }
-    fail(FD_STATUS, failure[0], failure[1]);
+    fail_candidate(FD_STATUS, msg[0], msg[1], msg[2]);
   }
-  report(FD_STATUS, CJOBINIT_REPORT_STARTED, 0, program);
+  close(report_read);
+  report(FD_STATUS, CJOBINIT_REPORT_STARTED, 0, program, candidate);
   return program;
 }
 
@@ -236,7 +292,7 @@ static _Noreturn void supervise(const cjobinit_spec *spec, pid_t program) {
       if (pid == program) {
         // The job ends with its program; the kernel kills what is left in the namespace
         // when its init exits.
-        report(FD_STATUS, CJOBINIT_REPORT_EXITED, 0, st);
+        report(FD_STATUS, CJOBINIT_REPORT_EXITED, 0, st, 0);
         _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
       }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JobWorkerProtos
+import ServiceKit
 
 /// What to run and within which limits: shared by `start` and `run`.
 struct JobOptions: ParsableArguments {
@@ -113,27 +114,6 @@ struct JobOptions: ParsableArguments {
         limits.io = order.compactMap { devices[$0] }
       }
     }
-  }
-}
-
-/// A byte count with an optional binary suffix: `4096`, `64K`, `256M`, `2G`.
-struct ByteCount: ExpressibleByArgument {
-  var bytes: UInt64
-
-  init?(argument: String) {
-    let text = argument.uppercased().replacingOccurrences(of: "IB", with: "")
-      .replacingOccurrences(of: "B", with: "")
-    let multipliers: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-    var digits = Substring(text)
-    var multiplier: UInt64 = 1
-    if let last = digits.last, let value = multipliers[last] {
-      multiplier = value
-      digits = digits.dropLast()
-    }
-    guard let number = UInt64(digits) else { return nil }
-    let (product, overflow) = number.multipliedReportingOverflow(by: multiplier)
-    guard !overflow else { return nil }
-    bytes = product
   }
 }
 

@@ -20,16 +20,19 @@ struct LogsCommand: AsyncParsableCommand {
     let connection = connection.connection
     let id = id
     if follow {
-      _ = try await OutputStreamer.stream(id: id, connection: connection, limit: nil)
+      let final = try await OutputStreamer.stream(id: id, connection: connection, limit: nil)
+      if let final { OutputNotice.printIfIncomplete(final) }
       return
     }
     // A snapshot: learn how many bytes exist now, then read exactly those (or until the job's
     // final status if it already ended).
-    let stored = try await connection.withClient { client in
+    let snapshot = try await connection.withClient { client in
       try await client.getJobStatus(.with { $0.jobID = id }, options: connection.callOptions)
-        .job.outputBytes
+        .job
     }
-    _ = try await OutputStreamer.stream(id: id, connection: connection, limit: stored)
+    _ = try await OutputStreamer.stream(
+      id: id, connection: connection, limit: snapshot.outputBytes)
+    OutputNotice.printIfIncomplete(snapshot)
   }
 }
 

@@ -67,8 +67,7 @@ enum Printer {
         "io \(device) r \(bytes(io.readBytesPerSecond))/s w \(bytes(io.writeBytesPerSecond))/s")
     }
     lines.append("limits:   " + limitText.joined(separator: ", "))
-    lines.append(
-      "output:   \(bytes(job.outputBytes))" + (job.outputTruncated ? " (truncated)" : ""))
+    lines.append("output:   \(bytes(job.outputBytes))" + OutputNotice.suffix(job))
     return lines.joined(separator: "\n")
   }
 
@@ -132,6 +131,7 @@ struct JobJSON: Encodable {
   var ioWriteBytes: UInt64
   var outputBytes: UInt64
   var outputTruncated: Bool
+  var outputTruncatedReason: String?
 
   enum CodingKeys: String, CodingKey {
     case jobId = "job_id"
@@ -144,6 +144,7 @@ struct JobJSON: Encodable {
     case ioWriteBytes = "io_write_bytes"
     case outputBytes = "output_bytes"
     case outputTruncated = "output_truncated"
+    case outputTruncatedReason = "output_truncated_reason"
     case owner, command, args, state, signal
   }
 
@@ -170,6 +171,7 @@ struct JobJSON: Encodable {
     ioWriteBytes = job.usage.ioWriteBytes
     outputBytes = job.outputBytes
     outputTruncated = job.outputTruncated
+    outputTruncatedReason = job.outputTruncated ? OutputNotice.reason(job) : nil
   }
 }
 

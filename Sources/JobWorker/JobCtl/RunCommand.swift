@@ -48,6 +48,7 @@ struct RunCommand: AsyncParsableCommand {
       return nil
     }
     guard let final else { throw ExitCode.failure }
+    OutputNotice.printIfIncomplete(final)
     throw ExitCode(Self.exitCode(final))
   }
 

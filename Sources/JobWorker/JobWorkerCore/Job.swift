@@ -17,7 +17,8 @@ import Synchronization
 final class Job: Sendable {
   let id: JobID
   let owner: String
-  let command: String
+  /// Where the init looks for the program; it reports which candidate runs.
+  let program: ProgramSearch
   let arguments: [String]
   let limits: ResourceLimits
   let startedAt: Date
@@ -45,13 +46,13 @@ final class Job: Sendable {
   }
 
   init(
-    id: JobID, spec: JobSpec, command: String, limits: ResourceLimits, logPath: String,
+    id: JobID, spec: JobSpec, program: ProgramSearch, limits: ResourceLimits, logPath: String,
     descriptors: Descriptors, maxOutputBytes: UInt64, cgroup: any CgroupDriver, reactor: Reactor,
     logger: Logger
   ) {
     self.id = id
     self.owner = spec.owner
-    self.command = command
+    self.program = program
     self.arguments = spec.arguments
     self.limits = limits
     self.startedAt = Date()
@@ -115,18 +116,25 @@ final class Job: Sendable {
 
   // MARK: Queries and control (any thread)
 
+  /// The path of the program that runs (or ran); the command as requested until the init has
+  /// reported which candidate it executed.
+  var command: String {
+    state.withLock { $0.runningCandidate }.map(program.candidate) ?? program.command
+  }
+
   var status: JobStatus {
     let snapshot = state.withLock {
       (
         state: $0.jobState, endedAt: $0.endedAt, usage: $0.finalUsage, bytes: $0.outputBytes,
-        truncated: $0.outputTruncated
+        loss: $0.outputLoss, candidate: $0.runningCandidate
       )
     }
     return JobStatus(
-      id: id, owner: owner, command: command, arguments: arguments,
+      id: id, owner: owner, command: snapshot.candidate.map(program.candidate) ?? program.command,
+      arguments: arguments,
       state: snapshot.state, startedAt: startedAt, endedAt: snapshot.endedAt,
       usage: snapshot.usage ?? cgroup.usage(id.description), limits: limits,
-      outputBytes: snapshot.bytes, outputTruncated: snapshot.truncated)
+      outputBytes: snapshot.bytes, outputLoss: snapshot.loss)
   }
 
   var hasEnded: Bool { state.withLock { $0.hasEnded } }
@@ -199,25 +207,37 @@ final class Job: Sendable {
 
   // MARK: Reactor handlers (reactor thread only)
 
-  /// Copies what the pipe holds into the log file, up to the cap; bytes past the cap are read
-  /// and dropped so that the job never blocks on a full pipe.
+  /// Copies what the pipe holds into the log file, up to the cap; bytes past the cap, and all
+  /// bytes after a failed write (a full disk), are read and dropped so that the job never
+  /// blocks on a full pipe, and the job's status says why (`OutputLoss`).
   private func pumpOutput(_ buffer: UnsafeMutableRawBufferPointer) -> Reactor.Disposition {
     let n = read(outputFD, buffer.baseAddress, buffer.count)
     if n < 0 { return errno == EAGAIN || errno == EINTR ? .keep : .remove }
     if n == 0 { return .remove }
-    let stored = state.withLock { $0.outputBytes }
-    let room = Int(min(UInt64(n), maxOutputBytes - min(stored, maxOutputBytes)))
+    let (stored, earlierLoss) = state.withLock { ($0.outputBytes, $0.outputLoss) }
+    // After a failed write nothing more is stored: a later write that succeeds (the disk has
+    // room again) would leave a hole in the middle of the log that no reader could see.
+    let capacity = earlierLoss == nil ? maxOutputBytes - min(stored, maxOutputBytes) : 0
+    let room = Int(min(UInt64(n), capacity))
     var written = 0
+    var loss: OutputLoss? = nil
     while written < room {
       let w = write(logFD, buffer.baseAddress! + written, room - written)
       if w < 0 && errno == EINTR { continue }
       if w <= 0 {
-        logger.error("cannot store output", metadata: ["error": "\(errnoText())"])
+        let code = w < 0 ? errno : EIO
+        loss = .writeFailed(errno: code)
+        logger.error(
+          "cannot store the job's output; dropping the rest",
+          metadata: ["error": "\(errnoText(code))", "jobworker.stored": "\(stored)"])
         break
       }
       written += w
     }
-    apply(state.withLock { $0.outputStored(UInt64(written), dropped: written < n) })
+    if loss == nil && earlierLoss == nil && written < n {
+      loss = .capReached(limit: maxOutputBytes)
+    }
+    apply(state.withLock { $0.outputStored(UInt64(written), loss: loss) })
     return .keep
   }
 
@@ -230,9 +250,12 @@ final class Job: Sendable {
       guard n == MemoryLayout<cjobinit_report>.size else { return .remove }
       switch report.kind {
       case Int32(CJOBINIT_REPORT_STARTED):
-        apply(state.withLock { $0.started() })
+        apply(state.withLock { $0.started(candidate: report.candidate) })
       case Int32(CJOBINIT_REPORT_FAILED):
-        let error = Self.startError(stage: report.stage, errno: report.value, command)
+        let error =
+          report.stage == Int32(CJOBINIT_STAGE_EXEC)
+          ? program.execError(errno: report.value, candidate: report.candidate)
+          : Self.startError(stage: report.stage, errno: report.value, program.command)
         apply(state.withLock { $0.failedToStart(error) })
       case Int32(CJOBINIT_REPORT_EXITED):
         apply(state.withLock { $0.programExited(status: report.value) })
@@ -313,6 +336,8 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_MOUNT_PRIVATE): step = "making mounts private"
     case Int32(CJOBINIT_STAGE_MOUNT_PROC): step = "mounting /proc"
     case Int32(CJOBINIT_STAGE_MOUNT_SYS): step = "mounting /sys"
+    case Int32(CJOBINIT_STAGE_MOUNT_TMP): step = "mounting the job's private /tmp"
+    case Int32(CJOBINIT_STAGE_MOUNT_SHM): step = "mounting the job's private /dev/shm"
     case Int32(CJOBINIT_STAGE_LOOPBACK): step = "bringing up lo"
     case Int32(CJOBINIT_STAGE_HOSTNAME): step = "setting the host name"
     case Int32(CJOBINIT_STAGE_FORK): step = "forking the program"

@@ -18,8 +18,12 @@ public final class JobManager: Sendable {
     public var defaultLimits: ResourceLimits
     /// The largest limits a job may ask for (nil: the host's size).
     public var maxLimits: ResourceLimits
-    /// Output past this many bytes is dropped and the job is marked `outputTruncated`.
+    /// Output past this many bytes is dropped and the job's `outputLoss` says so.
     public var maxOutputBytesPerJob: UInt64
+    /// Size of each job's private `/tmp` and of its private `/dev/shm` (two tmpfs mounts in the
+    /// job's mount namespace, gone with the job), at most the job's memory limit. Their pages
+    /// are charged to the job's memory cgroup, so the memory limit bounds both together.
+    public var scratchBytesPerJob: UInt64
     /// How long `stop` waits after SIGTERM before it kills every process of the job.
     public var stopGracePeriod: Duration
     /// The unprivileged user and group that jobs run as.
@@ -39,6 +43,7 @@ public final class JobManager: Sendable {
         cpuMillicores: 1000, memoryBytes: 512 << 20, maxPids: 256),
       maxLimits: ResourceLimits = ResourceLimits(),
       maxOutputBytesPerJob: UInt64 = 64 << 20,
+      scratchBytesPerJob: UInt64 = 64 << 20,
       stopGracePeriod: Duration = .seconds(5),
       runAsUser: uid_t = 65534, runAsGroup: gid_t = 65534,
       cgroupRoot: String? = nil, cgroupName: String = "jobworker"
@@ -47,6 +52,7 @@ public final class JobManager: Sendable {
       self.defaultLimits = defaultLimits
       self.maxLimits = maxLimits
       self.maxOutputBytesPerJob = maxOutputBytesPerJob
+      self.scratchBytesPerJob = scratchBytesPerJob
       self.stopGracePeriod = stopGracePeriod
       self.runAsUser = runAsUser
       self.runAsGroup = runAsGroup
@@ -91,12 +97,17 @@ public final class JobManager: Sendable {
   /// the calling thread.
   /// - Throws: `JobError.unavailable` without root or usable cgroups; `JobError.inUse` when
   ///   another live manager (in this process or another) holds the data directory or the
-  ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component.
+  ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component
+  ///   or a scratch space of 0 bytes.
   public init(configuration: Configuration, logger: Logger) throws {
     guard geteuid() == 0 else {
       throw JobError(.unavailable, "the job worker needs root (namespaces and cgroups)")
     }
     try Validation.cgroupName(configuration.cgroupName)
+    // tmpfs reads size=0 as "no limit".
+    guard configuration.scratchBytesPerJob > 0 else {
+      throw JobError(.invalidArgument, "the scratch space per job must be at least 1 byte")
+    }
     self.configuration = configuration
     self.logger = logger
     self.jobsDirectory = configuration.dataDirectory + "/jobs"
@@ -201,8 +212,8 @@ public final class JobManager: Sendable {
   struct PreparedJob: Sendable {
     let id: JobID
     let spec: JobSpec
-    /// The resolved executable.
-    let path: String
+    /// Where the init looks for the program.
+    let program: ProgramSearch
     let limits: ResourceLimits
     let directory: String
     let logPath: String
@@ -233,7 +244,7 @@ public final class JobManager: Sendable {
     try Validation.strings(spec)
     let (limits, cgroupLimits) = try Validation.limits(
       spec.limits, defaults: configuration.defaultLimits, maximum: configuration.maxLimits)
-    let path = try Validation.executable(spec.command, environment: spec.environment)
+    let program = try ProgramSearch(command: spec.command, environment: spec.environment)
     guard !state.withLock({ $0.shuttingDown }) else {
       throw JobError(.unavailable, "the job manager is shutting down")
     }
@@ -254,7 +265,7 @@ public final class JobManager: Sendable {
       throw JobError(.internalError, "cannot create \(logPath): \(message)")
     }
     let prepared = PreparedJob(
-      id: id, spec: spec, path: path, limits: limits, directory: directory, logPath: logPath,
+      id: id, spec: spec, program: program, limits: limits, directory: directory, logPath: logPath,
       logFD: logFD, logger: logger)
     do {
       try cgroup.create(id.description, limits: cgroupLimits)
@@ -281,16 +292,20 @@ public final class JobManager: Sendable {
     do {
       process = try Launcher.spawn(
         Launcher.Request(
-          path: prepared.path, arguments: prepared.spec.arguments, environment: environment,
+          program: prepared.program, arguments: prepared.spec.arguments,
+          environment: environment,
           workingDirectory: prepared.spec.workingDirectory ?? "/",
           hostname: "job-" + name.prefix(8),
+          scratchBytes: min(
+            configuration.scratchBytesPerJob,
+            prepared.limits.memoryBytes ?? configuration.scratchBytesPerJob),
           uid: configuration.runAsUser, gid: configuration.runAsGroup))
     } catch {
       discard(prepared)
       throw error
     }
     let job = Job(
-      id: prepared.id, spec: prepared.spec, command: prepared.path, limits: prepared.limits,
+      id: prepared.id, spec: prepared.spec, program: prepared.program, limits: prepared.limits,
       logPath: prepared.logPath,
       descriptors: .init(
         pid: process.pid, pidfd: process.pidfd, output: process.output, status: process.status,

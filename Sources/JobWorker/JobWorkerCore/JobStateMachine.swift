@@ -75,7 +75,10 @@ struct JobStateMachine {
 
   private(set) var lifecycle: Lifecycle = .starting(.none, waiters: [])
   private(set) var outputBytes: UInt64 = 0
-  private(set) var outputTruncated = false
+  /// Why output was dropped; the first reason stays.
+  private(set) var outputLoss: OutputLoss?
+  /// Which of the job's program candidates runs, once the init has reported STARTED.
+  private(set) var runningCandidate: Int32?
   private var nextWaiterID: UInt64 = 0
   private var outputWaiters: [UInt64: Waiter] = [:]
   private var endWaiters: [UInt64: Waiter] = [:]
@@ -135,9 +138,10 @@ struct JobStateMachine {
     }
   }
 
-  /// The init reported STARTED: the program runs.
-  mutating func started() -> Action {
+  /// The init reported STARTED: the program runs, found at this index of the job's candidates.
+  mutating func started(candidate: Int32) -> Action {
     guard case .starting(let stop, let waiters) = lifecycle else { return .none }
+    runningCandidate = candidate
     lifecycle = .running(stop, programStatus: nil)
     return .resumeStart(waiters, .success(()))
   }
@@ -244,9 +248,9 @@ struct JobStateMachine {
 
   // MARK: Output and waiters
 
-  /// The reactor stored `stored` more bytes and dropped `dropped` bytes past the cap.
-  mutating func outputStored(_ stored: UInt64, dropped: Bool) -> Action {
-    if dropped { outputTruncated = true }
+  /// The reactor stored `stored` more bytes, and dropped the rest of what it read for `loss`.
+  mutating func outputStored(_ stored: UInt64, loss: OutputLoss?) -> Action {
+    if outputLoss == nil { outputLoss = loss }
     // Past the cap nothing is stored: waking the readers would only make them wait again.
     guard stored > 0 else { return .none }
     outputBytes += stored

@@ -15,11 +15,13 @@ enum Launcher {
   }
 
   struct Request {
-    var path: String
+    var program: ProgramSearch
     var arguments: [String]
     var environment: [String]
     var workingDirectory: String
     var hostname: String
+    /// Size of the job's private /tmp and of its /dev/shm (each).
+    var scratchBytes: UInt64
     var uid: uid_t
     var gid: gid_t
   }
@@ -42,17 +44,24 @@ enum Launcher {
 
     // C strings for the child; the clone copies the address space, so they are freed right
     // after the call.
-    let argv = CStrings([request.path] + request.arguments)
+    // argv[0] is the command as requested, as a shell (and execvp) would pass it.
+    let argv = CStrings([request.program.command] + request.arguments)
     let envp = CStrings(request.environment)
-    let strings = CStrings([request.path, request.workingDirectory, request.hostname])
+    let candidates = CStrings(request.program.candidates)
+    let strings = CStrings([
+      request.workingDirectory, request.hostname,
+      "size=\(request.scratchBytes),mode=1777",
+    ])
     defer {
       argv.free()
       envp.free()
+      candidates.free()
       strings.free()
     }
     var spec = cjobinit_spec(
-      path: strings.pointers[0], argv: argv.vector, envp: envp.vector,
-      working_directory: strings.pointers[1], hostname: strings.pointers[2],
+      candidates: candidates.vector, argv: argv.vector, envp: envp.vector,
+      working_directory: strings.pointers[0], hostname: strings.pointers[1],
+      scratch_options: strings.pointers[2],
       uid: request.uid, gid: request.gid, output_fd: output[1], release_fd: release[0],
       status_fd: status[1])
     var pidfd: Int32 = -1

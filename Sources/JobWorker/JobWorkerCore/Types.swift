@@ -135,8 +135,37 @@ public struct JobStatus: Sendable {
   public var limits: ResourceLimits
   /// Bytes of output stored so far.
   public var outputBytes: UInt64
-  /// True when output past `maxOutputBytesPerJob` was dropped.
-  public var outputTruncated: Bool
+  /// Why output was dropped, if any was: everything after the first `outputBytes` bytes.
+  public var outputLoss: OutputLoss?
+  /// True when output was dropped (see `outputLoss`).
+  public var outputTruncated: Bool { outputLoss != nil }
+}
+
+/// Why a job's output was not stored in full. The stored bytes are always an exact prefix of
+/// what the job wrote: once a byte is dropped, every later byte is dropped too.
+public enum OutputLoss: Hashable, Sendable, CustomStringConvertible {
+  /// The output reached the manager's cap (`maxOutputBytesPerJob`, in bytes).
+  case capReached(limit: UInt64)
+  /// Writing the log file failed with this errno (e.g. ENOSPC: the data directory's disk is
+  /// full). Later output is dropped even if the disk recovers, so the log has no holes.
+  case writeFailed(errno: Int32)
+
+  public var description: String {
+    switch self {
+    case .capReached(let limit):
+      "the output reached the job worker's cap of \(Self.bytes(limit)); the rest was dropped"
+    case .writeFailed(let code):
+      "the job worker could not store the output (\(errnoText(code))); the rest was dropped"
+    }
+  }
+
+  private static func bytes(_ count: UInt64) -> String {
+    for (unit, size) in [("GiB", UInt64(1) << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+    where count >= size && count % size == 0 {
+      return "\(count / size) \(unit)"
+    }
+    return count == 1 ? "1 byte" : "\(count) bytes"
+  }
 }
 
 /// Errors of the job worker library.

@@ -1,7 +1,8 @@
 import Glibc
 
 /// Checks a `JobSpec` before anything is created, so that bad requests fail with
-/// `invalidArgument` (or `failedToStart` for a missing program) and leave nothing behind.
+/// `invalidArgument` and leave nothing behind. Whether the program exists and may be run is
+/// not checked here but by the job's init as the job's user (see `ProgramSearch`).
 enum Validation {
   static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   /// The smallest memory limit that lets a shell start; below it jobs die at once.
@@ -109,42 +110,6 @@ enum Validation {
         .invalidArgument,
         "cgroup name \"\(name)\" must be 1 to 64 letters, digits, '.', '_' or '-' "
           + "(and not . or ..)")
-    }
-  }
-
-  /// Resolves the command like execvp would, but in the worker and before anything starts, so
-  /// that "no such program" is an error of `start`. The final word is execve's: its error (for
-  /// example EACCES for the job's user) comes back from the job init.
-  static func executable(_ command: String, environment: [String]) throws(JobError) -> String {
-    guard !command.isEmpty else { throw JobError(.invalidArgument, "command is empty") }
-    if command.contains("/") {
-      guard command.hasPrefix("/") else {
-        throw JobError(
-          .invalidArgument, "command \"\(command)\" must be an absolute path or a bare name")
-      }
-      try checkExecutable(command)
-      return command
-    }
-    let path =
-      environment.last(where: { $0.hasPrefix("PATH=") }).map { String($0.dropFirst(5)) }
-      ?? defaultPath
-    for directory in path.split(separator: ":") where directory.hasPrefix("/") {
-      let candidate = "\(directory)/\(command)"
-      if (try? checkExecutable(candidate)) != nil { return candidate }
-    }
-    throw JobError(.failedToStart, "executable \"\(command)\" not found in PATH \(path)")
-  }
-
-  private static func checkExecutable(_ path: String) throws(JobError) {
-    var st = stat()
-    guard stat(path, &st) == 0 else {
-      throw JobError(.failedToStart, "cannot run \(path): \(errnoText())")
-    }
-    guard (st.st_mode & S_IFMT) == S_IFREG else {
-      throw JobError(.failedToStart, "cannot run \(path): not a regular file")
-    }
-    guard st.st_mode & 0o111 != 0 else {
-      throw JobError(.failedToStart, "cannot run \(path): \(errnoText(EACCES))")
     }
   }
 }

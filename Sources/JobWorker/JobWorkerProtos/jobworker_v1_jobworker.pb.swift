@@ -423,9 +423,17 @@ public nonisolated struct Jobworker_V1_JobStatus: @unchecked Sendable {
     set {_uniqueStorage()._outputBytes = newValue}
   }
 
+  /// Set when output was dropped: everything after the first output_bytes bytes.
   public var outputTruncated: Bool {
     get {_storage._outputTruncated}
     set {_uniqueStorage()._outputTruncated = newValue}
+  }
+
+  /// Why output was dropped, for people: the server's output cap was reached, or the server
+  /// could not store the output (e.g. its disk is full). Empty when output_truncated is false.
+  public var outputTruncatedReason: String {
+    get {_storage._outputTruncatedReason}
+    set {_uniqueStorage()._outputTruncatedReason = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -942,7 +950,7 @@ nonisolated extension Jobworker_V1_ResourceUsage: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".JobStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}owner\0\u{1}command\0\u{1}args\0\u{1}state\0\u{3}exit_code\0\u{1}signal\0\u{3}started_at\0\u{3}ended_at\0\u{1}usage\0\u{1}limits\0\u{3}output_bytes\0\u{3}output_truncated\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}job_id\0\u{1}owner\0\u{1}command\0\u{1}args\0\u{1}state\0\u{3}exit_code\0\u{1}signal\0\u{3}started_at\0\u{3}ended_at\0\u{1}usage\0\u{1}limits\0\u{3}output_bytes\0\u{3}output_truncated\0\u{3}output_truncated_reason\0")
 
   fileprivate class _StorageClass {
     var _jobID: String = String()
@@ -958,6 +966,7 @@ nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtob
     var _limits: Jobworker_V1_ResourceLimits? = nil
     var _outputBytes: UInt64 = 0
     var _outputTruncated: Bool = false
+    var _outputTruncatedReason: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -981,6 +990,7 @@ nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtob
       _limits = source._limits
       _outputBytes = source._outputBytes
       _outputTruncated = source._outputTruncated
+      _outputTruncatedReason = source._outputTruncatedReason
     }
   }
 
@@ -1012,6 +1022,7 @@ nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtob
         case 11: try { try decoder.decodeSingularMessageField(value: &_storage._limits) }()
         case 12: try { try decoder.decodeSingularUInt64Field(value: &_storage._outputBytes) }()
         case 13: try { try decoder.decodeSingularBoolField(value: &_storage._outputTruncated) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._outputTruncatedReason) }()
         default: break
         }
       }
@@ -1063,6 +1074,9 @@ nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtob
       if _storage._outputTruncated != false {
         try visitor.visitSingularBoolField(value: _storage._outputTruncated, fieldNumber: 13)
       }
+      if !_storage._outputTruncatedReason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._outputTruncatedReason, fieldNumber: 14)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1085,6 +1099,7 @@ nonisolated extension Jobworker_V1_JobStatus: SwiftProtobuf.Message, SwiftProtob
         if _storage._limits != rhs_storage._limits {return false}
         if _storage._outputBytes != rhs_storage._outputBytes {return false}
         if _storage._outputTruncated != rhs_storage._outputTruncated {return false}
+        if _storage._outputTruncatedReason != rhs_storage._outputTruncatedReason {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -38,6 +38,7 @@ extension Jobworker_V1_JobStatus {
     limits = Jobworker_V1_ResourceLimits(status.limits)
     outputBytes = status.outputBytes
     outputTruncated = status.outputTruncated
+    outputTruncatedReason = status.outputLoss?.description ?? ""
   }
 }
 

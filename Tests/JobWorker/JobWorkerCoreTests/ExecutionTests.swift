@@ -87,18 +87,17 @@ struct ExecutionTests {
   /// error comes back through the close-on-exec pipe as an error of `start`.
   @Test(.requires(.cgroups)) func execveErrorIsReportedByStart() async throws {
     try await withManager { manager in
-      let directory = "/tmp/jobworker-test-\(UUID().uuidString.prefix(8))"
-      mkdir(directory, 0o755)
-      defer { try? FileManager.default.removeItem(atPath: directory) }
-      let program = directory + "/private"
-      _ = FileManager.default.createFile(
-        atPath: program, contents: Data("#!/bin/sh\necho hi\n".utf8),
-        attributes: [.posixPermissions: 0o700])
-      let error = await #expect(throws: JobError.self) {
-        try await manager.start(JobSpec(command: program))
+      try await withHostDirectory { directory in
+        let program = directory + "/private"
+        _ = FileManager.default.createFile(
+          atPath: program, contents: Data("#!/bin/sh\necho hi\n".utf8),
+          attributes: [.posixPermissions: 0o700])
+        let error = await #expect(throws: JobError.self) {
+          try await manager.start(JobSpec(command: program))
+        }
+        #expect(error?.code == .failedToStart)
+        #expect(error?.message == "execve \(program): Permission denied")
       }
-      #expect(error?.code == .failedToStart)
-      #expect(error?.message == "execve \(program): Permission denied")
 
       let badDirectory = await #expect(throws: JobError.self) {
         try await manager.start(JobSpec(command: "true", workingDirectory: "/root/nowhere"))
@@ -109,13 +108,62 @@ struct ExecutionTests {
     }
   }
 
-  @Test(.requires(.cgroups), arguments: [
-    ResourceLimits(cpuMillicores: 0), ResourceLimits(cpuMillicores: 1_000_000),
-    ResourceLimits(memoryBytes: 1024), ResourceLimits(maxPids: 0),
-    ResourceLimits(io: [IOLimit(device: "/dev/null", readBytesPerSecond: 1)]),
-    ResourceLimits(io: [IOLimit(device: "/dev/no-such-disk", readBytesPerSecond: 1)]),
-    ResourceLimits(io: [IOLimit(device: "/dev/null")]),
-  ])
+  /// The command is looked up as the job's user, never as root: under a directory only root
+  /// may enter, a program that exists, one that does not and a directory all give the same
+  /// answer, so a job cannot probe what root sees (issue 11, item 3). Before, the worker
+  /// checked as root: "No such file or directory", "not a regular file" and, for the one
+  /// that exists, execve's "Permission denied".
+  @Test(.requires(.cgroups)) func commandIsLookedUpAsTheJobsUser() async throws {
+    try await withManager { manager in
+      try await withHostDirectory(mode: 0o700) { secret in
+        _ = FileManager.default.createFile(
+          atPath: secret + "/exists", contents: Data("#!/bin/sh\necho hi\n".utf8),
+          attributes: [.posixPermissions: 0o755])
+        mkdir(secret + "/directory", 0o755)
+        func startError(_ spec: JobSpec) async -> JobError? {
+          await #expect(throws: JobError.self) { try await manager.start(spec) }
+        }
+        var answers: [String: String] = [:]
+        for name in ["exists", "missing", "directory"] {
+          let absolute = await startError(JobSpec(command: "\(secret)/\(name)"))
+          let searched = await startError(JobSpec(command: name, environment: ["PATH=" + secret]))
+          for error in [absolute, searched] {
+            #expect(error?.code == .failedToStart)
+            answers[name, default: ""] +=
+              (error?.message ?? "no error").replacingOccurrences(of: name, with: "NAME") + "\n"
+          }
+        }
+        let expected = "execve \(secret)/NAME: Permission denied\n"
+        #expect(answers["exists"] == expected + expected)
+        #expect(answers["missing"] == answers["exists"])
+        #expect(answers["directory"] == answers["exists"])
+        #expect(manager.list().isEmpty)
+      }
+      // What the job's user can see is still told apart.
+      let missing = await #expect(throws: JobError.self) {
+        try await manager.start(JobSpec(command: "/nonexistent/program"))
+      }
+      #expect(missing?.message == "execve /nonexistent/program: No such file or directory")
+      let notInPath = await #expect(throws: JobError.self) {
+        try await manager.start(JobSpec(command: "no-such-program", environment: ["PATH=/bin"]))
+      }
+      #expect(notInPath?.message == "executable \"no-such-program\" not found in PATH /bin")
+      // A bare name runs from the first PATH entry that has it, and the status names it.
+      let found = try await manager.start(
+        JobSpec(command: "true", environment: ["PATH=/nonexistent:/usr/bin:/bin"]))
+      #expect(found.command == "/usr/bin/true")
+    }
+  }
+
+  @Test(
+    .requires(.cgroups),
+    arguments: [
+      ResourceLimits(cpuMillicores: 0), ResourceLimits(cpuMillicores: 1_000_000),
+      ResourceLimits(memoryBytes: 1024), ResourceLimits(maxPids: 0),
+      ResourceLimits(io: [IOLimit(device: "/dev/null", readBytesPerSecond: 1)]),
+      ResourceLimits(io: [IOLimit(device: "/dev/no-such-disk", readBytesPerSecond: 1)]),
+      ResourceLimits(io: [IOLimit(device: "/dev/null")]),
+    ])
   func invalidLimits(_ limits: ResourceLimits) async throws {
     try await withManager { manager in
       let error = await #expect(throws: JobError.self) {

@@ -43,7 +43,7 @@ struct InitFailureTests {
     var status: [Int32] = [-1, -1]
     var release: [Int32] = [-1, -1]
     try #require(cjobinit_pipe(&status) == 0 && cjobinit_pipe(&release) == 0)
-    let values: [String] = ["/bin/true", "/", "job-test"]
+    let values: [String] = ["/bin/true", "/", "job-test", "size=1048576,mode=1777"]
     let strings = values.map { strdup($0) }
     defer { for string in strings { free(string) } }
     var argv: [UnsafeMutablePointer<CChar>?] = [strings[0], nil]
@@ -51,9 +51,11 @@ struct InitFailureTests {
     var pidfd: Int32 = -1
     let pid = argv.withUnsafeMutableBufferPointer { argv in
       envp.withUnsafeMutableBufferPointer { envp in
+        // The program's one candidate path is its argv[0].
         var spec = cjobinit_spec(
-          path: strings[0], argv: argv.baseAddress, envp: envp.baseAddress,
-          working_directory: strings[1], hostname: strings[2], uid: 65534, gid: 65534,
+          candidates: argv.baseAddress, argv: argv.baseAddress, envp: envp.baseAddress,
+          working_directory: strings[1], hostname: strings[2], scratch_options: strings[3],
+          uid: 65534, gid: 65534,
           output_fd: notOpen, release_fd: release[0], status_fd: status[1])
         return cjobinit_spawn(&spec, &pidfd)
       }

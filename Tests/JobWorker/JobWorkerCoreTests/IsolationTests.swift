@@ -41,7 +41,8 @@ struct IsolationTests {
   @Test(.requires(.cgroups)) func mountsDoNotLeak() async throws {
     try await withManager(runAsRoot: true) { manager in
       let marker = "jobtest-\(UUID().uuidString.prefix(8))"
-      let directory = "/tmp/\(marker)"
+      // Not under /tmp: the job has its own.
+      let directory = "/var/tmp/\(marker)"
       mkdir(directory, 0o755)
       defer { rmdir(directory) }
       let (status, output) = try await manager.run(

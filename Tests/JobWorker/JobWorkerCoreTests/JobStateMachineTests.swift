@@ -25,9 +25,9 @@ struct JobStateMachineTests {
   @Test func startRunExit() {
     var machine = JobStateMachine()
     #expect(machine.initIsAlive && !machine.hasEnded && machine.jobState == .running)
-    #expect(shape(machine.started()) == "resumeStart(0, success)")
+    #expect(shape(machine.started(candidate: 0)) == "resumeStart(0, success)")
     // A second STARTED (or one after the end) changes nothing.
-    #expect(shape(machine.started()) == "none")
+    #expect(shape(machine.started(candidate: 0)) == "none")
     #expect(shape(machine.programExited(status: 3 << 8)) == "none")
     #expect(machine.finalUsage == nil)
     #expect(shape(machine.reaped(initStatus: 3 << 8, usage: usage, oomKills: 0)) == "none")
@@ -70,7 +70,7 @@ struct JobStateMachineTests {
 
   @Test func stopThenKill() {
     var machine = JobStateMachine()
-    _ = machine.started()
+    _ = machine.started(candidate: 0)
     #expect(shape(machine.requestStop()) == "signalInit(\(SIGTERM))")
     #expect(shape(machine.kill()) == "killAll")
     #expect(shape(machine.kill()) == "none")  // once is enough: the cgroup is frozen and killed
@@ -86,7 +86,7 @@ struct JobStateMachineTests {
   @Test func stopRequestedWhileStarting() {
     var machine = JobStateMachine()
     #expect(shape(machine.requestStop()) == "signalInit(\(SIGTERM))")
-    _ = machine.started()
+    _ = machine.started(candidate: 0)
     _ = machine.programExited(status: SIGTERM)
     _ = machine.reaped(initStatus: 128 + SIGTERM << 8, usage: usage, oomKills: 0)
     _ = machine.cleanedUp(at: Date())
@@ -95,9 +95,12 @@ struct JobStateMachineTests {
 
   @Test func outputPastTheCapWakesNobody() {
     var machine = JobStateMachine()
-    #expect(shape(machine.outputStored(10, dropped: false)) == "resume(0)")
-    #expect(shape(machine.outputStored(0, dropped: true)) == "none")
-    #expect(machine.outputBytes == 10 && machine.outputTruncated)
+    #expect(shape(machine.outputStored(10, loss: nil)) == "resume(0)")
+    #expect(shape(machine.outputStored(0, loss: .capReached(limit: 10))) == "none")
+    #expect(machine.outputBytes == 10 && machine.outputLoss == .capReached(limit: 10))
+    // The first reason stays.
+    _ = machine.outputStored(0, loss: .writeFailed(errno: ENOSPC))
+    #expect(machine.outputLoss == .capReached(limit: 10))
   }
 
   @Test func finalStateDecoding() {

@@ -41,10 +41,52 @@ struct StreamingTests {
       let (status, output) = try await manager.run("seq", "100000")
       #expect(status.state == .exited(code: 0))
       #expect(status.outputBytes == 1000)
-      #expect(status.outputTruncated)
+      #expect(status.outputLoss == .capReached(limit: 1000))
+      #expect(
+        status.outputLoss?.description
+          == "the output reached the job worker's cap of 1000 bytes; the rest was dropped")
       #expect(output.utf8.count == 1000)
       #expect(output.hasPrefix("1\n2\n3\n"))
     }
+  }
+
+  /// The data directory's disk fills up: the status says that output was lost and why, and
+  /// what was stored is an exact prefix (issue 11, item 8). Before, the reactor logged an
+  /// error per chunk, the status said only "truncated", and chunks written once the disk had
+  /// room again left holes in the log.
+  @Test(.requires(.cgroups)) func fullDiskIsReported() async throws {
+    let mountPoint = "/var/tmp/jobworker-full-\(UUID().uuidString.prefix(8).lowercased())"
+    try #require(mkdir(mountPoint, 0o700) == 0)
+    defer { rmdir(mountPoint) }
+    try #require(
+      mount("tmpfs", mountPoint, "tmpfs", 0, "size=256k") == 0, "mount: \(errnoText())")
+    // Lazily: a job init cloned by another test may hold a descriptor into it for a moment.
+    defer { umount2(mountPoint, Int32(MNT_DETACH)) }
+    let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
+    let logs = LogRecorder()
+    let manager = try JobManager(
+      configuration: .init(dataDirectory: mountPoint + "/data", cgroupName: name),
+      logger: logs.logger)
+    do {
+      let (status, output) = try await manager.run(
+        "sh", "-c", "head -c 1M /dev/zero | tr '\\0' x; echo END")
+      #expect(status.state == .exited(code: 0))
+      #expect(status.outputLoss == .writeFailed(errno: ENOSPC))
+      #expect(
+        status.outputLoss?.description
+          == "the job worker could not store the output (No space left on device); the rest "
+          + "was dropped")
+      #expect(status.outputBytes > 0 && status.outputBytes < 256 << 10)
+      #expect(UInt64(output.utf8.count) == status.outputBytes)
+      #expect(output.utf8.allSatisfy { $0 == UInt8(ascii: "x") })
+      // One error in the worker's log, not one per chunk that followed.
+      let errors = logs.logged.filter { $0.message.hasPrefix("cannot store the job's output") }
+      #expect(errors.count == 1)
+    } catch {
+      await manager.shutdown()
+      throw error
+    }
+    await manager.shutdown()
   }
 
   /// A reader whose task is cancelled while it waits for more output ends promptly with

@@ -11,14 +11,16 @@ import Testing
 /// it are gated with `.requires(.cgroups)`.
 func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
-  maxOutputBytes: UInt64 = 64 << 20, logger: Logger = Logger(label: "test"),
+  maxOutputBytes: UInt64 = 64 << 20, scratchBytes: UInt64 = 64 << 20,
+  logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
   let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
   let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
   defer { try? FileManager.default.removeItem(atPath: directory) }
   var configuration = JobManager.Configuration(
-    dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes, stopGracePeriod: grace,
+    dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes,
+    scratchBytesPerJob: scratchBytes, stopGracePeriod: grace,
     cgroupName: name)
   if runAsRoot {
     configuration.runAsUser = 0
@@ -113,4 +115,17 @@ final class LogRecorder: Sendable {
 /// The calling thread's name as the kernel knows it.
 func currentThreadName() -> String {
   (FileSystem.read("/proc/thread-self/comm") ?? "").trimmingCharacters(in: .newlines)
+}
+
+/// A fresh directory on the host's disk with `mode`, owned by root, that jobs can see: under
+/// /var/tmp, because every job has a private /tmp. Removed with its content afterwards.
+func withHostDirectory<T>(
+  mode: mode_t = 0o755, _ body: (String) async throws -> T
+) async throws -> T {
+  let directory = "/var/tmp/jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
+  try #require(mkdir(directory, mode) == 0, "mkdir \(directory): \(errnoText())")
+  // mkdir applies the umask.
+  chmod(directory, mode)
+  defer { try? FileManager.default.removeItem(atPath: directory) }
+  return try await body(directory)
 }

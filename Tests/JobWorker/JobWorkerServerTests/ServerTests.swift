@@ -13,13 +13,14 @@ import Testing
 /// real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, shut down gracefully after
 /// it as on SIGTERM. Tests that call it are gated with `.requires(.cgroups)`.
 func withJobWorker(
-  pki: TestPKI, limits: JobWorkerService.Limits = .init(),
+  pki: TestPKI, limits: JobWorkerService.Limits = .init(), maxOutputBytes: UInt64 = 64 << 20,
   _ body: @Sendable (_ port: Int, _ worker: JobWorkerServer) async throws -> Void
 ) async throws {
   var configuration = JobWorkerServer.Configuration(
     listen: HostPort(host: "127.0.0.1", port: 0), tls: pki.serverTLS,
     manager: JobManager.Configuration(
-      dataDirectory: pki.directory + "/data", stopGracePeriod: .seconds(1),
+      dataDirectory: pki.directory + "/data", maxOutputBytesPerJob: maxOutputBytes,
+      stopGracePeriod: .seconds(1),
       cgroupName: "jobworker-test-\(UUID().uuidString.prefix(8))"))
   configuration.limits = limits
   let worker = try await JobWorkerServer.build(configuration: configuration, logger: quietLogger)

@@ -22,7 +22,7 @@ extern "C" {
 #endif
 
 /// The job init reports to the worker on the status pipe in messages of this fixed size
-/// (12 bytes: one write, atomic on a pipe).
+/// (16 bytes: one write, atomic on a pipe).
 typedef struct {
   /// One of CJOBINIT_REPORT_*.
   int32_t kind;
@@ -31,6 +31,9 @@ typedef struct {
   /// STARTED: the program's PID inside the namespace; FAILED: errno; EXITED: the program's
   /// raw wait status (as from waitpid).
   int32_t value;
+  /// STARTED: the index in cjobinit_spec.candidates of the program that runs; FAILED at
+  /// CJOBINIT_STAGE_EXEC: the index of the candidate whose error `value` is. Otherwise 0.
+  int32_t candidate;
 } cjobinit_report;
 
 enum {
@@ -53,11 +56,16 @@ enum {
   CJOBINIT_STAGE_NO_NEW_PRIVS = 10,
   CJOBINIT_STAGE_EXEC = 11,
   CJOBINIT_STAGE_STDIO = 12,  // moving the pipes and /dev/null to their fixed numbers
+  CJOBINIT_STAGE_MOUNT_TMP = 13,
+  CJOBINIT_STAGE_MOUNT_SHM = 14,
 };
 
 typedef struct {
-  /// Absolute path of the program (resolved by the caller).
-  const char *path;
+  /// NULL-terminated list of absolute paths to try, in order, after the program has taken
+  /// the job's credentials (execvp's search, done as the job's user so that the worker never
+  /// tells a job what its user may not see): one path for an absolute command, one per
+  /// absolute `PATH` entry for a bare name. At least one.
+  char *const *candidates;
   /// NULL-terminated argument and environment vectors.
   char *const *argv;
   char *const *envp;
@@ -65,6 +73,9 @@ typedef struct {
   const char *working_directory;
   /// Host name inside the job's UTS namespace.
   const char *hostname;
+  /// mount(2) data for the job's private tmpfs on /tmp and on /dev/shm, e.g.
+  /// "size=67108864,mode=1777" (built by the caller: no formatting after clone()).
+  const char *scratch_options;
   /// Credentials of the program and of the init once it no longer needs root.
   uid_t uid;
   gid_t gid;
