@@ -9,6 +9,7 @@ import TLSKit
 /// long that may take). Every server of ours (gateway, status, job worker) is one of these.
 public final class GRPCServerService: Service, Sendable {
   private let name: String
+  private let address: HostPort
   private let security: String
   private let logger: Logger
   private let onDrain: @Sendable () async -> Void
@@ -42,7 +43,7 @@ public final class GRPCServerService: Service, Sendable {
     let transport = HTTP2ServerTransport.Posix(
       address: address.listenAddress, transportSecurity: .plaintext, config: config)
     self.init(
-      name: name, security: "plaintext", transport: transport, services: services,
+      name: name, address: address, security: "plaintext", transport: transport, services: services,
       interceptors: interceptors, logger: logger, onDrain: onDrain,
       boundAddress: { try? await transport.listeningAddress })
   }
@@ -75,13 +76,14 @@ public final class GRPCServerService: Service, Sendable {
       host: address.host, port: address.port, configuration: tls, registry: peers)
     let transport = TLSServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
-      name: name, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3", transport: transport,
-      services: services, interceptors: interceptors, logger: logger, onDrain: onDrain,
+      name: name, address: address, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3",
+      transport: transport, services: services, interceptors: interceptors, logger: logger,
+      onDrain: onDrain,
       boundAddress: { await transport.listeningAddress })
   }
 
   private init<Transport: ServerTransport>(
-    name: String, security: String, transport: Transport,
+    name: String, address: HostPort, security: String, transport: Transport,
     services: [any RegistrableRPCService], interceptors: [any ServerInterceptor],
     logger: Logger, onDrain: @escaping @Sendable () async -> Void,
     boundAddress: @escaping @Sendable () async -> SocketAddress?
@@ -92,6 +94,7 @@ public final class GRPCServerService: Service, Sendable {
     // out. So a server that serves health ends its watches (with NOT_SERVING) when it drains.
     let health = services.compactMap { $0 as? HealthService }
     self.name = name
+    self.address = address
     self.security = security
     self.logger = logger
     self.onDrain = onDrain
@@ -134,9 +137,25 @@ public final class GRPCServerService: Service, Sendable {
   public func beginGracefulShutdown() { stop() }
 
   public func run() async throws {
-    try await withThrowingDiscardingTaskGroup { group in
+    // Serving and the shutdown watch are sibling tasks, so that whichever ends first ends the
+    // other: a server that cannot bind its port fails at once (the process exits with the
+    // address and the reason) instead of waiting for a shutdown signal that never comes.
+    enum Ended { case serving, other }
+    try await withThrowingTaskGroup(of: Ended.self) { group in
       group.addTask {
-        try await self.serve()
+        do {
+          try await self.serve()
+        } catch {
+          let failure = ServerError(name: self.name, address: self.address, cause: error)
+          self.logger.error(
+            "gRPC server failed",
+            metadata: [
+              "server.name": "\(self.name)", "server.address": "\(self.address)",
+              "error": "\(failure.reason)",
+            ])
+          throw failure
+        }
+        return .serving
       }
       group.addTask {
         if let address = await self.listeningAddress {
@@ -147,13 +166,57 @@ public final class GRPCServerService: Service, Sendable {
               "server.security": "\(self.security)",
             ])
         }
+        return .other
       }
-      try await gracefulShutdown()
-      self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
-      // First end our own long-lived streams (jobs, …), then health watches, then stop
-      // accepting.
-      await self.onDrain()
-      self.stop()
+      group.addTask {
+        // Throws only when cancelled: serving ended first.
+        guard (try? await gracefulShutdown()) != nil else { return .other }
+        self.logger.info("gRPC server draining", metadata: ["server.name": "\(self.name)"])
+        // First end our own long-lived streams (jobs, …), then health watches, then stop
+        // accepting.
+        await self.onDrain()
+        self.stop()
+        return .other
+      }
+      while let ended = try await group.next() {
+        if ended == .serving { group.cancelAll() }
+      }
+    }
+  }
+}
+
+/// A gRPC server stopped serving with an error, most often because it could not listen: the
+/// address is in use, not one of this host's, or needs privileges (the reason says which).
+public struct ServerError: Error, CustomStringConvertible {
+  /// The server's name (`gateway`, `status`, …).
+  public var name: String
+  /// The address it was configured to listen on.
+  public var address: HostPort
+  /// The innermost cause, as the system reported it.
+  public var reason: String
+
+  init(name: String, address: HostPort, cause: any Error) {
+    self.name = name
+    self.address = address
+    self.reason = ServerError.innermost(cause)
+  }
+
+  public var description: String {
+    "gRPC server \(name) on \(address) failed: \(reason)"
+  }
+
+  /// gRPC wraps the transport's error (e.g. NIO's `bind(…): Address already in use`) in
+  /// `RuntimeError`s; the innermost one says what went wrong.
+  private static func innermost(_ error: any Error) -> String {
+    var current: any Error = error
+    while true {
+      if let runtime = current as? RuntimeError, let cause = runtime.cause {
+        current = cause
+      } else if let rpc = current as? RPCError, let cause = rpc.cause {
+        current = cause
+      } else {
+        return "\(current)"
+      }
     }
   }
 }

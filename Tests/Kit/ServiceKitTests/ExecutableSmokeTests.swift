@@ -74,4 +74,32 @@ import Testing
       #expect(status == 0, "\(name) exited with \(String(describing: status))")
     }
   }
+
+  /// Regression: a server whose port was taken kept running for minutes, serving /metrics,
+  /// logging nothing, and passing `--health-check` through whoever owned the port.
+  @Test(
+    "a server that cannot listen exits at once, naming the address and the reason",
+    .requires(.product("status")), .requires(.product("gateway")),
+    arguments: ["status", "gateway"])
+  func serverThatCannotListenExits(name: String) async throws {
+    let owner = GRPCServerService(
+      name: "owner", address: HostPort(host: "127.0.0.1", port: 0), services: [],
+      logger: StandardServicesTests.logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await owner.serveUntilStopped() }
+      defer { owner.beginGracefulShutdown() }
+      let taken = try #require(await owner.listeningAddress)
+      let data = FileManager.default.temporaryDirectory.appending(path: "taken-\(UUID())")
+      defer { try? FileManager.default.removeItem(at: data) }
+      let arguments =
+        ["--listen", "\(taken)", "--metrics-listen", "127.0.0.1:0"]
+        + (name == "status" ? ["--store", "sqlite:\(data.path)/status.sqlite"] : [])
+      // 30 s bounds how long a hanging binary keeps the test waiting (it is then killed, and
+      // reports 137); a binary that notices exits within a second.
+      let result = try await runProcess(builtProduct(name), arguments, timeout: .seconds(30))
+      #expect(result.status != 0 && result.status != 137, "exit status \(result.status)")
+      #expect(result.output.contains("\(taken)"), "\(result.output)")
+      #expect(result.output.contains("Address already in use"), "\(result.output)")
+    }
+  }
 }

@@ -104,6 +104,38 @@ import Testing
     }
   }
 
+  @Test("run() fails with the address and the reason when the port is taken")
+  func runFailsWhenThePortIsTaken() async throws {
+    let owner = GRPCServerService(
+      name: "owner", address: HostPort(host: "127.0.0.1", port: 0), services: [],
+      logger: Self.logger)
+    try await withThrowingTaskGroup(of: Void.self) { serving in
+      serving.addTask { try await owner.serveUntilStopped() }
+      defer { owner.beginGracefulShutdown() }
+      let taken = try #require(await owner.listeningAddress)
+      let second = GRPCServerService(
+        name: "second", address: taken, services: [], logger: Self.logger)
+      let outcome = try await withThrowingTaskGroup(of: (any Error)?.self) { race in
+        race.addTask {
+          do {
+            try await second.run()
+            return nil
+          } catch { return error }
+        }
+        // Bounds how long the failing (hanging) version keeps the test waiting.
+        race.addTask {
+          try await Task.sleep(for: .seconds(20))
+          return CancellationError()
+        }
+        defer { race.cancelAll() }
+        return try await race.next()!
+      }
+      let failure = try #require(outcome as? ServerError, "\(String(describing: outcome))")
+      #expect(failure.address == taken)
+      #expect(failure.reason.contains("Address already in use"), "\(failure.reason)")
+    }
+  }
+
   @Test("reflection lists services and serves descriptors by symbol and by file")
   func reflection() async throws {
     try await withServer { address, _ in
@@ -113,7 +145,8 @@ import Testing
         let reflection = Grpc_Reflection_V1_ServerReflection.Client(wrapping: client)
         try await reflection.serverReflectionInfo { writer in
           try await writer.write(.with { $0.listServices = "" })
-          try await writer.write(.with { $0.fileContainingSymbol = "tenten.interview.StatusReader" })
+          try await writer.write(
+            .with { $0.fileContainingSymbol = "tenten.interview.StatusReader" })
           try await writer.write(.with { $0.fileByFilename = "grpc/health/v1/health.proto" })
           try await writer.write(.with { $0.fileContainingSymbol = "no.such.Symbol" })
         } onResponse: { response in
@@ -127,7 +160,8 @@ import Testing
           #expect(!names.contains("tenten.interview.Gateway"))
 
           let file = try Google_Protobuf_FileDescriptorProto(
-            serializedBytes: try #require(answers[1].fileDescriptorResponse.fileDescriptorProto.first))
+            serializedBytes: try #require(
+              answers[1].fileDescriptorResponse.fileDescriptorProto.first))
           #expect(file.name == "tenten/interview/service.proto")
           #expect(file.service.contains { $0.name == "StatusReader" })
           #expect(answers[2].fileDescriptorResponse.fileDescriptorProto.count == 1)
@@ -149,7 +183,8 @@ import Testing
       let describe = try await Self.run(
         grpcurl, ["-plaintext", "\(address)", "describe", "tenten.interview.StatusReader"])
       #expect(describe.contains("FetchOnlineUsersInLast3Mins"))
-      let check = try await Self.run(grpcurl, ["-plaintext", "\(address)", "grpc.health.v1.Health/Check"])
+      let check = try await Self.run(
+        grpcurl, ["-plaintext", "\(address)", "grpc.health.v1.Health/Check"])
       #expect(check.contains("SERVING"))
     }
   }
@@ -157,7 +192,9 @@ import Testing
   @Test("/metrics serves Prometheus text; other paths are 404")
   func metrics() async throws {
     let registry = PrometheusCollectorRegistry()
-    registry.makeCounter(descriptor: .init(metricName: "test_requests", unitName: "total", helpText: "requests seen")).increment(by: Int64(3))
+    registry.makeCounter(
+      descriptor: .init(metricName: "test_requests", unitName: "total", helpText: "requests seen")
+    ).increment(by: Int64(3))
     let server = try await MetricsServer.bind(
       to: HostPort(host: "127.0.0.1", port: 0), registry: registry, logger: Self.logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
