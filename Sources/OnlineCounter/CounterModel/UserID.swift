@@ -11,8 +11,8 @@ public enum UserID {
     let bytes = id.utf8
     if bytes.isEmpty { return "is empty" }
     if bytes.count > maxBytes { return "is \(bytes.count) bytes, more than \(maxBytes)" }
-    if let bad = bytes.first(where: { !isAllowed($0) }) {
-      return "contains byte 0x\(String(bad, radix: 16)) outside [A-Za-z0-9._:-]"
+    if let bad = id.unicodeScalars.first(where: { !$0.isASCII || !isAllowed(UInt8($0.value)) }) {
+      return "contains \(describe(bad)) outside [A-Za-z0-9._:-]"
     }
     return nil
   }
@@ -26,6 +26,21 @@ public enum UserID {
       return true
     default:
       return false
+    }
+  }
+
+  /// The character as the user typed it, e.g. `"é" (U+00E9)`, not its first UTF-8 byte;
+  /// control, format and space characters by code point only, so that the message cannot
+  /// carry terminal escapes or invisible text.
+  static func describe(_ scalar: Unicode.Scalar) -> String {
+    let hex = String(scalar.value, radix: 16, uppercase: true)
+    let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+    switch scalar.properties.generalCategory {
+    case .control, .format, .surrogate, .privateUse, .unassigned, .spaceSeparator,
+      .lineSeparator, .paragraphSeparator:
+      return code
+    default:
+      return "\"\(scalar)\" (\(code))"
     }
   }
 }

@@ -81,7 +81,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   public func connect(
     request: StreamingServerRequest<Tenten_Interview_Pong>, context: ServerContext
   ) async throws -> StreamingServerResponse<Tenten_Interview_Ping> {
-    let userID = try ClientID.from(request.metadata)
+    let userID = try UserIDMetadata.userID(from: request.metadata)
     // Refuse early, before the response starts, when we already know the answer...
     if let refusal = scheduler.admissionError() {
       refused.increment()

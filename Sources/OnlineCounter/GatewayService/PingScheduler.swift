@@ -62,7 +62,18 @@ final class PingScheduler: Sendable {
 
   /// The slot that pings `userID`'s sessions.
   static func slot(of userID: String) -> Int {
-    Int(ClientID.stableHash(userID) % UInt64(slotCount))
+    Int(stableHash(userID) % UInt64(slotCount))
+  }
+
+  /// A stable hash (FNV-1a), so that a user lands in the same ping slot on every gateway and
+  /// every run: `hashValue` is seeded per process.
+  static func stableHash(_ userID: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in userID.utf8 {
+      hash ^= UInt64(byte)
+      hash &*= 0x100_0000_01b3
+    }
+    return hash
   }
 
   /// Registers a session for `userID`, or refuses when full or draining.

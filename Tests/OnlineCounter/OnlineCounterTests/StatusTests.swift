@@ -50,6 +50,17 @@ import Testing
     #expect((UserID.problem(with: id) == nil) == valid)
   }
 
+  /// Regression: Latin-1 input was reported by its first UTF-8 byte ("byte 0xc3" for "é").
+  @Test(arguments: [
+    ("josé", "contains \"é\" (U+00E9) outside"), ("no spaces", "contains U+0020 outside"),
+    ("bell\u{07}", "contains U+0007 outside"), ("a/b", "contains \"/\" (U+002F) outside"),
+    ("rtl\u{202E}x", "contains U+202E outside"),
+  ])
+  func userIDProblemNamesTheCharacterAsTyped(id: String, expected: String) {
+    let problem = UserID.problem(with: id)
+    #expect(problem?.contains(expected) == true, "\(String(describing: problem))")
+  }
+
   @Test(.requiresGRPCurl) func grpcurlReadsTheCountThroughReflection() async throws {
     let grpcurl = try #require(TestEnvironment.which("grpcurl"))
     try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { address, _ in
