@@ -14,19 +14,22 @@ struct ClientCommand: AsyncParsableCommand {
     abstract: "Connects to a gateway and answers its pings; --count N simulates N clients.")
 
   @Option(help: "Client id (default: a fresh UUID). With --count, the prefix of the ids.")
-  var id: String = UUID().uuidString.lowercased()
+  var id: String?
 
   @Option(help: "Gateway addresses, HOST:PORT[,HOST:PORT…] (env: CLIENT_GATEWAY).")
   var gateway: HostPortList = Environment.value(
     "CLIENT_GATEWAY", default: HostPortList([HostPort(host: "127.0.0.1", port: 50051)]))
 
-  @Option(help: "Simulated clients, with ids <id>-0 … <id>-(N-1).")
+  @Option(
+    parsing: .unconditional, help: "Simulated clients, with ids <id>-0 … <id>-(N-1).")
   var count: Int?
 
-  @Option(help: "HTTP/2 connections the simulated clients share.")
+  @Option(
+    parsing: .unconditional, help: "HTTP/2 connections the simulated clients share.")
   var connections = 1
 
-  @Option(help: "Seconds between summary lines in load mode.")
+  @Option(
+    parsing: .unconditional, help: "Seconds between summary lines in load mode.")
   var summaryInterval = 5
 
   @Option(help: "Connect over TLS, verifying gateways with this CA (env: CLIENT_TLS_CA).")
@@ -58,6 +61,8 @@ struct ClientCommand: AsyncParsableCommand {
   func run() async throws {
     logging.bootstrap()
     let logger = Logger(label: "client")
+    // Chosen here, not as the flag's default, which `--help` would print as if it were fixed.
+    let id = self.id ?? UUID().uuidString.lowercased()
     let ids = count.map { n in (0..<n).map { "\(id)-\($0)" } } ?? [id]
     var configuration = CounterClient.Configuration(
       ids: ids, gateways: gateway.endpoints, connections: connections)

@@ -8,7 +8,8 @@ struct DemoCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "demo", abstract: "Runs the online counter on loopback and narrates it.")
 
-  @Option(help: "Seconds the online counter part runs.")
+  @Option(
+    parsing: .unconditional, help: "Seconds the online counter part runs.")
   var duration = 30
 
   @Flag(help: "Show the components' own logs (otherwise warnings and errors only).")

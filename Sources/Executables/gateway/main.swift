@@ -29,10 +29,13 @@ struct GatewayCommand: AsyncParsableCommand {
     "GATEWAY_STATUS", default: HostPortList([HostPort(host: "127.0.0.1", port: 50052)]))
 
   @Option(
+    parsing: .unconditional,
     help: "Seconds without a pong before a client is disconnected (env: GATEWAY_PONG_TIMEOUT).")
   var pongTimeout: Int = Environment.value("GATEWAY_PONG_TIMEOUT", default: 5)
 
-  @Option(help: "Most client streams held at once; more are refused (env: GATEWAY_MAX_CLIENTS).")
+  @Option(
+    parsing: .unconditional,
+    help: "Most client streams held at once; more are refused (env: GATEWAY_MAX_CLIENTS).")
   var maxClients: Int = Environment.value("GATEWAY_MAX_CLIENTS", default: 100_000)
 
   @Option(help: "Gateway id reported to status, for logs (env: GATEWAY_ID; default: host name).")

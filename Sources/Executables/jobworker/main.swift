@@ -51,7 +51,9 @@ struct JobWorker: AsyncParsableCommand {
   var maxOutput: ByteCount = Environment.value(
     "JOBWORKER_MAX_OUTPUT", default: ByteCount(bytes: 64 << 20))
 
-  @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
+  @Option(
+    parsing: .unconditional,
+    help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
   @OptionGroup var logging: LoggingOptions

@@ -37,7 +37,9 @@ struct StatusServerCommand: AsyncParsableCommand {
     help: "Require client certificates signed by this CA: mutual TLS (env: STATUS_TLS_CLIENT_CA).")
   var tlsClientCA = Environment.string("STATUS_TLS_CLIENT_CA", default: "")
 
-  @Option(help: "Seconds a count may be served from cache; 0 disables (env: STATUS_COUNT_CACHE).")
+  @Option(
+    parsing: .unconditional,
+    help: "Seconds a count may be served from cache; 0 disables (env: STATUS_COUNT_CACHE).")
   var countCache: Double = Environment.value("STATUS_COUNT_CACHE", default: 1)
 
   @OptionGroup var healthCheck: HealthCheckOptions

@@ -30,7 +30,9 @@ public struct ConnectionOptions: ParsableArguments, Sendable {
   @Option(help: "Output format: text or json (env: JOBCTL_OUTPUT).")
   public var output: OutputFormat = Environment.value("JOBCTL_OUTPUT", default: .text)
 
-  @Option(help: "Seconds each call may take, except following output (env: JOBCTL_TIMEOUT).")
+  @Option(
+    parsing: .unconditional,
+    help: "Seconds each call may take, except following output (env: JOBCTL_TIMEOUT).")
   public var timeout: Int = Environment.value("JOBCTL_TIMEOUT", default: 10)
 
   public init() {}

@@ -6,7 +6,10 @@ import ServiceLifecycle
 public struct ShutdownOptions: ParsableArguments, Sendable {
   @Option(
     name: .customLong("shutdown-grace"),
-    help: "Seconds a graceful shutdown (SIGTERM/SIGINT) may take before remaining work is cancelled (env: SHUTDOWN_GRACE_SECONDS).")
+    parsing: .unconditional,
+    help:
+      "Seconds a graceful shutdown (SIGTERM/SIGINT) may take before remaining work is cancelled (env: SHUTDOWN_GRACE_SECONDS)."
+  )
   public var graceSeconds: Int = Environment.value("SHUTDOWN_GRACE_SECONDS", default: 10)
 
   public init() {}

@@ -107,9 +107,9 @@ public final class PostgresPresenceStore: PresenceStore {
             return
           } catch {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
-            // Info, not error: the database being down at start is expected and recovered
-            // from; calls report it to their callers as .unavailable anyway.
-            self.logger.info(
+            // A warning: the service cannot answer until the database does (calls fail with
+            // UNAVAILABLE meanwhile), and an operator must see why; it recovers by itself.
+            self.logger.warning(
               "presence schema migration failed; retrying",
               metadata: ["error": "\(error)"])
             try? await Task.sleep(for: delay)

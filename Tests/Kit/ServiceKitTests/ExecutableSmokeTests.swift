@@ -102,4 +102,35 @@ import Testing
       #expect(result.output.contains("Address already in use"), "\(result.output)")
     }
   }
+
+  /// Regression: a negative number was taken for a flag (`--max-clients -5` said "Missing
+  /// value"), so the real check never ran.
+  @Test(
+    "negative numbers reach validation and get its message",
+    .requires(.product("status")), .requires(.product("gateway")), .requires(.product("client")),
+    arguments: [
+      ("gateway", ["--max-clients", "-5"], "--max-clients must be at least 1"),
+      ("gateway", ["--pong-timeout", "-1"], "--pong-timeout must be between 1 and 3600"),
+      ("status", ["--count-cache", "-1"], "--count-cache must be between 0 and 1"),
+      ("status", ["--shutdown-grace", "-3"], "--shutdown-grace must be between 1 and 3600"),
+      ("client", ["--count", "-5"], "--count must be at least 1"),
+    ])
+  func negativeNumbersReachValidation(name: String, arguments: [String], message: String)
+    async throws
+  {
+    let result = try await runProcess(builtProduct(name), arguments)
+    // 64: EX_USAGE, as swift-argument-parser exits on a validation error.
+    #expect(result.status == 64, "\(result.status): \(result.output)")
+    #expect(result.output.contains(message), "\(result.output)")
+  }
+
+  /// Regression: `client --help` printed a random UUID as the default id.
+  @Test(.requires(.product("client")))
+  func clientHelpShowsNoRandomDefault() async throws {
+    let result = try await runProcess(builtProduct("client"), ["--help"])
+    #expect(result.status == 0)
+    let uuid = #/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/#
+    #expect(result.output.firstMatch(of: uuid) == nil, "\(result.output)")
+    #expect(result.output.contains("default: a fresh UUID"))
+  }
 }
