@@ -75,16 +75,21 @@ let package = Package(
     .target(
       name: "ServiceKit",
       dependencies: [
-        "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
-        metrics, lifecycle, argumentParser, nioCore, nioPosix, tracing,
+        "ConnectionKit", "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf,
+        swiftProtobuf, logging, metrics, lifecycle, argumentParser, nioCore, nioPosix, tracing,
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Sources/Kit/ServiceKit", swiftSettings: swiftSettings),
+    // Admission control for every listener: connection caps, handshake deadline.
+    .target(
+      name: "ConnectionKit",
+      dependencies: [grpcHTTP2, logging, metrics, nioCore, nioPosix],
+      path: "Sources/Kit/ConnectionKit", swiftSettings: swiftSettings),
     .target(
       name: "TLSKit",
       dependencies: [
-        grpcCore, grpcHTTP2, logging, nioCore, nioPosix, nioSSL, x509, crypto,
+        "ConnectionKit", grpcCore, grpcHTTP2, logging, nioCore, nioPosix, nioSSL, x509, crypto,
         .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -141,8 +146,8 @@ let package = Package(
     .target(
       name: "JobWorkerServer",
       dependencies: [
-        "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
-        metrics, lifecycle, swiftProtobuf,
+        "ConnectionKit", "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore,
+        grpcHTTP2, logging, metrics, lifecycle, swiftProtobuf,
       ],
       path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
     .target(
@@ -201,6 +206,10 @@ let package = Package(
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Tests/Kit/ServiceKitTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "ConnectionKitTests",
+      dependencies: ["ConnectionKit", "TestSupport", grpcHTTP2, logging, nioCore, nioPosix],
+      path: "Tests/Kit/ConnectionKitTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "PresenceStoreTests",
       dependencies: [

@@ -59,6 +59,7 @@ struct GatewayCommand: AsyncParsableCommand {
   @Option(help: "Key of --status-cert (env: GATEWAY_STATUS_KEY).")
   var statusKey = Environment.string("GATEWAY_STATUS_KEY", default: "")
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
@@ -113,7 +114,7 @@ struct GatewayCommand: AsyncParsableCommand {
       name: "gateway", address: listen, services: [gateway] + standard.all, tls: security.server,
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: 1024, maxConcurrentStreams: min(maxClients, 1 << 20)),
-      logger: logger)
+      connectionLimits: connections.prepare(logger: logger), logger: logger)
     let metrics = try await MetricsServer.bind(
       to: metricsListen, registry: registry, logger: logger)
     // Shutdown runs in reverse: the gateway drains its streams first (clients go elsewhere),

@@ -46,6 +46,7 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
@@ -73,7 +74,8 @@ struct JobWorker: AsyncParsableCommand {
       let server = try JobWorkerServer(
         address: listen,
         tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
-        manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser), logger: logger)
+        manager: manager, limits: .init(maxRunningJobsPerUser: maxJobsPerUser),
+        connectionLimits: connections.prepare(logger: logger), logger: logger)
       let metrics = try await MetricsServer.bind(
         to: metricsListen, registry: registry, logger: logger)
       // The gRPC server last: graceful shutdown runs in reverse, so it stops first.

@@ -43,6 +43,7 @@ struct StatusCommand: AsyncParsableCommand {
   @Option(help: "Seconds a count may be served from cache; 0 disables (env: STATUS_COUNT_CACHE).")
   var countCache: Double = Environment.value("STATUS_COUNT_CACHE", default: 1)
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
@@ -87,7 +88,7 @@ struct StatusCommand: AsyncParsableCommand {
       ] + standard.all,
       tls: try tls(),
       config: GRPCServerService.hardenedConfig(maxRequestBytes: 4 * 1024 * 1024),
-      logger: logger)
+      connectionLimits: connections.prepare(logger: logger), logger: logger)
     let metrics = try await MetricsServer.bind(
       to: metricsListen, registry: registry, logger: logger)
     // Shut down in reverse: the server stops first, the store closes last.

@@ -1,3 +1,4 @@
+public import ConnectionKit
 import GRPCCore
 import GRPCNIOTransportHTTP2
 public import JobWorkerCore
@@ -26,14 +27,17 @@ public final class JobWorkerServer: Service, Sendable {
   ///   - address: Where to listen; port 0 picks a free port (see ``listeningAddress``).
   ///   - tls: Server certificate, key and the CA that client certificates must chain to.
   ///   - maxRequestBytes: Largest request message accepted.
+  ///   - connectionLimits: Caps on connections and the handshake deadline, enforced by the
+  ///     listener before any TLS work (see `ConnectionGuard`).
   public init(
     address: HostPort, tls: ServerTLSConfiguration, manager: JobManager,
     limits: JobWorkerService.Limits = .init(), maxRequestBytes: Int = 64 * 1024,
-    logger: Logger
+    connectionLimits: ConnectionLimits = .init(), logger: Logger
   ) throws {
     let peers = PeerRegistry()
     let factory = try TLSListenerFactory(
-      host: address.host, port: address.port, configuration: tls, registry: peers)
+      host: address.host, port: address.port, configuration: tls, registry: peers,
+      connectionGuard: ConnectionGuard(name: "jobworker", limits: connectionLimits, logger: logger))
     // The settings every server of ours uses, on our own TLS 1.3 transport.
     let hardened = GRPCServerService.hardenedConfig(maxRequestBytes: maxRequestBytes)
     var config = TLSServerTransport.Config.defaults
