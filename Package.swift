@@ -200,8 +200,8 @@ let package = Package(
     .testTarget(
       name: "ServiceKitTests",
       dependencies: [
-        "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos", "TestSupport",
-        grpcCore, grpcHTTP2,
+        "ConnectionKit", "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos",
+        "TestSupport", "TLSKit", grpcCore, grpcHTTP2,
         nioCore, nioPosix, crypto, logging, swiftProtobuf,
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
