@@ -44,9 +44,9 @@ struct AdmissionState: Sendable {
   let limits: ConnectionLimits
   /// At most one refusal log line per interval; the ones in between are summed into it.
   let reportInterval: TimeAmount
-  /// Memory is trimmed once the open count falls to a quarter of a peak of at least this.
+  /// Memory is trimmed only after a burst that reached this many open connections.
   let trimAfterPeak: Int
-  /// At most one trim per interval.
+  /// At most one trim per interval while a burst drains (the last one, at zero, always runs).
   let trimInterval: TimeAmount
 
   private(set) var open = 0
@@ -54,7 +54,10 @@ struct AdmissionState: Sendable {
   private var pendingRefusals: [Refusal: Int] = [:]
   private var lastReport: NIODeadline?
   private var flushPending = false
-  private var peakSinceTrim = 0
+  /// The most connections open since the last drain to zero.
+  private var burstPeak = 0
+  /// The most connections open since the last trim.
+  private var trimLevel = 0
   private var lastTrim: NIODeadline?
 
   init(
@@ -81,22 +84,30 @@ struct AdmissionState: Sendable {
     }
     open += 1
     perAddress[address] = fromAddress + 1
-    peakSinceTrim = max(peakSinceTrim, open)
+    burstPeak = max(burstPeak, open)
+    trimLevel = max(trimLevel, open)
     return .admit
   }
 
   /// An admitted connection closed. Returns whether now is the time to give freed memory back
-  /// to the operating system: a burst of at least ``trimAfterPeak`` connections has mostly
-  /// gone (three quarters of it), and the last trim is at least ``trimInterval`` ago.
+  /// to the operating system. Only after a burst of at least ``trimAfterPeak`` connections:
+  /// each time the open count has fallen to a quarter of what it was at the last trim (at most
+  /// once per ``trimInterval``), and once more when the burst has drained to zero.
   mutating func release(address: String, now: NIODeadline) -> Bool {
     precondition(open > 0, "released more connections than admitted")
     open -= 1
     let remaining = perAddress[address, default: 1] - 1
     perAddress[address] = remaining > 0 ? remaining : nil
-    guard peakSinceTrim >= trimAfterPeak, open <= peakSinceTrim / 4 else { return false }
-    if let lastTrim, now - lastTrim < trimInterval { return false }
+    guard burstPeak >= trimAfterPeak else { return false }
+    if open == 0 {
+      // Once per burst: the next needs another `trimAfterPeak` connections.
+      burstPeak = 0
+    } else {
+      guard open <= trimLevel / 4 else { return false }
+      if let lastTrim, now - lastTrim < trimInterval { return false }
+    }
     lastTrim = now
-    peakSinceTrim = open
+    trimLevel = open
     return true
   }
 

@@ -15,9 +15,9 @@ import Synchronization
 ///
 /// Refusals are counted in `server_connections_refused_total{server,reason}` and logged at
 /// most once per 10 s, as counts (a flood of refusals must not become a flood of log lines).
-/// Open connections are the gauge `server_connections_open{server}`. When a burst of at least
-/// 1,000 connections has mostly closed, freed heap memory is handed back to the operating
-/// system (see ``MemoryTrim``), so a flood does not leave the process's RSS at its peak.
+/// Open connections are the gauge `server_connections_open{server}`. As a burst of at least
+/// 1,000 connections drains, freed heap memory is handed back to the operating system (see
+/// ``MemoryTrim``), so a flood does not leave the process's RSS at its peak.
 public final class ConnectionGuard: Sendable {
   /// The limits enforced.
   public let limits: ConnectionLimits

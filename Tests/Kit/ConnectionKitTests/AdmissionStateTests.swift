@@ -57,30 +57,26 @@ import Testing
         == .log(.init(refused: [.handshakeTimeout: 1], open: 1)))
   }
 
-  @Test("memory is trimmed once a large burst has mostly closed, at most once per interval")
+  @Test("memory is trimmed as a large burst drains: each quarter, rate-limited, and at zero")
   func trimAfterBurst() {
     var state = AdmissionState(
       limits: ConnectionLimits(), trimAfterPeak: 100, trimInterval: .seconds(10))
-    for _ in 0..<100 { _ = state.admit(address: "a", now: start) }
-    var trims = 0
-    var openAtTrim: [Int] = []
-    for _ in 0..<100 where state.release(address: "a", now: start) {
-      trims += 1
-      openAtTrim.append(state.open)
+    /// Admits `count`, then releases them all at `seconds(index)`; returns the open counts at
+    /// which a trim was asked for.
+    func burst(_ count: Int, seconds: (Int) -> Int64) -> [Int] {
+      for _ in 0..<count { _ = state.admit(address: "a", now: start) }
+      var trimmedAt: [Int] = []
+      for index in 0..<count
+      where state.release(address: "a", now: start + .seconds(seconds(index))) {
+        trimmedAt.append(state.open)
+      }
+      return trimmedAt
     }
-    // Three quarters gone: 25 left.
-    #expect(openAtTrim == [25])
-    // A second burst within the interval is not trimmed; after it, it is.
-    for _ in 0..<200 { _ = state.admit(address: "a", now: start + .seconds(1)) }
-    var late = 0
-    for index in 0..<200
-    where state.release(address: "a", now: start + .seconds(1 + Int64(index / 100) * 20)) {
-      late += 1
-    }
-    #expect(trims == 1 && late == 1)
-    // A small burst is never trimmed.
-    var small = AdmissionState(limits: ConnectionLimits(), trimAfterPeak: 100)
-    for _ in 0..<99 { _ = small.admit(address: "a", now: start) }
-    #expect((0..<99).allSatisfy { _ in !small.release(address: "a", now: start) })
+    // All at once: a quarter (25 of 100) is trimmed; 6 is within the interval; zero always.
+    #expect(burst(100) { _ in 0 } == [25, 0])
+    // Spread over time: 200 → 50 → 12 → 3 → 0, each at least 10 s after the one before.
+    #expect(burst(200) { 20 + Int64($0) * 10 } == [50, 12, 3, 0])
+    // A burst below the threshold is never trimmed.
+    #expect(burst(99) { Int64($0) * 100 } == [])
   }
 }
