@@ -76,16 +76,21 @@ let package = Package(
     .target(
       name: "ServiceKit",
       dependencies: [
-        "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf, swiftProtobuf, logging,
-        metrics, lifecycle, argumentParser, nioCore, nioPosix, tracing,
+        "ConnectionKit", "ServiceKitProtos", "TLSKit", grpcCore, grpcHTTP2, grpcProtobuf,
+        swiftProtobuf, logging, metrics, lifecycle, argumentParser, nioCore, nioPosix, tracing,
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Sources/Kit/ServiceKit", swiftSettings: swiftSettings),
+    // Admission control for every listener: connection caps, handshake deadline.
+    .target(
+      name: "ConnectionKit",
+      dependencies: [grpcHTTP2, logging, metrics, nioCore, nioPosix],
+      path: "Sources/Kit/ConnectionKit", swiftSettings: swiftSettings),
     .target(
       name: "TLSKit",
       dependencies: [
-        grpcCore, grpcHTTP2, logging, nioCore, nioPosix, nioSSL, x509, crypto,
+        "ConnectionKit", grpcCore, grpcHTTP2, logging, nioCore, nioPosix, nioSSL, x509, crypto,
         .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -114,15 +119,15 @@ let package = Package(
     .target(
       name: "StatusService",
       dependencies: [
-        "CounterModel", "CounterProtos", "PresenceStore", "ServiceKit", "TLSKit", grpcCore, logging,
-        metrics, lifecycle, tracing,
+        "CounterModel", "CounterProtos", "ConnectionKit", "PresenceStore", "ServiceKit", "TLSKit",
+        grpcCore, logging, metrics, lifecycle, tracing,
       ],
       path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
     .target(
       name: "GatewayService",
       dependencies: [
-        "CounterModel", "CounterProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
-        metrics, lifecycle, nioCore, tracing,
+        "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, tracing,
       ],
       path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
     .target(
@@ -142,8 +147,8 @@ let package = Package(
     .target(
       name: "JobWorkerServer",
       dependencies: [
-        "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging,
-        metrics, lifecycle, swiftProtobuf,
+        "ConnectionKit", "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore,
+        grpcHTTP2, logging, metrics, lifecycle, swiftProtobuf,
       ],
       path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
     .target(
@@ -197,12 +202,16 @@ let package = Package(
     .testTarget(
       name: "ServiceKitTests",
       dependencies: [
-        "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos", "TestSupport",
-        grpcCore, grpcHTTP2,
+        "ConnectionKit", "ServiceKit", "ServiceKitProtos", "CounterProtos", "JobWorkerProtos",
+        "TestSupport", "TLSKit", grpcCore, grpcHTTP2,
         nioCore, nioPosix, crypto, logging, swiftProtobuf,
         .product(name: "Prometheus", package: "swift-prometheus"),
       ],
       path: "Tests/Kit/ServiceKitTests", swiftSettings: swiftSettings),
+    .testTarget(
+      name: "ConnectionKitTests",
+      dependencies: ["ConnectionKit", "TestSupport", grpcHTTP2, logging, nioCore, nioPosix],
+      path: "Tests/Kit/ConnectionKitTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "PresenceStoreTests",
       dependencies: [

@@ -60,6 +60,7 @@ struct GatewayCommand: AsyncParsableCommand {
   @Option(help: "Key of --status-cert (env: GATEWAY_STATUS_KEY).")
   var statusKey = Environment.string("GATEWAY_STATUS_KEY", default: "")
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
@@ -103,6 +104,7 @@ struct GatewayCommand: AsyncParsableCommand {
     configuration.reporter.security = security.status
     configuration.gateway.pongTimeout = .seconds(pongTimeout)
     configuration.gateway.maxClients = maxClients
+    configuration.connectionLimits = connections.prepare(logger: logger)
     let gateway = try GatewayServer.build(configuration: configuration, logger: logger)
     let metrics = try await MetricsServer.bind(
       to: metricsListen, registry: registry, logger: logger)

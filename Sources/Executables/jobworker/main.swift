@@ -56,6 +56,7 @@ struct JobWorker: AsyncParsableCommand {
     help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
   var maxJobsPerUser: Int = Environment.value("JOBWORKER_MAX_JOBS_PER_USER", default: 10)
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var logging: LoggingOptions
   @OptionGroup var shutdown: ShutdownOptions
 
@@ -89,6 +90,7 @@ struct JobWorker: AsyncParsableCommand {
         dataDirectory: dataDir, maxOutputBytesPerJob: maxOutput.bytes,
         scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName))
     configuration.limits.maxRunningJobsPerUser = maxJobsPerUser
+    configuration.connectionLimits = connections.prepare(logger: logger)
     let worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)
     do {
       let metrics = try await MetricsServer.bind(

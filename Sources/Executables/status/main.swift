@@ -42,6 +42,7 @@ struct StatusServerCommand: AsyncParsableCommand {
     help: "Seconds a count may be served from cache; 0 disables (env: STATUS_COUNT_CACHE).")
   var countCache: Double = Environment.value("STATUS_COUNT_CACHE", default: 1)
 
+  @OptionGroup var connections: ConnectionOptions
   @OptionGroup var healthCheck: HealthCheckOptions
   @OptionGroup var tracing: TracingOptions
   @OptionGroup var logging: LoggingOptions
@@ -73,6 +74,7 @@ struct StatusServerCommand: AsyncParsableCommand {
 
     var configuration = StatusServer.Configuration(listen: listen, storeURL: store)
     configuration.tls = try tls()
+    configuration.connectionLimits = connections.prepare(logger: logger)
     configuration.countCacheMaxAge = countCache > 0 ? .milliseconds(Int(countCache * 1000)) : nil
     let status = try await StatusServer.build(configuration: configuration, logger: logger)
     let metrics = try await MetricsServer.bind(

@@ -1,3 +1,4 @@
+public import ConnectionKit
 public import JobWorkerCore
 import JobWorkerProtos
 public import Logging
@@ -32,6 +33,9 @@ public struct JobWorkerServer: Sendable {
     public var limits: JobWorkerService.Limits
     /// Largest request message accepted.
     public var maxRequestBytes: Int
+    /// Caps on connections and the handshake deadline, enforced by the listener before any
+    /// TLS work (see `ConnectionGuard`).
+    public var connectionLimits: ConnectionLimits
 
     public init(
       listen: HostPort, tls: ServerTLSConfiguration, manager: JobManager.Configuration
@@ -41,6 +45,7 @@ public struct JobWorkerServer: Sendable {
       self.manager = manager
       self.limits = JobWorkerService.Limits()
       self.maxRequestBytes = 64 * 1024
+      self.connectionLimits = ConnectionLimits()
     }
   }
 
@@ -81,7 +86,7 @@ public struct JobWorkerServer: Sendable {
         name: "jobworker", address: configuration.listen, services: [service] + standard.all,
         tls: configuration.tls, peers: peers,
         config: GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes),
-        logger: logger,
+        connectionLimits: configuration.connectionLimits, logger: logger,
         onDrain: {
           logger.info("job worker shutting down: stopping jobs")
           health.markAllNotServing()

@@ -1,3 +1,4 @@
+import ConnectionKit
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -13,8 +14,8 @@ public final class GRPCServerService: Service, Sendable {
   private let security: String
   private let logger: Logger
   private let onDrain: @Sendable () async -> Void
-  // The server is generic over its transport (stock Posix for plaintext, our TLS 1.3
-  // listener otherwise); these closures erase that type.
+  // The server is generic over its transport (our guarded plaintext listener, or our TLS 1.3
+  // listener); these closures erase that type.
   private let serve: @Sendable () async throws -> Void
   private let stop: @Sendable () -> Void
   private let boundAddress: @Sendable () async -> SocketAddress?
@@ -26,7 +27,9 @@ public final class GRPCServerService: Service, Sendable {
   ///   - address: Where to listen; port 0 picks a free port, logged once bound.
   ///   - services: The services to serve. Health and reflection are added by the caller (see
   ///     ``StandardServices``) so that tests can serve exactly what they need.
-  ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``.
+  ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:maxIdleTime:)``.
+  ///   - connectionLimits: Caps on connections and the handshake deadline, enforced by the
+  ///     listener (see `ConnectionGuard`).
   ///   - onDrain: Awaited when graceful shutdown begins, before the server stops accepting:
   ///     end long-lived streams here (e.g. the job worker stopping its jobs, which ends their
   ///     output streams), because gRPC waits for every open RPC to finish. Health watches of a
@@ -36,16 +39,19 @@ public final class GRPCServerService: Service, Sendable {
     address: HostPort,
     services: [any RegistrableRPCService],
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
+    connectionLimits: ConnectionLimits = .init(),
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
     onDrain: @escaping @Sendable () async -> Void = {}
   ) {
-    let transport = HTTP2ServerTransport.Posix(
-      address: address.listenAddress, transportSecurity: .plaintext, config: config)
+    let factory = PlaintextListenerFactory(
+      host: address.host, port: address.port,
+      connectionGuard: ConnectionGuard(name: name, limits: connectionLimits, logger: logger))
+    let transport = PlaintextServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
       name: name, address: address, security: "plaintext", transport: transport, services: services,
       interceptors: interceptors, logger: logger, onDrain: onDrain,
-      boundAddress: { try? await transport.listeningAddress })
+      boundAddress: { await transport.listeningAddress })
   }
 
   /// A server that is plaintext when `tls` is `nil`, else TLS 1.3 only (mutual when the
@@ -61,6 +67,7 @@ public final class GRPCServerService: Service, Sendable {
     tls: ServerTLSConfiguration?,
     peers: PeerRegistry? = nil,
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
+    connectionLimits: ConnectionLimits = .init(),
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
     onDrain: @escaping @Sendable () async -> Void = {}
@@ -69,11 +76,13 @@ public final class GRPCServerService: Service, Sendable {
       precondition(peers == nil, "a peer registry needs mutual TLS")
       self.init(
         name: name, address: address, services: services, config: config,
-        interceptors: interceptors, logger: logger, onDrain: onDrain)
+        connectionLimits: connectionLimits, interceptors: interceptors, logger: logger,
+        onDrain: onDrain)
       return
     }
     let factory = try TLSListenerFactory(
-      host: address.host, port: address.port, configuration: tls, registry: peers)
+      host: address.host, port: address.port, configuration: tls, registry: peers,
+      connectionGuard: ConnectionGuard(name: name, limits: connectionLimits, logger: logger))
     let transport = TLSServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
       name: name, address: address, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3",
@@ -107,12 +116,18 @@ public final class GRPCServerService: Service, Sendable {
   }
 
   /// Defaults for every server we run: small messages, HTTP/2 keepalive so that dead peers
-  /// are found within a minute, and a bound on concurrent streams per connection.
+  /// are found within a minute, a bound on concurrent streams per connection, and idle
+  /// connections closed after `maxIdleTime` (5 minutes by default; `nil` keeps them).
+  ///
+  /// Idle means no open stream: a client that holds one stream open, as the gateway's do, is
+  /// never idle, whatever the time between its messages.
   public static func hardenedConfig(
     maxRequestBytes: Int = 64 * 1024,
-    maxConcurrentStreams: Int = 256
+    maxConcurrentStreams: Int = 256,
+    maxIdleTime: Duration? = .seconds(5 * 60)
   ) -> HTTP2ServerTransport.Posix.Config {
     .defaults { config in
+      config.connection.maxIdleTime = maxIdleTime
       config.rpc.maxRequestPayloadSize = maxRequestBytes
       config.http2.maxConcurrentStreams = maxConcurrentStreams
       config.connection.keepalive.time = .seconds(30)
@@ -223,7 +238,7 @@ public struct ServerError: Error, CustomStringConvertible {
 
 extension HTTP2ServerTransport.Custom.Config {
   /// The settings of a Posix transport's configuration, e.g.
-  /// ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:)``, for a server
+  /// ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:maxIdleTime:)``, for a server
   /// on a custom listener such as ``TLSServerTransport``, so that one definition of our
   /// transport defaults serves both kinds of server.
   public init(_ posix: HTTP2ServerTransport.Posix.Config) {

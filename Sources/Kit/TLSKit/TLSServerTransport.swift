@@ -1,3 +1,4 @@
+public import ConnectionKit
 public import GRPCNIOTransportHTTP2Posix
 public import NIOCore
 import NIOPosix
@@ -73,17 +74,21 @@ public struct ServerTLSConfiguration: Sendable, Hashable {
 /// Binds a TCP listener whose connections speak TLS 1.3 (with mandatory client certificates
 /// when the configuration is mutual), for `HTTP2ServerTransport.Custom(listenerFactory:config:)`.
 ///
-/// Each accepted connection gets `NIOSSLServerHandler`, then (given a registry) a
-/// ``PeerCertificateRecorder`` feeding it, then gRPC's own HTTP/2 pipeline.
+/// A `ConnectionGuard` admits or refuses each accepted connection before any TLS work. Each
+/// admitted connection gets `NIOSSLServerHandler`, then (given a registry) a
+/// ``PeerCertificateRecorder`` feeding it, then the guard's handshake deadline (so that one
+/// deadline covers the TLS handshake and the HTTP/2 preface), then gRPC's own HTTP/2 pipeline.
 public struct TLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
   public let eventLoopGroup: any EventLoopGroup
   private let host: String
   private let port: Int
   private let sslContext: NIOSSLContext
   private let registry: PeerRegistry?
+  private let connectionGuard: ConnectionGuard
 
   public init(
     host: String, port: Int, configuration: ServerTLSConfiguration, registry: PeerRegistry?,
+    connectionGuard: ConnectionGuard = ConnectionGuard(),
     eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
   ) throws {
     precondition(registry == nil || configuration.isMutual, "a peer registry needs mutual TLS")
@@ -91,6 +96,7 @@ public struct TLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
     self.port = port
     self.sslContext = try NIOSSLContext(configuration: try configuration.makeTLSConfiguration())
     self.registry = registry
+    self.connectionGuard = connectionGuard
     self.eventLoopGroup = eventLoopGroup
   }
 
@@ -102,16 +108,22 @@ public struct TLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
   > {
     let sslContext = self.sslContext
     let registry = self.registry
+    let connectionGuard = self.connectionGuard
     return try await ServerBootstrap(group: eventLoopGroup)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelInitializer { channel in
-        listenerConfigurator.configure(channel: channel)
+        channel.eventLoop.makeCompletedFuture {
+          try connectionGuard.addAdmissionHandler(to: channel)
+        }.flatMap {
+          listenerConfigurator.configure(channel: channel)
+        }
       }
       .bind(host: host, port: port) { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
           try sync.addHandler(NIOSSLServerHandler(context: sslContext))
           if let registry { try sync.addHandler(PeerCertificateRecorder(registry: registry)) }
+          try connectionGuard.addHandshakeDeadline(to: channel)
         }.flatMap {
           connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: true))
         }

@@ -1,5 +1,6 @@
 import CounterProtos
 public import Logging
+public import ConnectionKit
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
@@ -31,6 +32,10 @@ public struct GatewayServer: Sendable {
     /// generators multiplex many client streams over few connections, so the per connection
     /// limit is the global one, and ``Gateway/Configuration/maxClients`` bounds the total.
     public var maxConcurrentStreams: Int?
+    /// Caps on connections and the handshake deadline, enforced by the listener (see
+    /// `ConnectionGuard`). Clients multiplex many streams over few connections, so these cap
+    /// connections, not clients: ``Gateway/Configuration/maxClients`` bounds the streams.
+    public var connectionLimits: ConnectionLimits
 
     /// - Parameters:
     ///   - listen: Where clients connect.
@@ -44,6 +49,7 @@ public struct GatewayServer: Sendable {
         gatewayID: gatewayID, endpoints: statusEndpoints)
       self.maxRequestBytes = 1024
       self.maxConcurrentStreams = nil
+      self.connectionLimits = ConnectionLimits()
     }
 
     /// ``maxConcurrentStreams``, or its default derived from the client limit.
@@ -88,7 +94,7 @@ public struct GatewayServer: Sendable {
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: configuration.maxRequestBytes,
         maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams),
-      logger: logger)
+      connectionLimits: configuration.connectionLimits, logger: logger)
     return GatewayServer(
       gateway: gateway, reporter: reporter, server: server, health: standard.health)
   }

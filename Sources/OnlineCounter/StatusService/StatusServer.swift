@@ -2,6 +2,7 @@ public import CounterModel
 import CounterProtos
 public import Logging
 public import PresenceStore
+public import ConnectionKit
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
@@ -32,6 +33,9 @@ public struct StatusServer: Sendable {
     public var maxRequestBytes: Int
     /// How often users older than the window are deleted.
     public var pruneInterval: Duration
+    /// Caps on connections and the handshake deadline, enforced by the listener (see
+    /// `ConnectionGuard`).
+    public var connectionLimits: ConnectionLimits
     /// The wall clock the window, the future skew and pruning are measured against;
     /// injectable so that tests can move time.
     public var clock: MillisClock
@@ -43,6 +47,7 @@ public struct StatusServer: Sendable {
       self.tls = nil
       self.maxRequestBytes = 4 << 20
       self.pruneInterval = .seconds(30)
+      self.connectionLimits = ConnectionLimits()
       self.clock = systemMillisClock
     }
   }
@@ -90,7 +95,7 @@ public struct StatusServer: Sendable {
       name: "status", address: configuration.listen,
       services: [reader, ingest] + standard.all, tls: configuration.tls,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes),
-      logger: logger)
+      connectionLimits: configuration.connectionLimits, logger: logger)
     return StatusServer(
       store: store, reader: reader, ingest: ingest, pruner: pruner, server: server,
       health: standard.health)
