@@ -51,6 +51,26 @@ struct JobWorker: AsyncParsableCommand {
   var maxOutput: ByteCount = Environment.value(
     "JOBWORKER_MAX_OUTPUT", default: ByteCount(bytes: 64 << 20))
 
+  /// `--retention`'s default: parsed here, so that a bad environment value reads as clearly
+  /// as a bad flag.
+  static let defaultRetention = Environment.value(
+    "JOBWORKER_RETENTION", default: TimeSpan(seconds: 24 * 3600),
+    parse: { text in try TimeSpan(parsing: text) })
+
+  @Option(
+    parsing: .unconditional,
+    help: ArgumentHelp(
+      "How long ended jobs and their output are kept: 24h, 30m, 7d… (env: JOBWORKER_RETENTION). "
+        + "(default: \(JobWorker.defaultRetention))"),
+    transform: { text in try TimeSpan(parsing: text) })
+  var retention: TimeSpan = JobWorker.defaultRetention
+
+  @Option(
+    help: "Output kept in all; past it the oldest ended jobs go (env: JOBWORKER_MAX_STORED_OUTPUT)."
+  )
+  var maxStoredOutput: ByteCount = Environment.value(
+    "JOBWORKER_MAX_STORED_OUTPUT", default: ByteCount(bytes: 1 << 30))
+
   @Option(
     parsing: .unconditional,
     help: "Running jobs one user may have at once (env: JOBWORKER_MAX_JOBS_PER_USER).")
@@ -75,6 +95,15 @@ struct JobWorker: AsyncParsableCommand {
     guard scratchSize.bytes >= 4096 else {
       throw ValidationError("--scratch-size must be at least 4K")
     }
+    // Shorter would forget a job before its user could ask for its final status.
+    guard retention.seconds >= 60 else {
+      throw ValidationError("--retention must be at least 1m (got \(retention))")
+    }
+    guard maxStoredOutput.bytes >= maxOutput.bytes else {
+      throw ValidationError(
+        "--max-stored-output (\(maxStoredOutput)) must be at least --max-output "
+          + "(\(maxOutput)): the output of one job must fit")
+    }
   }
 
   func run() async throws {
@@ -88,6 +117,7 @@ struct JobWorker: AsyncParsableCommand {
       tls: ServerTLSConfiguration(certificatePath: cert, keyPath: key, trustRootsPath: ca),
       manager: JobManager.Configuration(
         dataDirectory: dataDir, maxOutputBytesPerJob: maxOutput.bytes,
+        retention: retention.duration, maxStoredOutputBytes: maxStoredOutput.bytes,
         scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName))
     configuration.limits.maxRunningJobsPerUser = maxJobsPerUser
     configuration.connectionLimits = connections.prepare(logger: logger)

@@ -187,6 +187,12 @@ final class Job: Sendable {
     state.withLock { ($0.outputBytes, $0.hasEnded) }
   }
 
+  /// When the job ended (nil while it runs) and its stored bytes: what retention needs,
+  /// without reading the cgroup as `status` does.
+  var retentionProgress: (endedAt: Date?, bytes: UInt64) {
+    state.withLock { ($0.endedAt, $0.outputBytes) }
+  }
+
   private func wait(_ kind: JobStateMachine.WaiterKind, beyond offset: UInt64 = 0) async throws {
     let id = state.withLock { $0.makeWaiterID() }
     try await withTaskCancellationHandler {

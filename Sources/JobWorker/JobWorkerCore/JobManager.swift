@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Metrics
 import Synchronization
 
 /// Runs jobs: isolated, resource-limited Linux processes whose output is kept in a file and
@@ -9,6 +10,11 @@ import Synchronization
 /// The manager owns one background OS thread (the reactor) that pumps every job's output into
 /// its log file and reaps exited jobs; it starts in `init` and ends in `shutdown()`, which must
 /// be called before the manager is dropped. No Swift task is left running between calls.
+///
+/// Ended jobs are kept for `Configuration.retention` and within
+/// `Configuration.maxStoredOutputBytes`; `sweep(now:)` forgets the rest and deletes their
+/// output. The manager sweeps once when it starts (output files left by earlier runs); the
+/// embedding program calls `sweep()` periodically (the job worker server does, every minute).
 public final class JobManager: Sendable {
   /// Manager settings. Defaults suit a production host; tests override paths and names.
   public struct Configuration: Sendable {
@@ -20,6 +26,14 @@ public final class JobManager: Sendable {
     public var maxLimits: ResourceLimits
     /// Output past this many bytes is dropped and the job's `outputLoss` says so.
     public var maxOutputBytesPerJob: UInt64
+    /// How long an ended job is kept: its record (`status`, `list`, `output`) and its output
+    /// file. `sweep(now:)` forgets jobs that ended longer ago and deletes their output, and at
+    /// start-up so do output files of earlier runs last written longer ago. More than zero.
+    public var retention: Duration
+    /// The most output bytes kept in the data directory, running jobs included. Over it,
+    /// `sweep(now:)` forgets the ended jobs (and earlier runs' files) that ended first until the
+    /// total fits; running jobs are never touched. At least `maxOutputBytesPerJob`.
+    public var maxStoredOutputBytes: UInt64
     /// Size of each job's private `/tmp` and of its private `/dev/shm` (two tmpfs mounts in the
     /// job's mount namespace, gone with the job), at most the job's memory limit. Their pages
     /// are charged to the job's memory cgroup, so the memory limit bounds both together.
@@ -43,6 +57,8 @@ public final class JobManager: Sendable {
         cpuMillicores: 1000, memoryBytes: 512 << 20, maxPids: 256),
       maxLimits: ResourceLimits = ResourceLimits(),
       maxOutputBytesPerJob: UInt64 = 64 << 20,
+      retention: Duration = .seconds(24 * 60 * 60),
+      maxStoredOutputBytes: UInt64 = 1 << 30,
       scratchBytesPerJob: UInt64 = 64 << 20,
       stopGracePeriod: Duration = .seconds(5),
       runAsUser: uid_t = 65534, runAsGroup: gid_t = 65534,
@@ -52,6 +68,8 @@ public final class JobManager: Sendable {
       self.defaultLimits = defaultLimits
       self.maxLimits = maxLimits
       self.maxOutputBytesPerJob = maxOutputBytesPerJob
+      self.retention = retention
+      self.maxStoredOutputBytes = maxStoredOutputBytes
       self.scratchBytesPerJob = scratchBytesPerJob
       self.stopGracePeriod = stopGracePeriod
       self.runAsUser = runAsUser
@@ -66,7 +84,10 @@ public final class JobManager: Sendable {
   let cgroup: any CgroupDriver
   private let reactor: Reactor
   private let jobsDirectory: String
+  private let directories: JobDirectories
   private let state: Mutex<State>
+  private let jobsForgotten = Counter(label: "jobworker_jobs_forgotten_total")
+  private let bytesRemoved = Counter(label: "jobworker_output_bytes_removed_total")
 
   private struct State {
     var jobs: [JobID: Job] = [:]
@@ -75,6 +96,9 @@ public final class JobManager: Sendable {
     /// Jobs whose init runs but whose `start` has not returned yet: not visible to callers,
     /// but `shutdown` must stop them too.
     var launching: [JobID: Job] = [:]
+    /// Output files of earlier runs, found at start-up: no record, so not visible to callers,
+    /// but they count toward `maxStoredOutputBytes` and are removed once past the retention.
+    var earlierOutputs: [JobID: JobDirectories.StoredOutput] = [:]
     var shuttingDown = false
     /// Held from `init` until `shutdown` has removed the parent cgroup; nil after.
     var locks: Locks?
@@ -92,13 +116,14 @@ public final class JobManager: Sendable {
   }
 
   /// Locks the data directory and the cgroup name, detects cgroup v1 or v2, prepares the
-  /// parent cgroup, removes stale job cgroups of a crashed previous run and starts the reactor
-  /// thread. Killing and removing stale cgroups waits on the kernel (a moment per cgroup) on
-  /// the calling thread.
+  /// parent cgroup, removes stale job cgroups of a crashed previous run, starts the reactor
+  /// thread and sweeps the output files of earlier runs (see `sweep(now:)`). Killing and
+  /// removing stale cgroups waits on the kernel (a moment per cgroup) on the calling thread.
   /// - Throws: `JobError.unavailable` without root or usable cgroups; `JobError.inUse` when
   ///   another live manager (in this process or another) holds the data directory or the
-  ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component
-  ///   or a scratch space of 0 bytes.
+  ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component,
+  ///   a scratch space of 0 bytes, a retention of zero or less, or a storage cap below the
+  ///   per-job output cap.
   public init(configuration: Configuration, logger: Logger) throws {
     guard geteuid() == 0 else {
       throw JobError(.unavailable, "the job worker needs root (namespaces and cgroups)")
@@ -108,9 +133,19 @@ public final class JobManager: Sendable {
     guard configuration.scratchBytesPerJob > 0 else {
       throw JobError(.invalidArgument, "the scratch space per job must be at least 1 byte")
     }
+    guard configuration.retention > .zero else {
+      throw JobError(.invalidArgument, "the retention period of ended jobs must be more than zero")
+    }
+    guard configuration.maxStoredOutputBytes >= configuration.maxOutputBytesPerJob else {
+      throw JobError(
+        .invalidArgument,
+        "the cap on stored output (\(configuration.maxStoredOutputBytes) bytes) must be at least "
+          + "the output cap per job (\(configuration.maxOutputBytesPerJob) bytes)")
+    }
     self.configuration = configuration
     self.logger = logger
     self.jobsDirectory = configuration.dataDirectory + "/jobs"
+    self.directories = JobDirectories(path: jobsDirectory)
     do {
       try FileSystem.makeDirectories(jobsDirectory, mode: 0o700)
     } catch {
@@ -139,7 +174,22 @@ public final class JobManager: Sendable {
       throw error as? JobError ?? JobError(.unavailable, "cannot prepare cgroups: \(error)")
     }
     self.cgroup = cgroup
-    self.state = Mutex(State(locks: locks))
+    // Under the data directory's lock, so every file found is an earlier run's.
+    let (earlier, removedEmpty) = directories.scan()
+    self.state = Mutex(
+      State(
+        earlierOutputs: Dictionary(uniqueKeysWithValues: earlier.map { ($0.id, $0) }),
+        locks: locks))
+    if !earlier.isEmpty || removedEmpty > 0 {
+      logger.debug(
+        "found output of earlier runs",
+        metadata: [
+          "jobworker.files": "\(earlier.count)",
+          "jobworker.bytes": "\(earlier.reduce(0) { $0 + $1.bytes })",
+          "jobworker.empty_directories_removed": "\(removedEmpty)",
+        ])
+    }
+    sweep()
     logger.debug("job manager ready", metadata: ["jobworker.cgroup_version": "\(cgroup.version)"])
   }
 
@@ -428,17 +478,105 @@ public final class JobManager: Sendable {
     try lookup(id).status
   }
 
-  /// All jobs this manager started, running and ended, oldest first.
-  // TODO: Forget ended jobs (and delete their logs) after a retention period; today they
-  // stay until the manager is dropped.
+  /// All jobs this manager started and has not forgotten (see `sweep(now:)`), running and
+  /// ended, oldest first.
   public func list() -> [JobStatus] {
     let jobs = state.withLock { state in state.order.compactMap { state.jobs[$0] } }
     return jobs.map(\.status)
   }
 
   /// The job's output from its first byte, following it live until the job has ended.
+  ///
+  /// The log file is opened here, so a sequence returned before the job is forgotten still
+  /// delivers every stored byte after its file was deleted (on Linux the data stays until the
+  /// last descriptor is closed).
   public func output(_ id: JobID) throws -> JobOutput {
-    JobOutput(job: try lookup(id))
+    let job = try lookup(id)
+    do {
+      return JobOutput(job: job, file: try LogFile(path: job.logPath))
+    } catch {
+      // Forgotten between the lookup and the open: the same answer as a later lookup.
+      _ = try lookup(id)
+      throw error
+    }
+  }
+
+  // MARK: Retention
+
+  /// Forgets the ended jobs that ended before `now` minus `Configuration.retention`, then,
+  /// while the output stored in the data directory is over `Configuration.maxStoredOutputBytes`,
+  /// the ended jobs that ended first; output files of earlier runs (found at start-up) are
+  /// treated as jobs that ended when the file was last written. A forgotten job disappears from
+  /// `status`, `list` and `output` (`notFound`, see `unknownJobError(_:)`) and its output file
+  /// and directory are deleted. Running jobs are never forgotten. Output sequences already
+  /// open on a forgotten job still deliver every stored byte and end as usual.
+  ///
+  /// Synchronous and short: a few `unlink`s on the calling thread. Does nothing once
+  /// `shutdown()` has begun. Logs at info what it removed, when it removed anything.
+  @discardableResult
+  public func sweep(now: Date = Date()) -> RetentionSweep {
+    guard
+      let (jobs, earlier) = state.withLock({ state in
+        state.shuttingDown ? nil : (Array(state.jobs.values), Array(state.earlierOutputs.values))
+      })
+    else { return RetentionSweep() }
+    let entries =
+      jobs.map { job in
+        let progress = job.retentionProgress
+        return Retention.Entry(id: job.id, endedAt: progress.endedAt, bytes: progress.bytes)
+      } + earlier.map { Retention.Entry(id: $0.id, endedAt: $0.modified, bytes: $0.bytes) }
+    let plan = Retention.plan(
+      entries, now: now, retention: configuration.retention,
+      maxStoredBytes: configuration.maxStoredOutputBytes)
+    guard !plan.isEmpty else { return RetentionSweep() }
+    // Only what this call removed from the table: a concurrent sweep may have chosen the same.
+    let removed = state.withLock { state in
+      let removed = plan.filter { choice in
+        let id = choice.entry.id
+        return state.jobs.removeValue(forKey: id) != nil
+          || state.earlierOutputs.removeValue(forKey: id) != nil
+      }
+      let ids = Set(removed.map(\.entry.id))
+      state.order.removeAll { ids.contains($0) }
+      return removed
+    }
+    var sweep = RetentionSweep()
+    for (entry, reason) in removed {
+      do {
+        try directories.remove(entry.id)
+      } catch {
+        logger.warning(
+          "cannot remove a forgotten job's output",
+          metadata: ["jobworker.job_id": "\(entry.id)", "error": "\(error)"])
+        continue
+      }
+      sweep.forgotten.append(entry.id)
+      sweep.bytes += entry.bytes
+      if reason == .expired { sweep.expired += 1 }
+    }
+    if !sweep.forgotten.isEmpty {
+      jobsForgotten.increment(by: sweep.forgotten.count)
+      bytesRemoved.increment(by: Int(clamping: sweep.bytes))
+      logger.info(
+        "forgot ended jobs and removed their output",
+        metadata: [
+          "jobworker.jobs": "\(sweep.forgotten.count)", "jobworker.bytes": "\(sweep.bytes)",
+          "jobworker.expired": "\(sweep.expired)",
+          "jobworker.over_cap": "\(sweep.forgotten.count - sweep.expired)",
+        ])
+    }
+    return sweep
+  }
+
+  /// What `status`, `stop` and `output` throw for an id they do not know: one message for a
+  /// job that never existed and one that was forgotten, so that callers who may not see a job
+  /// (the server's other users) can get exactly this answer too.
+  public func unknownJobError(_ id: JobID) -> JobError {
+    JobError(
+      .notFound,
+      "job \(id) not found: no such job, or its record expired (ended jobs are kept for "
+        + "\(configuration.retention.retentionText), less once their stored output exceeds the "
+        + "job worker's cap)")
   }
 
   /// Stops every running job (SIGTERM, grace period, kill), removes their cgroups and the
@@ -482,9 +620,7 @@ public final class JobManager: Sendable {
   func job(_ id: JobID) -> Job? { state.withLock { $0.jobs[id] } }
 
   private func lookup(_ id: JobID) throws(JobError) -> Job {
-    guard let job = state.withLock({ $0.jobs[id] }) else {
-      throw JobError(.notFound, "no job \(id)")
-    }
+    guard let job = state.withLock({ $0.jobs[id] }) else { throw unknownJobError(id) }
     return job
   }
 

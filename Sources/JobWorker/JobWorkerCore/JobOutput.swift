@@ -1,16 +1,23 @@
 import Glibc
 
 /// A job's combined stdout and stderr as chunks of at most 32 KiB, starting at the first byte
-/// and ending after the job has ended and every stored byte was delivered. Each iterator reads
-/// the log file with its own descriptor and offset, so slow readers never slow the job or each
-/// other; an idle iterator waits for a wake-up from the job's output pump, never polls.
-/// Iteration throws `CancellationError` when its task is cancelled, and `JobError` if the log
-/// file cannot be read.
+/// and ending after the job has ended and every stored byte was delivered. The log file is
+/// opened when the sequence is made (`JobManager.output(_:)`) and shared by its iterators,
+/// each reading at its own offset with `pread`, so slow readers never slow the job or each
+/// other, and a job forgotten meanwhile (its file deleted) still streams to the end; an idle
+/// iterator waits for a wake-up from the job's output pump, never polls. Iteration throws
+/// `CancellationError` when its task is cancelled, and `JobError` if the log file cannot be
+/// read.
 public struct JobOutput: AsyncSequence, Sendable {
   public typealias Element = [UInt8]
   static let chunkSize = 32 * 1024
 
   let job: Job
+  let file: LogFile
+
+  /// The streamed job's status, also once the job was forgotten (see `JobManager.sweep`):
+  /// what a stream reports at its end.
+  public var status: JobStatus { job.status }
 
   public struct AsyncIterator: AsyncIteratorProtocol {
     let job: Job
@@ -20,16 +27,16 @@ public struct JobOutput: AsyncSequence, Sendable {
     public mutating func next() async throws -> [UInt8]? {
       while true {
         try Task.checkCancellation()
+        guard let file else { return nil }
         let progress = job.outputProgress
         if offset < progress.bytes {
-          if file == nil { file = try LogFile(path: job.logPath) }
           let count = Int(Swift.min(UInt64(JobOutput.chunkSize), progress.bytes - offset))
-          let chunk = try file!.read(at: offset, count: count)
+          let chunk = try file.read(at: offset, count: count)
           offset += UInt64(chunk.count)
           return chunk
         }
         if progress.ended {
-          file = nil
+          self.file = nil
           return nil
         }
         try await job.waitForOutput(beyond: offset)
@@ -37,11 +44,12 @@ public struct JobOutput: AsyncSequence, Sendable {
     }
   }
 
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(job: job) }
+  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(job: job, file: file) }
 }
 
-/// A read-only descriptor on a job's log, closed when the last iterator copy is gone.
-final class LogFile {
+/// A read-only descriptor on a job's log, closed when the last sequence and iterator copy
+/// holding it is gone. Only `pread`, which keeps no file offset, so sharing it is safe.
+final class LogFile: Sendable {
   private let fd: Int32
 
   init(path: String) throws(JobError) {

@@ -27,8 +27,12 @@ public struct JobWorkerServer: Sendable {
     public var listen: HostPort
     /// Server certificate, key and the CA that client certificates must chain to.
     public var tls: ServerTLSConfiguration
-    /// The job manager: data directory, cgroup name, job limits, stop grace period.
+    /// The job manager: data directory, cgroup name, job limits, stop grace period, retention
+    /// of ended jobs.
     public var manager: JobManager.Configuration
+    /// How often ended jobs past the retention period or over the storage cap are forgotten
+    /// (``RetentionSweeper``).
+    public var retentionSweepInterval: Duration
     /// Server-side caps: running jobs per user, argument sizes, output chunk size.
     public var limits: JobWorkerService.Limits
     /// Largest request message accepted.
@@ -44,6 +48,7 @@ public struct JobWorkerServer: Sendable {
       self.tls = tls
       self.manager = manager
       self.limits = JobWorkerService.Limits()
+      self.retentionSweepInterval = .seconds(60)
       self.maxRequestBytes = 64 * 1024
       self.connectionLimits = ConnectionLimits()
     }
@@ -60,9 +65,12 @@ public struct JobWorkerServer: Sendable {
   public let server: GRPCServerService
   /// Health, `NOT_SERVING` once the server drains.
   public let health: HealthService
+  /// Forgets ended jobs past the retention period or over the storage cap, every minute.
+  public let retention: RetentionSweeper
 
-  /// The services to run in one `ServiceGroup`.
-  public var services: [any Service] { [server] }
+  /// The services to run in one `ServiceGroup`: the sweeper first, so that it stops after
+  /// the server has drained (graceful shutdown runs in reverse order).
+  public var services: [any Service] { [retention, server] }
 
   /// Starts the job manager (it takes the data directory's and cgroup name's locks) and
   /// builds the server; nothing listens until ``services`` run.
@@ -93,7 +101,9 @@ public struct JobWorkerServer: Sendable {
           await manager.shutdown()
         })
       return JobWorkerServer(
-        manager: manager, peers: peers, service: service, server: server, health: health)
+        manager: manager, peers: peers, service: service, server: server, health: health,
+        retention: RetentionSweeper(
+          manager: manager, interval: configuration.retentionSweepInterval))
     } catch {
       await manager.shutdown()
       throw error

@@ -155,8 +155,9 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
             offset = end
           }
         }
-        let final = try self.manager.status(id)
-        try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(final) })
+        // From the stream's own job: a job forgotten meanwhile (retention) still ends its
+        // streams with their final status.
+        try await response.write(.with { $0.finalStatus = Jobworker_V1_JobStatus(output.status) })
       }
       try await group.next()
       group.cancelAll()
@@ -182,13 +183,14 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
     }
   }
 
-  /// The job if `caller` may see it. Someone else's job and a missing job give the very same
-  /// error, so that job ids of other users cannot be probed.
+  /// The job if `caller` may see it. Someone else's job, a missing job and a forgotten one
+  /// (past the retention period) give the very same error, so that job ids of other users
+  /// cannot be probed.
   private func visibleJob(_ rawID: String, to caller: PeerIdentity) throws -> JobStatus {
     guard let id = JobID(rawID) else {
       throw RPCError(code: .invalidArgument, message: "job id '\(rawID.prefix(64))' is not a UUID")
     }
-    let notFound = RPCError(code: .notFound, message: "job \(id) not found")
+    let notFound = RPCError(code: .notFound, message: manager.unknownJobError(id).message)
     let status: JobStatus
     do {
       status = try manager.status(id)

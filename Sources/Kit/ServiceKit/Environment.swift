@@ -23,6 +23,23 @@ public enum Environment {
     return parsed
   }
 
+  /// The value of `name` parsed by `parse`, or `fallback` when unset or empty; like
+  /// ``value(_:default:)``, but the error says why the value is not valid.
+  public static func value<T>(
+    _ name: String, default fallback: T, parse: (String) throws -> T
+  ) -> T {
+    guard let raw = ProcessInfo.processInfo.environment[name], !raw.isEmpty else {
+      return fallback
+    }
+    do {
+      return try parse(raw)
+    } catch {
+      FileHandle.standardError.write(
+        Data("error: environment variable \(name)=\(raw) is not a valid value: \(error)\n".utf8))
+      exit(64)
+    }
+  }
+
   /// The raw string value of `name`, or `fallback` when unset or empty.
   public static func string(_ name: String, default fallback: String) -> String {
     value(name, default: fallback)

@@ -11,17 +11,19 @@ import Testing
 /// it are gated with `.requires(.cgroups)`.
 func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
-  maxOutputBytes: UInt64 = 64 << 20, scratchBytes: UInt64 = 64 << 20,
+  maxOutputBytes: UInt64 = 64 << 20, maxStoredOutputBytes: UInt64 = 1 << 30,
+  scratchBytes: UInt64 = 64 << 20, dataDirectory: String? = nil,
   logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
   let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
-  let directory = FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+  let directory =
+    dataDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent(name).path
   defer { try? FileManager.default.removeItem(atPath: directory) }
   var configuration = JobManager.Configuration(
     dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes,
-    scratchBytesPerJob: scratchBytes, stopGracePeriod: grace,
-    cgroupName: name)
+    maxStoredOutputBytes: maxStoredOutputBytes, scratchBytesPerJob: scratchBytes,
+    stopGracePeriod: grace, cgroupName: name)
   if runAsRoot {
     configuration.runAsUser = 0
     configuration.runAsGroup = 0
@@ -85,6 +87,9 @@ final class LogRecorder: Sendable {
   struct Record: Sendable {
     var message: String
     var thread: String
+    var level: Logger.Level = .info
+    /// The logger's metadata and the call's, merged.
+    var metadata: Logger.Metadata = [:]
   }
 
   private let records = Mutex<[Record]>([])
@@ -106,7 +111,9 @@ final class LogRecorder: Sendable {
     }
 
     func log(event: LogEvent) {
-      let record = Record(message: "\(event.message)", thread: currentThreadName())
+      let record = Record(
+        message: "\(event.message)", thread: currentThreadName(), level: event.level,
+        metadata: metadata.merging(event.metadata ?? [:]) { $1 })
       recorder.records.withLock { $0.append(record) }
     }
   }

@@ -35,7 +35,8 @@ struct CLITests {
       // Another user's job: the same one-line error as a missing job.
       let hidden = try await jobctl(["status", id], pki: pki, port: port, user: "bob")
       #expect(hidden.status != 0)
-      #expect(hidden.stderr == "jobctl: error: job \(id) not found\n")
+      #expect(
+        hidden.stderr == "jobctl: error: \(RetentionServerTests.expectedMessage(id))\n")
       let json = try await jobctl(["status", "--output", "json", id], pki: pki, port: port)
       #expect(json.status == 0)
       #expect(json.stdout.contains("\"owner\" : \"alice\""))

@@ -91,7 +91,7 @@ struct ServerTests {
             try await client.getJobStatus(.with { $0.jobID = target }, options: testCallOptions)
           }
           #expect(status?.code == .notFound)
-          #expect(status?.message == "job \(target) not found")
+          #expect(status?.message == RetentionServerTests.expectedMessage(target))
           let stop = await #expect(throws: RPCError.self) {
             try await client.stopJob(.with { $0.jobID = target }, options: testCallOptions)
           }
