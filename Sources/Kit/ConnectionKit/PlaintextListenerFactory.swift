@@ -27,23 +27,10 @@ public struct PlaintextListenerFactory: HTTP2ServerTransport.ListenerFactory {
   ) async throws -> NIOAsyncChannel<
     HTTP2ServerTransport.ConnectionConfigurator.ConnectionChannel, Never
   > {
-    let connectionGuard = self.connectionGuard
-    return try await ServerBootstrap(group: eventLoopGroup)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .serverChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try connectionGuard.addAdmissionHandler(to: channel)
-        }.flatMap {
-          listenerConfigurator.configure(channel: channel)
-        }
-      }
-      .bind(host: host, port: port) { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try connectionGuard.addHandshakeDeadline(to: channel)
-        }.flatMap {
-          connectionConfigurator.configure(channel: channel, tls: .none)
-        }
-      }
+    try await connectionGuard.bindListener(
+      group: eventLoopGroup, host: host, port: port,
+      listenerConfigurator: listenerConfigurator, connectionConfigurator: connectionConfigurator,
+      tls: .none)
   }
 }
 

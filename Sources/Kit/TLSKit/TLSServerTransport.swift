@@ -108,26 +108,15 @@ public struct TLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
   > {
     let sslContext = self.sslContext
     let registry = self.registry
-    let connectionGuard = self.connectionGuard
-    return try await ServerBootstrap(group: eventLoopGroup)
-      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .serverChannelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try connectionGuard.addAdmissionHandler(to: channel)
-        }.flatMap {
-          listenerConfigurator.configure(channel: channel)
-        }
-      }
-      .bind(host: host, port: port) { channel in
-        channel.eventLoop.makeCompletedFuture {
-          let sync = channel.pipeline.syncOperations
-          try sync.addHandler(NIOSSLServerHandler(context: sslContext))
-          if let registry { try sync.addHandler(PeerCertificateRecorder(registry: registry)) }
-          try connectionGuard.addHandshakeDeadline(to: channel)
-        }.flatMap {
-          connectionConfigurator.configure(channel: channel, tls: .configured(requireALPN: true))
-        }
-      }
+    return try await connectionGuard.bindListener(
+      group: eventLoopGroup, host: host, port: port,
+      listenerConfigurator: listenerConfigurator, connectionConfigurator: connectionConfigurator,
+      tls: .configured(requireALPN: true)
+    ) { channel in
+      let sync = channel.pipeline.syncOperations
+      try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+      if let registry { try sync.addHandler(PeerCertificateRecorder(registry: registry)) }
+    }
   }
 }
 

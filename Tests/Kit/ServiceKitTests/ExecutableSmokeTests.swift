@@ -82,13 +82,7 @@ import Testing
     .requires(.product("status")), .requires(.product("gateway")),
     arguments: ["status", "gateway"])
   func serverThatCannotListenExits(name: String) async throws {
-    let owner = GRPCServerService(
-      name: "owner", address: HostPort(host: "127.0.0.1", port: 0), services: [],
-      logger: StandardServicesTests.logger)
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await owner.serveUntilStopped() }
-      defer { owner.beginGracefulShutdown() }
-      let taken = try #require(await owner.listeningAddress)
+    try await StandardServicesTests.withServer { taken, _, _ in
       let data = FileManager.default.temporaryDirectory.appending(path: "taken-\(UUID())")
       defer { try? FileManager.default.removeItem(at: data) }
       let arguments =

@@ -19,9 +19,10 @@ import Testing
   static let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
 
   /// Runs a plaintext server with the standard services (advertising the counter's protos)
-  /// on 127.0.0.1:0 for the duration of `body`.
-  func withServer(
-    _ body: @Sendable (HostPort, StandardServices) async throws -> Void
+  /// on 127.0.0.1:0 for the duration of `body`, then shuts it down (also when `body` throws,
+  /// which would otherwise leave the group waiting for a server that never stops).
+  static func withServer(
+    _ body: @Sendable (HostPort, StandardServices, GRPCServerService) async throws -> Void
   ) async throws {
     let standard = try StandardServices(
       serving: ["tenten.interview.StatusReader"],
@@ -31,11 +32,22 @@ import Testing
       logger: Self.logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await service.serveUntilStopped() }
-      let address = try #require(await service.listeningAddress)
-      try await body(address, standard)
+      do {
+        let address = try #require(await service.listeningAddress)
+        try await body(address, standard, service)
+      } catch {
+        service.beginGracefulShutdown()
+        throw error
+      }
       service.beginGracefulShutdown()
       try await group.waitForAll()
     }
+  }
+
+  func withServer(
+    _ body: @Sendable (HostPort, StandardServices) async throws -> Void
+  ) async throws {
+    try await Self.withServer { address, standard, _ in try await body(address, standard) }
   }
 
   @Test("health Check answers SERVING, NOT_FOUND for unknown services, and Watch sees changes")
@@ -74,15 +86,7 @@ import Testing
   /// grace ran out.
   @Test("a draining server ends health watches with NOT_SERVING instead of waiting for them")
   func drainEndsHealthWatches() async throws {
-    let standard = try StandardServices(
-      serving: ["tenten.interview.StatusReader"],
-      descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    let service = GRPCServerService(
-      name: "test", address: HostPort(host: "127.0.0.1", port: 0), services: standard.all,
-      logger: Self.logger)
-    try await withThrowingTaskGroup(of: Void.self) { group in
-      group.addTask { try await service.serveUntilStopped() }
-      let address = try #require(await service.listeningAddress)
+    try await Self.withServer { address, _, service in
       let transport = try HTTP2ClientTransport.Posix(
         target: address.resolvableTarget, transportSecurity: .plaintext)
       try await withGRPCClient(transport: transport) { client in
@@ -100,19 +104,12 @@ import Testing
           #expect(seen == [.serving, .notServing])
         }
       }
-      try await group.waitForAll()
     }
   }
 
   @Test("run() fails with the address and the reason when the port is taken")
   func runFailsWhenThePortIsTaken() async throws {
-    let owner = GRPCServerService(
-      name: "owner", address: HostPort(host: "127.0.0.1", port: 0), services: [],
-      logger: Self.logger)
-    try await withThrowingTaskGroup(of: Void.self) { serving in
-      serving.addTask { try await owner.serveUntilStopped() }
-      defer { owner.beginGracefulShutdown() }
-      let taken = try #require(await owner.listeningAddress)
+    try await Self.withServer { taken, _, _ in
       let second = GRPCServerService(
         name: "second", address: taken, services: [], logger: Self.logger)
       let outcome = try await withThrowingTaskGroup(of: (any Error)?.self) { race in
