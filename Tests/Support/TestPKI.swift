@@ -2,7 +2,8 @@ internal import Foundation
 public import TLSKit
 
 /// Certificates for one test, in a fresh temporary directory: our CA with a server, an admin
-/// (`root`-like `admin`), two users, an expired user, and a client from an unrelated CA.
+/// (`root`-like `admin`), two users, a gateway, an expired user, and a client from an unrelated
+/// CA.
 public struct TestPKI: Sendable {
   public let directory: String
   public let layout: CertificateLayout
@@ -15,7 +16,9 @@ public struct TestPKI: Sendable {
     try ca.issued.write(certificateTo: layout.caCertificate, keyTo: layout.caKey)
     try ca.issueServer(hosts: ["localhost", "127.0.0.1"]).write(
       certificateTo: layout.serverCertificate, keyTo: layout.serverKey)
-    for (name, role) in [("admin", Role.admin), ("alice", .user), ("bob", .user)] {
+    for (name, role) in [
+      ("admin", Role.admin), ("alice", .user), ("bob", .user), ("gateway", .gateway),
+    ] {
       try ca.issueClient(name: name, role: role).write(
         certificateTo: layout.certificate(for: name), keyTo: layout.key(for: name))
     }

@@ -21,7 +21,8 @@ struct CertsInitCommand: AsyncParsableCommand {
   var hosts: [String] = ["localhost", "127.0.0.1"]
 
   @Option(
-    parsing: .upToNextOption, help: "Client identities to create, NAME:ROLE (role admin|user).")
+    parsing: .upToNextOption,
+    help: "Client identities to create, NAME:ROLE (role admin|user|gateway).")
   var clients: [ClientSpec] = [
     ClientSpec(name: "admin", role: .admin), ClientSpec(name: "alice", role: .user),
   ]

@@ -2,7 +2,7 @@ import ArgumentParser
 import ServiceKit
 import TLSKit
 
-/// `jobctl certs issue NAME --role user|admin`.
+/// `jobctl certs issue NAME --role user|admin|gateway`.
 struct CertsIssueCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "issue", abstract: "Issue a client certificate (90 days) with the CA in DIR.")
@@ -10,7 +10,10 @@ struct CertsIssueCommand: AsyncParsableCommand {
   @Option(help: "Directory with ca.pem and ca-key.pem (env: JOBCTL_DIR).")
   var dir: String = Environment.string("JOBCTL_DIR", default: CertificateLayout.defaultDirectory)
 
-  @Option(help: "Role: admin acts on every job, user only on its own.")
+  @Option(
+    help:
+      "Role: admin acts on every job, user only on its own; gateway only reports presence to status."
+  )
   var role: Role = .user
 
   @Argument(help: "The user name: the certificate's common name.")

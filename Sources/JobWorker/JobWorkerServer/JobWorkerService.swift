@@ -170,8 +170,9 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
   // MARK: Authorization
 
   private func authenticate(_ context: ServerContext) throws -> PeerIdentity {
+    let identity: PeerIdentity
     do {
-      return try peers.identity(for: context)
+      identity = try peers.identity(for: context)
     } catch {
       callsRefused.increment()
       logger.info(
@@ -181,6 +182,20 @@ public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtoco
       default: throw RPCError(code: .permissionDenied, message: error.message)
       }
     }
+    // A CA may also sign the online counter's gateways; their certificates are for presence
+    // reports only and never act on jobs.
+    guard identity.role == .admin || identity.role == .user else {
+      callsRefused.increment()
+      logger.info(
+        "call refused",
+        metadata: ["jobworker.peer": "\(context.remotePeer)", "jobworker.role": "\(identity.role)"])
+      throw RPCError(
+        code: .permissionDenied,
+        message:
+          "role \(identity.role) may not use the job API: use a certificate with role admin or user"
+      )
+    }
+    return identity
   }
 
   /// The job if `caller` may see it. Someone else's job, a missing job and a forgotten one

@@ -3,13 +3,18 @@ public import Foundation
 import SwiftASN1
 public import X509
 
-/// What a client certificate allows: `admin` acts on every job, `user` only on its own.
+/// What a client certificate allows. On the job worker, `admin` acts on every job and `user`
+/// only on its own; on the status service (mutual TLS), only `gateway` may report presence.
+/// A certificate is good for its one role only: a gateway's cannot run jobs, and a user's
+/// cannot feed the presence store.
 ///
 /// Carried in the certificate's subject organizational unit (OU), so that the CA alone decides
 /// who is what and the server needs no user database.
 public enum Role: String, Sendable, CaseIterable, Hashable, CustomStringConvertible {
   case admin
   case user
+  /// A gateway reporting presence to status; nothing else.
+  case gateway
 
   public var description: String { rawValue }
 }

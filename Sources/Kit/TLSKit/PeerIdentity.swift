@@ -27,7 +27,9 @@ public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
     guard units.count == 1, let unit = units.first, let role = Role(rawValue: unit) else {
       throw PeerIdentityError(
         code: .invalidRole,
-        message: "client certificate subject needs exactly one organizational unit: admin or user")
+        message:
+          "client certificate subject needs exactly one organizational unit: admin, user or gateway"
+      )
     }
     self.init(name: name, role: role)
   }

@@ -120,6 +120,28 @@ struct ServerTests {
     }
   }
 
+  /// A gateway's certificate (role gateway) comes from the same CA but is for presence
+  /// reports only: before the role existed, the gateway's `user` certificate could run jobs.
+  @Test("a gateway certificate is refused by the job API", .requires(.cgroups))
+  func gatewayRoleIsRefused() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await withJobWorker(pki: pki) { port, _ in
+      try await withJobClient(port: port, files: pki.client("gateway")) { client in
+        let list = await #expect(throws: RPCError.self) {
+          try await client.listJobs(.init(), options: testCallOptions)
+        }
+        #expect(list?.code == .permissionDenied, "\(String(describing: list))")
+        #expect(list?.message.contains("role gateway may not use the job API") == true)
+        let start = await #expect(throws: RPCError.self) {
+          try await client.startJob(
+            .with { $0.command = "/bin/true" }, options: testCallOptions)
+        }
+        #expect(start?.code == .permissionDenied, "\(String(describing: start))")
+      }
+    }
+  }
+
   @Test("errors map to gRPC codes", .requires(.cgroups))
   func errorCodes() async throws {
     let pki = try TestPKI()

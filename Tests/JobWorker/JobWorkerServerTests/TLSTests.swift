@@ -224,12 +224,16 @@ struct PeerIdentityTests {
     }
   }
 
-  @Test("identity needs exactly one CN and an admin|user OU")
+  @Test("identity needs exactly one CN and an admin|user|gateway OU")
   func identityRules() throws {
     let ca = try CertificateAuthority.create()
     let alice = try ca.issueClient(name: "alice", role: .user)
     #expect(
       try PeerIdentity(certificate: alice.certificate) == PeerIdentity(name: "alice", role: .user))
+    let gateway = try ca.issueClient(name: "gateway-1", role: .gateway)
+    #expect(
+      try PeerIdentity(certificate: gateway.certificate)
+        == PeerIdentity(name: "gateway-1", role: .gateway))
     // A server certificate has no OU: no role, refused.
     let server = try ca.issueServer(hosts: ["localhost"])
     #expect(throws: PeerIdentityError.self) { try PeerIdentity(certificate: server.certificate) }
