@@ -58,15 +58,16 @@ enum Harness {
   /// A gateway reporting to `status`, built by `GatewayServer.build` as the `gateway` binary
   /// builds it, plaintext unless `tls` is given, and flushing every 200 ms (with short
   /// retries) so that tests are quick. `body` may also drain it earlier, through its service
-  /// group.
+  /// group. `port` 0 picks a free port.
   static func withGateway<T: Sendable>(
-    status: [HostPort], pongTimeout: Duration = defaultPongTimeout, maxClients: Int = 1_000,
+    status: [HostPort], port: Int = 0, pongTimeout: Duration = defaultPongTimeout,
+    maxClients: Int = 1_000,
     flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
     var configuration = GatewayServer.Configuration(
-      listen: HostPort(host: loopback, port: 0), gatewayID: "test", statusEndpoints: status)
+      listen: HostPort(host: loopback, port: port), gatewayID: "test", statusEndpoints: status)
     configuration.tls = tls
     configuration.gateway.pongTimeout = pongTimeout
     configuration.gateway.maxClients = maxClients
