@@ -15,7 +15,9 @@ public import Tracing
 /// Pongs only update a dictionary `user → latest ms`; a loop flushes it at most once per
 /// `flushInterval`, in batches of at most `batchSize`, round robin over the status endpoints
 /// with a deadline per call. A failed batch is merged back (keeping the later timestamp), and
-/// the loop backs off exponentially before the next try on the next endpoint. So memory is
+/// the loop backs off, briefly (≤ ``Configuration/maxBackoff``, 1 s, jittered), before the
+/// next try on the next endpoint, so that presence lands within seconds of status coming
+/// back however long it was away. So memory is
 /// bounded by the number of distinct users, never by time, and no presence is lost while the
 /// status service is away. On graceful shutdown it flushes what is left before returning.
 public final class PresenceReporter: Service, Sendable {
@@ -25,7 +27,14 @@ public final class PresenceReporter: Service, Sendable {
     public var flushInterval: Duration = .seconds(1)
     public var batchSize = 5_000
     public var callTimeout: Duration = .seconds(3)
-    public var maxBackoff: Duration = .seconds(10)
+    /// The longest wait between failed flushes (each is drawn from the upper half of a
+    /// doubling backoff, so gateways retrying together spread out). Short on purpose: a
+    /// retry is one call per status endpoint per gateway, cheap next to what a returning
+    /// status absorbs, and the wait is how late users who joined during an outage are counted.
+    public var maxBackoff: Duration = .seconds(1)
+    /// The longest pause between connection attempts to a status endpoint that cannot be
+    /// reached (gRPC's default grows to 2 minutes, during which every call fails at once).
+    public var maxConnectionBackoff: Duration = .seconds(1)
     /// How long the final flush at shutdown may keep retrying.
     public var finalFlushBudget: Duration = .seconds(5)
     /// How connections to status are secured (mutual TLS in production across hosts).
@@ -64,7 +73,12 @@ public final class PresenceReporter: Service, Sendable {
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
           target: endpoint.resolvableTarget,
-          transportSecurity: configuration.security.transportSecurity))
+          transportSecurity: configuration.security.transportSecurity,
+          config: .defaults {
+            $0.backoff = .init(
+              initial: .milliseconds(100), max: configuration.maxConnectionBackoff,
+              multiplier: 1.6, jitter: 0.2)
+          }))
     }
   }
 
@@ -82,19 +96,24 @@ public final class PresenceReporter: Service, Sendable {
         group.addTask { try await client.runConnections() }
       }
       try? await cancelWhenGracefulShutdown {
-        var backoff = self.config.flushInterval
+        var failures = 0
         while !Task.isCancelled {
-          try await Task.sleep(for: backoff)
-          if await self.flushAll() {
-            backoff = self.config.flushInterval
-          } else {
-            backoff = min(backoff * 2, self.config.maxBackoff)
-          }
+          try await Task.sleep(for: self.delay(afterFailures: failures))
+          failures = await self.flushAll() ? 0 : failures + 1
         }
       }
       await finalFlush()
       for client in clients { client.beginGracefulShutdown() }
     }
+  }
+
+  /// The wait before the next flush: the flush interval, or after `failures` failed flushes
+  /// in a row a doubling backoff capped at ``Configuration/maxBackoff``, drawn from its upper
+  /// half (equal jitter: spread out, yet never a busy loop).
+  func delay(afterFailures failures: Int) -> Duration {
+    guard failures > 0 else { return config.flushInterval }
+    let cap = min(config.maxBackoff, config.flushInterval * (1 << min(failures, 20)))
+    return cap / 2 + (cap / 2) * Double.random(in: 0...1)
   }
 
   /// Sends everything pending; returns `false` (with the rest merged back) on a failure.
