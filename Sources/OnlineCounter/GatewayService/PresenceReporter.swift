@@ -1,3 +1,4 @@
+public import CounterModel
 import CounterProtos
 import Foundation
 import GRPCCore
@@ -12,7 +13,8 @@ public import Tracing
 
 /// Reports presence to the status service, coalesced per user.
 ///
-/// Pongs only update a dictionary `user → latest ms`; a loop flushes it at most once per
+/// Pongs only update a dictionary `user → latest instant` (on the monotonic clock); a loop
+/// flushes it at most once per
 /// `flushInterval`, in batches of at most `batchSize`, round robin over the status endpoints
 /// with a deadline per call. A failed batch is merged back (keeping the later timestamp), and
 /// the loop backs off, briefly (≤ ``Configuration/maxBackoff``, 1 s, jittered), before the
@@ -39,6 +41,10 @@ public final class PresenceReporter: Service, Sendable {
     public var finalFlushBudget: Duration = .seconds(5)
     /// How connections to status are secured (mutual TLS in production across hosts).
     public var security: ClientSecurity = .plaintext
+    /// The wall clock that stamps `last_seen_unix_ms`, which only status services that predate
+    /// `seen_ago_ms` use (records carry how long ago each user was seen, on the monotonic
+    /// clock, and status places that on its own clock); injectable so that tests can skew it.
+    public var wallClock: MillisClock = systemMillisClock
 
     public init(gatewayID: String, endpoints: [HostPort]) {
       self.gatewayID = gatewayID
@@ -47,7 +53,7 @@ public final class PresenceReporter: Service, Sendable {
   }
 
   private struct State {
-    var pending: [String: Int64] = [:]
+    var pending: [String: ContinuousClock.Instant] = [:]
     var nextEndpoint = 0
   }
 
@@ -82,9 +88,9 @@ public final class PresenceReporter: Service, Sendable {
     }
   }
 
-  /// Marks `userID` seen at `millis` (keeps the later of this and any pending timestamp).
-  public func record(_ userID: String, atMillis millis: Int64) {
-    state.withLock { $0.pending.keepLatest(millis, for: userID) }
+  /// Marks `userID` seen at `instant` (keeps the later of this and any pending one).
+  public func record(_ userID: String, at instant: ContinuousClock.Instant) {
+    state.withLock { $0.pending.keepLatest(instant, for: userID) }
   }
 
   /// Users waiting to be reported.
@@ -134,22 +140,19 @@ public final class PresenceReporter: Service, Sendable {
   }
 
   /// Sends `taken` in batches; on a failure merges the unsent rest back and returns `false`.
-  private func send(_ taken: [String: Int64]) async -> Bool {
-    var records = taken.map { user, millis in
-      Tenten_Interview_PresenceRecord.with {
-        $0.userID = user
-        $0.lastSeenUnixMs = millis
-      }
-    }[...]
-    while !records.isEmpty {
-      let batch = records.prefix(config.batchSize)
+  private func send(_ taken: [String: ContinuousClock.Instant]) async -> Bool {
+    var users = Array(taken)[...]
+    while !users.isEmpty {
+      let batch = users.prefix(config.batchSize)
       do {
-        try await send(Array(batch))
-        records = records.dropFirst(batch.count)
+        // Ages are measured right before each call: a batch that waited behind others (or a
+        // retry) says how long ago its users were seen at the moment it is sent.
+        try await send(Self.records(batch, now: .now, wallNow: config.wallClock()))
+        users = users.dropFirst(batch.count)
       } catch {
         failures.increment()
-        let left = records.count
-        merge(records)
+        let left = users.count
+        merge(users)
         // Cancelled by shutdown mid-call: expected, and the final flush sends it.
         logger.log(
           level: Task.isCancelled ? .debug : .warning, "presence flush failed; will retry",
@@ -160,10 +163,28 @@ public final class PresenceReporter: Service, Sendable {
     return true
   }
 
-  private func merge(_ records: ArraySlice<Tenten_Interview_PresenceRecord>) {
+  /// The records of `users` as of `now` (monotonic) and `wallNow` (the wall clock at the same
+  /// moment): how long ago each was seen, and for older status services that instant on this
+  /// gateway's wall clock.
+  static func records(
+    _ users: ArraySlice<(key: String, value: ContinuousClock.Instant)>,
+    now: ContinuousClock.Instant, wallNow: Int64
+  ) -> [Tenten_Interview_PresenceRecord] {
+    users.map { user, seen in
+      // Rounded down: a user is never placed earlier than it was seen, at most 1 ms later.
+      let ago = max(Int64((now - seen) / .milliseconds(1)), 0)
+      return .with {
+        $0.userID = user
+        $0.seenAgoMs = ago
+        $0.lastSeenUnixMs = wallNow - ago
+      }
+    }
+  }
+
+  private func merge(_ users: ArraySlice<(key: String, value: ContinuousClock.Instant)>) {
     let count = state.withLock { state in
-      for record in records {
-        state.pending.keepLatest(record.lastSeenUnixMs, for: record.userID)
+      for (user, seen) in users {
+        state.pending.keepLatest(seen, for: user)
       }
       return state.pending.count
     }
@@ -216,11 +237,11 @@ public final class PresenceReporter: Service, Sendable {
   }
 }
 
-extension Dictionary where Value == Int64 {
-  /// Keeps the later of `millis` and the timestamp already held for `key`, with one hash
-  /// lookup (this runs for every pong).
-  fileprivate mutating func keepLatest(_ millis: Int64, for key: Key) {
-    func raise(_ held: inout Int64) { if millis > held { held = millis } }
-    raise(&self[key, default: millis])
+extension Dictionary where Value: Comparable {
+  /// Keeps the later of `value` and the one already held for `key`, with one hash lookup (this
+  /// runs for every pong).
+  fileprivate mutating func keepLatest(_ value: Value, for key: Key) {
+    func raise(_ held: inout Value) { if value > held { held = value } }
+    raise(&self[key, default: value])
   }
 }

@@ -1,4 +1,5 @@
 import CounterClient
+import CounterModel
 import GatewayService
 import ServiceKit
 import TestSupport
@@ -100,6 +101,34 @@ import Testing
           // listens, so ≤ 2.2 s plus one call. The target is 3 s; 2 s more is the margin for
           // a loaded machine.
           #expect(elapsed < .seconds(5), "counted \(elapsed) after status came back")
+        }
+      }
+    }
+  }
+
+  /// Issue 10, item 6: a gateway whose wall clock is 30 s ahead (before: every record refused
+  /// as from the future), a status 10 s behind (before: every current record refused), and
+  /// both: every user is counted, because records say how long ago each user was seen on the
+  /// gateway's monotonic clock and status places that on its own.
+  @Test(arguments: [(Int64(30_000), Int64(0)), (0, -10_000), (30_000, -10_000)])
+  func usersAreCountedWhateverTheClocksOfGatewayAndStatus(
+    gatewayOffset: Int64, statusOffset: Int64
+  ) async throws {
+    try await Harness.withStatus(
+      storeURL: Harness.temporaryStoreURL(), clock: { systemMillisClock() + statusOffset }
+    ) { status, reader in
+      try await Harness.withGateway(
+        status: [status], clock: { systemMillisClock() + gatewayOffset }
+      ) { gateway, _, _, _ in
+        let ids = (0..<5).map { "skewed-\($0)" }
+        let client = CounterClient(
+          configuration: .init(ids: ids, gateways: [gateway]), logger: Harness.logger)
+        try await Harness.withClient(client) {
+          let counted = await eventually(timeout: .seconds(20)) {
+            (try? await reader.onlineUsers()) == UInt64(ids.count)
+          }
+          let count = try? await reader.onlineUsers()
+          #expect(counted, "\(String(describing: count)) of \(ids.count) counted")
         }
       }
     }

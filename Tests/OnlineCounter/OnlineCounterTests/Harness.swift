@@ -20,7 +20,7 @@ import Tracing
 enum Harness {
   static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
   static let loopback = "127.0.0.1"
-  /// The pong timeout of a ``withGateway(status:port:pongTimeout:maxClients:flushInterval:tls:statusSecurity:tracer:_:)``
+  /// The pong timeout of a ``withGateway(status:port:pongTimeout:maxClients:flushInterval:tls:statusSecurity:tracer:clock:_:)``
   /// gateway unless a test sets another.
   static let defaultPongTimeout = Duration.seconds(5)
   /// The deadline of a test's own unary calls: a bound on how long a failing test waits on a
@@ -64,6 +64,7 @@ enum Harness {
     maxClients: Int = 1_000,
     flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
+    clock: @escaping MillisClock = systemMillisClock,
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
     var configuration = GatewayServer.Configuration(
@@ -75,6 +76,7 @@ enum Harness {
     configuration.reporter.callTimeout = .seconds(1)
     configuration.reporter.finalFlushBudget = .milliseconds(500)
     configuration.reporter.security = statusSecurity
+    configuration.reporter.wallClock = clock
     let gateway = try GatewayServer.build(
       configuration: configuration, logger: logger, tracer: tracer)
     return try await withServiceGroup(gateway.services, logger: logger) { group in
