@@ -225,6 +225,7 @@ let package = Package(
         "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos",
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
         tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+        .product(name: "MetricsTestKit", package: "swift-metrics"),
       ],
       path: "Tests/OnlineCounter/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(

@@ -12,9 +12,11 @@ import TLSKit
 /// Each client holds one `Connect` stream, sends its id as `client-id`, and answers every
 /// `Ping` with EVEN or ODD by the parity of the Unix time in milliseconds at the moment it
 /// answers. The streams are multiplexed over `connections` HTTP/2 connections (one
-/// `GRPCClient` each), assigned round robin over the gateways. On any failure a client waits
-/// an exponential backoff with full jitter and reconnects over the next connection, which is
-/// on another gateway when there are several.
+/// `GRPCClient` each), assigned round robin over the gateways. When its stream ends a client
+/// reconnects over the next connection, which is on another gateway when there are several,
+/// after a delay with full jitter that ``ReconnectPolicy`` chooses: at once after losing a
+/// stream that worked, ≤ 1 s while gateways cannot be reached, growing to ``Configuration/maxBackoff``
+/// when a gateway refuses.
 ///
 /// Per client this costs one stream and two small tasks, so one process can simulate tens of
 /// thousands of clients.
@@ -24,11 +26,23 @@ public struct CounterClient: Sendable {
     public var gateways: [HostPort]
     public var connections: Int
     public var initialBackoff: Duration = .milliseconds(200)
+    /// The longest backoff after a gateway refused a stream (full, …) or ended it for want of
+    /// pongs.
     public var maxBackoff: Duration = .seconds(10)
-    /// A stream that lived this long worked: the backoff starts over after it ends (so a
-    /// drained client moves at once, while a gateway that keeps dropping clients is not
-    /// hammered).
+    /// The longest backoff while attempts fail with `UNAVAILABLE` before any ping (connection
+    /// refused, the connection still reconnecting, a draining gateway): short, so that a
+    /// client alternates quickly to a gateway that is alive.
+    public var unreachableMaxBackoff: Duration = .seconds(1)
+    /// After a stream that worked is lost (its gateway died or drained), the client reconnects
+    /// within this much, spread so that a dead gateway's clients do not arrive all at once.
+    public var failoverSpread: Duration = .milliseconds(100)
+    /// A stream ended for want of pongs resets the backoff only if it lived this long, so an
+    /// overloaded client process does not churn (a stream lost otherwise always resets it).
     public var stableAfter: Duration = .seconds(10)
+    /// The longest pause between the connection attempts of one HTTP/2 connection to a gateway
+    /// that cannot be reached (gRPC's default grows to 2 minutes, during which every stream
+    /// over that connection fails at once, so a gateway that came back stayed unused).
+    public var maxConnectionBackoff: Duration = .seconds(1)
     /// Streams opened per second at start, so that N clients do not storm the gateway.
     public var startRate = 2_000
     /// How connections to the gateways are secured.
@@ -60,7 +74,12 @@ public struct CounterClient: Sendable {
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
           target: config.gateways[index % gateways].resolvableTarget,
-          transportSecurity: config.security.transportSecurity))
+          transportSecurity: config.security.transportSecurity,
+          config: .defaults {
+            $0.backoff = .init(
+              initial: .milliseconds(100), max: config.maxConnectionBackoff, multiplier: 1.6,
+              jitter: 0.2)
+          }))
     }
     try await withThrowingDiscardingTaskGroup { group in
       for client in clients {
@@ -88,8 +107,12 @@ public struct CounterClient: Sendable {
     logger[metadataKey: "client.id"] = "\(id)"
     // With many simulated clients, per-client state changes would flood the log.
     let level: Logger.Level = config.ids.count == 1 ? .info : .debug
+    let policy = ReconnectPolicy(
+      initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff,
+      unreachableMaxBackoff: config.unreachableMaxBackoff,
+      failoverSpread: config.failoverSpread, stableAfter: config.stableAfter)
     var connection = start
-    var attempt = 0
+    var failures = 0
     while !Task.isCancelled {
       let gateway = config.gateways[connection % config.gateways.count]
       logger.log(level: level, "connecting", metadata: ["client.gateway": "\(gateway)"])
@@ -102,10 +125,10 @@ public struct CounterClient: Sendable {
           metadata: ["client.reason": "\(outcome.reason)"])
         return
       }
-      if outcome.receivedPings, ContinuousClock.now - opened >= config.stableAfter { attempt = 0 }
-      attempt += 1
-      let cap = min(config.maxBackoff, config.initialBackoff * (1 << min(attempt - 1, 20)))
-      let delay = Duration.nanoseconds(Int64.random(in: 0...cap.nanoseconds))
+      let ending = ReconnectPolicy.ending(
+        receivedPings: outcome.receivedPings, code: outcome.code,
+        lived: ContinuousClock.now - opened)
+      let delay = ReconnectPolicy.delay(cap: policy.cap(after: ending, failures: &failures))
       logger.log(
         level: level, "disconnected; reconnecting",
         metadata: [
@@ -120,6 +143,8 @@ public struct CounterClient: Sendable {
   private struct Outcome: Sendable {
     var receivedPings: Bool
     var reason: String
+    /// The error the stream ended with; nil when the gateway ended it without one.
+    var code: RPCError.Code?
     /// The gateway refused the id itself: retrying cannot help.
     var refusedID = false
   }
@@ -163,9 +188,10 @@ public struct CounterClient: Sendable {
       return Outcome(receivedPings: pinged.value, reason: "stream ended by gateway")
     } catch {
       answer.finish()
+      let code = (error as? RPCError)?.code ?? .unknown
       return Outcome(
-        receivedPings: pinged.value, reason: "\(error)",
-        refusedID: (error as? RPCError)?.code == .invalidArgument)
+        receivedPings: pinged.value, reason: "\(error)", code: code,
+        refusedID: code == .invalidArgument)
     }
   }
 }
@@ -175,11 +201,4 @@ private final class PingedFlag: Sendable {
   private let flag = Atomic(false)
   var value: Bool { flag.load(ordering: .relaxed) }
   func set() { flag.store(true, ordering: .relaxed) }
-}
-
-extension Duration {
-  fileprivate var nanoseconds: Int64 {
-    let (seconds, attoseconds) = components
-    return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-  }
 }

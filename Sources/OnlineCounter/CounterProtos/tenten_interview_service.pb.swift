@@ -121,12 +121,27 @@ public nonisolated struct Tenten_Interview_PresenceRecord: Sendable {
 
   public var userID: String = String()
 
-  /// Milliseconds since the UNIX epoch, by the gateway's clock.
+  /// Milliseconds since the UNIX epoch, by the gateway's clock. Used only when
+  /// `seen_ago_ms` is absent (a gateway that predates it).
   public var lastSeenUnixMs: Int64 = 0
+
+  /// How long before this request was sent the user answered, in milliseconds measured on
+  /// the gateway's monotonic clock. The status service places it on its own clock
+  /// (its now minus this), so neither host's wall clock needs to agree with the other's.
+  public var seenAgoMs: Int64 {
+    get {_seenAgoMs ?? 0}
+    set {_seenAgoMs = newValue}
+  }
+  /// Returns true if `seenAgoMs` has been explicitly set.
+  public var hasSeenAgoMs: Bool {self._seenAgoMs != nil}
+  /// Clears the value of `seenAgoMs`. Subsequent reads from it will return its default value.
+  public mutating func clearSeenAgoMs() {self._seenAgoMs = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _seenAgoMs: Int64? = nil
 }
 
 public nonisolated struct Tenten_Interview_ReportPresenceRequest: Sendable {
@@ -152,7 +167,8 @@ public nonisolated struct Tenten_Interview_ReportPresenceResponse: Sendable {
   /// Records stored (or already superseded by a later timestamp).
   public var accepted: UInt32 = 0
 
-  /// Records refused (malformed user id, timestamp too far in the future).
+  /// Records refused (malformed user id, negative age, or, for a record without
+  /// `seen_ago_ms`, a timestamp too far in the future).
   public var rejected: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -268,7 +284,7 @@ nonisolated extension Tenten_Interview_FetchOnlineUsersInLast3MinsResponse: Swif
 
 nonisolated extension Tenten_Interview_PresenceRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PresenceRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}last_seen_unix_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{3}last_seen_unix_ms\0\u{3}seen_ago_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -278,24 +294,33 @@ nonisolated extension Tenten_Interview_PresenceRecord: SwiftProtobuf.Message, Sw
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.userID) }()
       case 2: try { try decoder.decodeSingularInt64Field(value: &self.lastSeenUnixMs) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self._seenAgoMs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.userID.isEmpty {
       try visitor.visitSingularStringField(value: self.userID, fieldNumber: 1)
     }
     if self.lastSeenUnixMs != 0 {
       try visitor.visitSingularInt64Field(value: self.lastSeenUnixMs, fieldNumber: 2)
     }
+    try { if let v = self._seenAgoMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Tenten_Interview_PresenceRecord, rhs: Tenten_Interview_PresenceRecord) -> Bool {
     if lhs.userID != rhs.userID {return false}
     if lhs.lastSeenUnixMs != rhs.lastSeenUnixMs {return false}
+    if lhs._seenAgoMs != rhs._seenAgoMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

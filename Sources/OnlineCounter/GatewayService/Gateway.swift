@@ -125,7 +125,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
               self.pongsUnknown.increment()
               continue
             }
-            self.reporter.record(userID, atMillis: systemMillisClock())
+            self.reporter.record(userID, at: .now)
           }
         }
         group.addTask {

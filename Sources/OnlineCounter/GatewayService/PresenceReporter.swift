@@ -1,3 +1,4 @@
+public import CounterModel
 import CounterProtos
 import Foundation
 import GRPCCore
@@ -12,10 +13,13 @@ public import Tracing
 
 /// Reports presence to the status service, coalesced per user.
 ///
-/// Pongs only update a dictionary `user → latest ms`; a loop flushes it at most once per
+/// Pongs only update a dictionary `user → latest instant` (on the monotonic clock); a loop
+/// flushes it at most once per
 /// `flushInterval`, in batches of at most `batchSize`, round robin over the status endpoints
 /// with a deadline per call. A failed batch is merged back (keeping the later timestamp), and
-/// the loop backs off exponentially before the next try on the next endpoint. So memory is
+/// the loop backs off, briefly (≤ ``Configuration/maxBackoff``, 1 s, jittered), before the
+/// next try on the next endpoint, so that presence lands within seconds of status coming
+/// back however long it was away. So memory is
 /// bounded by the number of distinct users, never by time, and no presence is lost while the
 /// status service is away. On graceful shutdown it flushes what is left before returning.
 public final class PresenceReporter: Service, Sendable {
@@ -25,11 +29,22 @@ public final class PresenceReporter: Service, Sendable {
     public var flushInterval: Duration = .seconds(1)
     public var batchSize = 5_000
     public var callTimeout: Duration = .seconds(3)
-    public var maxBackoff: Duration = .seconds(10)
+    /// The longest wait between failed flushes (each is drawn from the upper half of a
+    /// doubling backoff, so gateways retrying together spread out). Short on purpose: a
+    /// retry is one call per status endpoint per gateway, cheap next to what a returning
+    /// status absorbs, and the wait is how late users who joined during an outage are counted.
+    public var maxBackoff: Duration = .seconds(1)
+    /// The longest pause between connection attempts to a status endpoint that cannot be
+    /// reached (gRPC's default grows to 2 minutes, during which every call fails at once).
+    public var maxConnectionBackoff: Duration = .seconds(1)
     /// How long the final flush at shutdown may keep retrying.
     public var finalFlushBudget: Duration = .seconds(5)
     /// How connections to status are secured (mutual TLS in production across hosts).
     public var security: ClientSecurity = .plaintext
+    /// The wall clock that stamps `last_seen_unix_ms`, which only status services that predate
+    /// `seen_ago_ms` use (records carry how long ago each user was seen, on the monotonic
+    /// clock, and status places that on its own clock); injectable so that tests can skew it.
+    public var wallClock: MillisClock = systemMillisClock
 
     public init(gatewayID: String, endpoints: [HostPort]) {
       self.gatewayID = gatewayID
@@ -38,7 +53,7 @@ public final class PresenceReporter: Service, Sendable {
   }
 
   private struct State {
-    var pending: [String: Int64] = [:]
+    var pending: [String: ContinuousClock.Instant] = [:]
     var nextEndpoint = 0
   }
 
@@ -64,13 +79,18 @@ public final class PresenceReporter: Service, Sendable {
       GRPCClient(
         transport: try HTTP2ClientTransport.Posix(
           target: endpoint.resolvableTarget,
-          transportSecurity: configuration.security.transportSecurity))
+          transportSecurity: configuration.security.transportSecurity,
+          config: .defaults {
+            $0.backoff = .init(
+              initial: .milliseconds(100), max: configuration.maxConnectionBackoff,
+              multiplier: 1.6, jitter: 0.2)
+          }))
     }
   }
 
-  /// Marks `userID` seen at `millis` (keeps the later of this and any pending timestamp).
-  public func record(_ userID: String, atMillis millis: Int64) {
-    state.withLock { $0.pending.keepLatest(millis, for: userID) }
+  /// Marks `userID` seen at `instant` (keeps the later of this and any pending one).
+  public func record(_ userID: String, at instant: ContinuousClock.Instant) {
+    state.withLock { $0.pending.keepLatest(instant, for: userID) }
   }
 
   /// Users waiting to be reported.
@@ -82,19 +102,24 @@ public final class PresenceReporter: Service, Sendable {
         group.addTask { try await client.runConnections() }
       }
       try? await cancelWhenGracefulShutdown {
-        var backoff = self.config.flushInterval
+        var failures = 0
         while !Task.isCancelled {
-          try await Task.sleep(for: backoff)
-          if await self.flushAll() {
-            backoff = self.config.flushInterval
-          } else {
-            backoff = min(backoff * 2, self.config.maxBackoff)
-          }
+          try await Task.sleep(for: self.delay(afterFailures: failures))
+          failures = await self.flushAll() ? 0 : failures + 1
         }
       }
       await finalFlush()
       for client in clients { client.beginGracefulShutdown() }
     }
+  }
+
+  /// The wait before the next flush: the flush interval, or after `failures` failed flushes
+  /// in a row a doubling backoff capped at ``Configuration/maxBackoff``, drawn from its upper
+  /// half (equal jitter: spread out, yet never a busy loop).
+  func delay(afterFailures failures: Int) -> Duration {
+    guard failures > 0 else { return config.flushInterval }
+    let cap = min(config.maxBackoff, config.flushInterval * (1 << min(failures, 20)))
+    return cap / 2 + (cap / 2) * Double.random(in: 0...1)
   }
 
   /// Sends everything pending; returns `false` (with the rest merged back) on a failure.
@@ -115,22 +140,19 @@ public final class PresenceReporter: Service, Sendable {
   }
 
   /// Sends `taken` in batches; on a failure merges the unsent rest back and returns `false`.
-  private func send(_ taken: [String: Int64]) async -> Bool {
-    var records = taken.map { user, millis in
-      Tenten_Interview_PresenceRecord.with {
-        $0.userID = user
-        $0.lastSeenUnixMs = millis
-      }
-    }[...]
-    while !records.isEmpty {
-      let batch = records.prefix(config.batchSize)
+  private func send(_ taken: [String: ContinuousClock.Instant]) async -> Bool {
+    var users = Array(taken)[...]
+    while !users.isEmpty {
+      let batch = users.prefix(config.batchSize)
       do {
-        try await send(Array(batch))
-        records = records.dropFirst(batch.count)
+        // Ages are measured right before each call: a batch that waited behind others (or a
+        // retry) says how long ago its users were seen at the moment it is sent.
+        try await send(Self.records(batch, now: .now, wallNow: config.wallClock()))
+        users = users.dropFirst(batch.count)
       } catch {
         failures.increment()
-        let left = records.count
-        merge(records)
+        let left = users.count
+        merge(users)
         // Cancelled by shutdown mid-call: expected, and the final flush sends it.
         logger.log(
           level: Task.isCancelled ? .debug : .warning, "presence flush failed; will retry",
@@ -141,10 +163,28 @@ public final class PresenceReporter: Service, Sendable {
     return true
   }
 
-  private func merge(_ records: ArraySlice<Tenten_Interview_PresenceRecord>) {
+  /// The records of `users` as of `now` (monotonic) and `wallNow` (the wall clock at the same
+  /// moment): how long ago each was seen, and for older status services that instant on this
+  /// gateway's wall clock.
+  static func records(
+    _ users: ArraySlice<(key: String, value: ContinuousClock.Instant)>,
+    now: ContinuousClock.Instant, wallNow: Int64
+  ) -> [Tenten_Interview_PresenceRecord] {
+    users.map { user, seen in
+      // Rounded down: a user is never placed earlier than it was seen, at most 1 ms later.
+      let ago = max(Int64((now - seen) / .milliseconds(1)), 0)
+      return .with {
+        $0.userID = user
+        $0.seenAgoMs = ago
+        $0.lastSeenUnixMs = wallNow - ago
+      }
+    }
+  }
+
+  private func merge(_ users: ArraySlice<(key: String, value: ContinuousClock.Instant)>) {
     let count = state.withLock { state in
-      for record in records {
-        state.pending.keepLatest(record.lastSeenUnixMs, for: record.userID)
+      for (user, seen) in users {
+        state.pending.keepLatest(seen, for: user)
       }
       return state.pending.count
     }
@@ -197,11 +237,11 @@ public final class PresenceReporter: Service, Sendable {
   }
 }
 
-extension Dictionary where Value == Int64 {
-  /// Keeps the later of `millis` and the timestamp already held for `key`, with one hash
-  /// lookup (this runs for every pong).
-  fileprivate mutating func keepLatest(_ millis: Int64, for key: Key) {
-    func raise(_ held: inout Int64) { if millis > held { held = millis } }
-    raise(&self[key, default: millis])
+extension Dictionary where Value: Comparable {
+  /// Keeps the later of `value` and the one already held for `key`, with one hash lookup (this
+  /// runs for every pong).
+  fileprivate mutating func keepLatest(_ value: Value, for key: Key) {
+    func raise(_ held: inout Value) { if value > held { held = value } }
+    raise(&self[key, default: value])
   }
 }

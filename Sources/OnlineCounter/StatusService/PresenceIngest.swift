@@ -9,10 +9,17 @@ public import Tracing
 
 /// `tenten.interview.PresenceIngest`: stores the gateways' coalesced presence batches.
 ///
-/// Records with a malformed user id, or a timestamp more than ``maxFutureSkewMillis`` ahead
-/// of this server's clock, are refused and counted in `rejected` (a gateway with a broken
-/// clock must not keep a user online for hours). Storing is idempotent (max per user), so a
-/// gateway may retry any batch.
+/// A record says how long ago its user was seen (`seen_ago_ms`, measured on the gateway's
+/// monotonic clock) and is placed on this server's clock: now minus that. So the gateway's and
+/// this server's wall clocks need not agree; how far apart they are is observed as the gauge
+/// `status_gateway_clock_skew_seconds` (per gateway, positive when the gateway is ahead; it
+/// includes the request's transit time, milliseconds). A record from a gateway that predates
+/// the field carries only the gateway's wall-clock timestamp, which is used as it is and
+/// refused when more than ``maxFutureSkewMillis`` ahead of this server's clock (a gateway with
+/// a broken clock must not keep a user online for hours).
+///
+/// Records with a malformed user id or a negative age are refused too, and counted in
+/// `rejected`. Storing is idempotent (max per user), so a gateway may retry any batch.
 public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   public static let serviceName = "tenten.interview.PresenceIngest"
   /// Largest batch accepted; gateways send at most 5 000 records per call.
@@ -23,22 +30,32 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   private let clock: MillisClock
   private let logger: Logger
   private let tracer: any Tracer
-  private let accepted = Counter(
-    label: "status_presence_records_total", dimensions: [("result", "accepted")])
-  private let rejected = Counter(
-    label: "status_presence_records_total", dimensions: [("result", "rejected")])
-  private let storeFailures = Counter(label: "status_store_failures_total")
+  private let accepted: Counter
+  private let rejected: Counter
+  private let storeFailures: Counter
+  private let metrics: any MetricsFactory
 
-  /// - Parameter tracer: each batch is a `presence.ingest` server span, a child of the
-  ///   gateway's `presence.report` span when the request carries its trace context.
+  /// - Parameters:
+  ///   - tracer: each batch is a `presence.ingest` server span, a child of the gateway's
+  ///     `presence.report` span when the request carries its trace context.
+  ///   - metrics: where the record counters and the clock skew gauge go (tests pass their own).
   public init(
     store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock, logger: Logger,
-    tracer: any Tracer = InstrumentationSystem.tracer
+    tracer: any Tracer = InstrumentationSystem.tracer,
+    metrics: any MetricsFactory = MetricsSystem.factory
   ) {
     self.store = store
     self.clock = clock
     self.logger = logger
     self.tracer = tracer
+    self.metrics = metrics
+    self.accepted = Counter(
+      label: "status_presence_records_total", dimensions: [("result", "accepted")],
+      factory: metrics)
+    self.rejected = Counter(
+      label: "status_presence_records_total", dimensions: [("result", "rejected")],
+      factory: metrics)
+    self.storeFailures = Counter(label: "status_store_failures_total", factory: metrics)
   }
 
   public func reportPresence(
@@ -67,18 +84,43 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
         code: .invalidArgument,
         message: "batch of \(request.records.count) records exceeds \(Self.maxRecordsPerBatch)")
     }
-    let limit = clock() + Self.maxFutureSkewMillis
+    let now = clock()
+    let limit = now + Self.maxFutureSkewMillis
     var valid: [PresenceRecord] = []
     valid.reserveCapacity(request.records.count)
     var refused = 0
+    var skew: Int64?
     for record in request.records {
-      if UserID.problem(with: record.userID) != nil || record.lastSeenUnixMs > limit
-        || record.lastSeenUnixMs <= 0
-      {
+      guard UserID.problem(with: record.userID) == nil else {
         refused += 1
         continue
       }
-      valid.append(PresenceRecord(userID: record.userID, lastSeenMillis: record.lastSeenUnixMs))
+      let lastSeen: Int64
+      if record.hasSeenAgoMs {
+        guard record.seenAgoMs >= 0 else {
+          refused += 1
+          continue
+        }
+        lastSeen = now - record.seenAgoMs
+        // The gateway's wall clock when it sent the batch, against ours when it arrived.
+        if record.lastSeenUnixMs > 0 {
+          skew = record.lastSeenUnixMs + record.seenAgoMs - now
+        }
+      } else {
+        // A gateway that predates `seen_ago_ms`: its wall clock is all there is.
+        guard record.lastSeenUnixMs > 0, record.lastSeenUnixMs <= limit else {
+          refused += 1
+          continue
+        }
+        lastSeen = record.lastSeenUnixMs
+      }
+      valid.append(PresenceRecord(userID: record.userID, lastSeenMillis: lastSeen))
+    }
+    if let skew {
+      Gauge(
+        label: "status_gateway_clock_skew_seconds", dimensions: [("gateway", request.gatewayID)],
+        factory: metrics
+      ).record(Double(skew) / 1_000)
     }
     if refused > 0 {
       logger.warning(

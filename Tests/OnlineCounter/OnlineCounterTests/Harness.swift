@@ -20,7 +20,7 @@ import Tracing
 enum Harness {
   static let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
   static let loopback = "127.0.0.1"
-  /// The pong timeout of a ``withGateway(status:pongTimeout:maxClients:flushInterval:tls:statusSecurity:tracer:_:)``
+  /// The pong timeout of a ``withGateway(status:port:pongTimeout:maxClients:flushInterval:tls:statusSecurity:tracer:clock:_:)``
   /// gateway unless a test sets another.
   static let defaultPongTimeout = Duration.seconds(5)
   /// The deadline of a test's own unary calls: a bound on how long a failing test waits on a
@@ -56,25 +56,27 @@ enum Harness {
   }
 
   /// A gateway reporting to `status`, built by `GatewayServer.build` as the `gateway` binary
-  /// builds it, plaintext unless `tls` is given, and flushing every 200 ms (with short
-  /// retries) so that tests are quick. `body` may also drain it earlier, through its service
-  /// group.
+  /// builds it, plaintext unless `tls` is given, and flushing every 200 ms so that tests are
+  /// quick (retries back off as in production, to 1 s). `body` may also drain it earlier, through its service
+  /// group. `port` 0 picks a free port.
   static func withGateway<T: Sendable>(
-    status: [HostPort], pongTimeout: Duration = defaultPongTimeout, maxClients: Int = 1_000,
+    status: [HostPort], port: Int = 0, pongTimeout: Duration = defaultPongTimeout,
+    maxClients: Int = 1_000,
     flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
+    clock: @escaping MillisClock = systemMillisClock,
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
     var configuration = GatewayServer.Configuration(
-      listen: HostPort(host: loopback, port: 0), gatewayID: "test", statusEndpoints: status)
+      listen: HostPort(host: loopback, port: port), gatewayID: "test", statusEndpoints: status)
     configuration.tls = tls
     configuration.gateway.pongTimeout = pongTimeout
     configuration.gateway.maxClients = maxClients
     configuration.reporter.flushInterval = flushInterval
     configuration.reporter.callTimeout = .seconds(1)
-    configuration.reporter.maxBackoff = .milliseconds(400)
     configuration.reporter.finalFlushBudget = .milliseconds(500)
     configuration.reporter.security = statusSecurity
+    configuration.reporter.wallClock = clock
     let gateway = try GatewayServer.build(
       configuration: configuration, logger: logger, tracer: tracer)
     return try await withServiceGroup(gateway.services, logger: logger) { group in
