@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import PresenceStore
 import ServiceKit
+import TLSKit
 public import Tracing
 
 /// `tenten.interview.PresenceIngest`: stores the gateways' coalesced presence batches.
@@ -34,16 +35,20 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   private let rejected: Counter
   private let storeFailures: Counter
   private let metrics: any MetricsFactory
+  private let peers: PeerRegistry?
 
   /// - Parameters:
   ///   - tracer: each batch is a `presence.ingest` server span, a child of the gateway's
   ///     `presence.report` span when the request carries its trace context.
   ///   - metrics: where the record counters and the clock skew gauge go (tests pass their own).
+  ///   - peers: With mutual TLS, the verified client certificates: only role `gateway` may
+  ///     report (`nil`: no certificates to check, e.g. plaintext on a private network).
   public init(
     store: any PresenceStore, clock: @escaping MillisClock = systemMillisClock, logger: Logger,
     tracer: any Tracer = InstrumentationSystem.tracer,
-    metrics: any MetricsFactory = MetricsSystem.factory
+    metrics: any MetricsFactory = MetricsSystem.factory, peers: PeerRegistry? = nil
   ) {
+    self.peers = peers
     self.store = store
     self.clock = clock
     self.logger = logger
@@ -61,6 +66,7 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   public func reportPresence(
     request: ServerRequest<Tenten_Interview_ReportPresenceRequest>, context: ServerContext
   ) async throws -> ServerResponse<Tenten_Interview_ReportPresenceResponse> {
+    try authorize(context)
     let caller = TraceContextMetadata.extract(from: request.metadata, tracer: tracer)
     let response = try await tracer.withSpan(
       "presence.ingest", context: caller, ofKind: .server
@@ -76,6 +82,28 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   }
 
   /// Validates and stores one batch.
+
+  /// Readers and gateways share the CA (one port, one rule for who may connect), but only a
+  /// gateway may write presence: a reader's certificate must not be able to fill the store.
+  private func authorize(_ context: ServerContext) throws(RPCError) {
+    guard let peers else { return }
+    let identity: PeerIdentity
+    do {
+      identity = try peers.identity(for: context)
+    } catch {
+      throw RPCError(code: .unauthenticated, message: error.message)
+    }
+    guard identity.role == .gateway else {
+      logger.info(
+        "presence report refused",
+        metadata: ["status.peer": "\(identity)", "status.remote": "\(context.remotePeer)"])
+      throw RPCError(
+        code: .permissionDenied,
+        message:
+          "only a certificate with role gateway may report presence; \(identity.name) has role \(identity.role)"
+      )
+    }
+  }
   func ingest(
     _ request: Tenten_Interview_ReportPresenceRequest
   ) async throws -> Tenten_Interview_ReportPresenceResponse {

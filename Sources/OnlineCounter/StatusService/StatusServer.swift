@@ -1,8 +1,8 @@
+public import ConnectionKit
 public import CounterModel
 import CounterProtos
 public import Logging
 public import PresenceStore
-public import ConnectionKit
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
@@ -85,7 +85,11 @@ public struct StatusServer: Sendable {
       countCacheMaxAge: configuration.countCacheMaxAge, tracer: tracer)
     let clock = configuration.clock
     let reader = StatusReader(store: store, clock: clock, logger: logger, tracer: tracer)
-    let ingest = PresenceIngest(store: store, clock: clock, logger: logger, tracer: tracer)
+    // With mutual TLS, the server records each connection's verified certificate so that
+    // ingest can require role gateway.
+    let peers = configuration.tls?.isMutual == true ? PeerRegistry() : nil
+    let ingest = PresenceIngest(
+      store: store, clock: clock, logger: logger, tracer: tracer, peers: peers)
     let pruner = PresencePruner(
       store: store, clock: clock, interval: configuration.pruneInterval, logger: logger)
     let standard = try StandardServices(
@@ -93,7 +97,7 @@ public struct StatusServer: Sendable {
       descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
     let server = try GRPCServerService(
       name: "status", address: configuration.listen,
-      services: [reader, ingest] + standard.all, tls: configuration.tls,
+      services: [reader, ingest] + standard.all, tls: configuration.tls, peers: peers,
       config: GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes),
       connectionLimits: configuration.connectionLimits, logger: logger)
     return StatusServer(

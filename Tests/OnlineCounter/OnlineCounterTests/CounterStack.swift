@@ -40,6 +40,6 @@ extension CounterStack.Security {
       gateway: ServerTLSConfiguration(
         certificatePath: pki.layout.serverCertificate, keyPath: pki.layout.serverKey,
         clientCAPath: nil),
-      gatewayToStatus: gatewayToStatus ?? .mutualTLS(pki.client("alice")))
+      gatewayToStatus: gatewayToStatus ?? .mutualTLS(pki.client("gateway")))
   }
 }

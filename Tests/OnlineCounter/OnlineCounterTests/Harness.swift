@@ -183,9 +183,9 @@ enum Harness {
 
   /// Reports presence straight to a status server, as a gateway would.
   static func report(
-    _ records: [(String, Int64)], to status: HostPort
+    _ records: [(String, Int64)], to status: HostPort, security: ClientSecurity = .plaintext
   ) async throws -> Tenten_Interview_ReportPresenceResponse {
-    try await withConnection(to: status) { client in
+    try await withConnection(to: status, security: security) { client in
       try await Tenten_Interview_PresenceIngest.Client(wrapping: client).reportPresence(
         .with {
           $0.gatewayID = "test"

@@ -1,4 +1,5 @@
 import CounterClient
+import CounterModel
 import Foundation
 import GRPCCore
 import ServiceKit
@@ -67,6 +68,27 @@ import Testing
             from: status, security: .mutualTLS(pki.client("expired")))
         }
       }
+    }
+  }
+
+  /// Readers and gateways share the CA; before roles, a reader's certificate could write
+  /// presence (fill the store with made-up users).
+  @Test func onlyAGatewayCertificateMayReportPresence() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    try await CounterStack.with(security: .secured(pki)) { status, _, _ in
+      let now = systemMillisClock()
+      let refused = await #expect(throws: RPCError.self) {
+        _ = try await Harness.report(
+          [("made-up", now)], to: status, security: .mutualTLS(pki.client("bob")))
+      }
+      #expect(refused?.code == .permissionDenied, "\(String(describing: refused))")
+      #expect(refused?.message.contains("role gateway") == true)
+      let accepted = try await Harness.report(
+        [("real", now)], to: status, security: .mutualTLS(pki.client("gateway")))
+      #expect(accepted.rejected == 0)
+      let reader = ClientSecurity.mutualTLS(pki.client("bob"))
+      #expect(try await Harness.fetchCount(from: status, security: reader) == 1)
     }
   }
 
