@@ -4,7 +4,11 @@ import Synchronization
 /// One open `Connect` stream, as the ping scheduler sees it.
 ///
 /// The scheduler pushes ping tokens into a one-slot outbox: if the stream's writer is slow,
-/// pings coalesce instead of queueing, so a stuck client costs constant memory.
+/// pings coalesce instead of queueing. Below the outbox, a gRPC write returns once the HTTP/2
+/// layer has buffered the frame and only blocks past the stream's 8 KiB outbound watermark
+/// (swift-nio-http2's default, which the gRPC transport does not expose), so a client that
+/// stops reading holds at most that much of our pings; a write blocked longer than the pong
+/// timeout then ends the stream (``tick(now:timeout:)``).
 final class ClientSession: Sendable {
   let id: UInt64
   let userID: String
@@ -14,9 +18,16 @@ final class ClientSession: Sendable {
   private let outbox: AsyncStream<Void>.Continuation
   private let state: Mutex<State>
 
+  private let closedSignal: AsyncStream<Void>.Continuation
+  /// Finishes when the stream is ended by the gateway (``close(_:)``, a timeout).
+  let closed: AsyncStream<Void>
+
   private struct State {
     var lastHeard: ContinuousClock.Instant
     var closeReason: RPCError?
+    var pongs: PongBudget
+    /// When the write in progress started; `nil` between writes.
+    var writeStarted: ContinuousClock.Instant?
   }
 
   init(id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant) {
@@ -24,23 +35,54 @@ final class ClientSession: Sendable {
     self.userID = userID
     self.slot = slot
     (pings, outbox) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    state = Mutex(State(lastHeard: now))
+    (closed, closedSignal) = AsyncStream.makeStream(of: Void.self)
+    state = Mutex(State(lastHeard: now, pongs: PongBudget(now: now)))
   }
 
   /// Why the gateway ended the stream, once it did.
   var closeReason: RPCError? { state.withLock { $0.closeReason } }
 
-  /// Any pong proves the client alive, whatever its status.
-  func heard(at now: ContinuousClock.Instant) {
-    state.withLock { $0.lastHeard = now }
+  /// Any pong proves the client alive, whatever its status. `false` when the client sends
+  /// pongs faster than ``PongBudget`` allows: the stream is then ended.
+  @discardableResult
+  func heard(at now: ContinuousClock.Instant) -> Bool {
+    let withinBudget = state.withLock { state in
+      state.lastHeard = now
+      return state.pongs.spend(at: now)
+    }
+    if !withinBudget {
+      close(
+        RPCError(
+          code: .resourceExhausted,
+          message:
+            "more than \(Int(PongBudget.perSecond)) pongs a second: answer each ping once"))
+    }
+    return withinBudget
+  }
+
+  /// Brackets each ping write, so that ``tick(now:timeout:)`` can see a write that does not
+  /// return: the client stopped reading its stream.
+  func writeStarted(at now: ContinuousClock.Instant) {
+    state.withLock { $0.writeStarted = now }
+  }
+
+  func writeFinished() {
+    state.withLock { $0.writeStarted = nil }
   }
 
   enum TickResult { case pinged, expired, closed }
 
-  /// Pings the client, or ends the stream when it has been silent longer than `timeout`.
+  /// Pings the client, or ends the stream when it has been silent longer than `timeout`, or
+  /// when a ping could not be written for longer than `timeout` (the client does not read).
   func tick(now: ContinuousClock.Instant, timeout: Duration) -> TickResult {
     let expired = state.withLock { state -> Bool? in
       guard state.closeReason == nil else { return nil }
+      if let started = state.writeStarted, now - started > timeout {
+        state.closeReason = RPCError(
+          code: .resourceExhausted,
+          message: "the client has not read its pings for more than \(timeout): disconnecting")
+        return true
+      }
       guard now - state.lastHeard > timeout else { return false }
       state.closeReason = RPCError(
         code: .deadlineExceeded, message: "no pong for more than \(timeout): disconnecting")
@@ -52,6 +94,7 @@ final class ClientSession: Sendable {
       return .pinged
     case true?:
       outbox.finish()
+      closedSignal.finish()
       return .expired
     case nil:
       return .closed
@@ -65,7 +108,10 @@ final class ClientSession: Sendable {
       state.closeReason = reason
       return true
     }
-    if first { outbox.finish() }
+    if first {
+      outbox.finish()
+      closedSignal.finish()
+    }
   }
 
   /// A ping outside the schedule: the first one, right after the stream opens.

@@ -116,7 +116,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
         group.addTask {
           // Pongs; the client ending its side means it is leaving.
           for try await pong in request.messages {
-            session.heard(at: .now)
+            guard session.heard(at: .now) else { throw session.closeReason ?? Self.flooded }
             switch pong.status {
             case .even: self.pongsEven.increment()
             case .odd: self.pongsOdd.increment()
@@ -130,8 +130,16 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
         }
         group.addTask {
           for await _ in session.pings {
+            session.writeStarted(at: .now)
             try await writer.write(Tenten_Interview_Ping())
+            session.writeFinished()
           }
+          if let reason = session.closeReason { throw reason }
+        }
+        group.addTask {
+          // Ended by the gateway (timeout, pong flood, a write that never returns): end the
+          // RPC even while a task above is blocked in a read or a write.
+          for await _ in session.closed {}
           if let reason = session.closeReason { throw reason }
         }
         try await group.next()
@@ -140,6 +148,9 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       return [:]
     }
   }
+
+  /// Only if the session lost its reason, which ``ClientSession/heard(at:)`` always sets.
+  private static let flooded = RPCError(code: .resourceExhausted, message: "too many pongs")
 
   private func admit(_ userID: String) throws(RPCError) -> ClientSession {
     switch scheduler.add(userID: userID) {

@@ -1,6 +1,6 @@
+public import ConnectionKit
 import CounterProtos
 public import Logging
-public import ConnectionKit
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit

@@ -39,7 +39,8 @@ import Testing
             // timeout (5 s here; it is sent when the stream opens, not on the slot), and every
             // ping asked for arrived.
             let first = try #require(a.pingTimes.first)
-            #expect(first - a.start < Harness.defaultPongTimeout, "first ping after \(first - a.start)")
+            #expect(
+              first - a.start < Harness.defaultPongTimeout, "first ping after \(first - a.start)")
             #expect(
               a.pingTimes.count == 5 && b.pingTimes.count == 2 && u.pingTimes.count == 3,
               "pings: \(a.pingTimes.count)/5, \(b.pingTimes.count)/2, \(u.pingTimes.count)/3")
@@ -77,6 +78,33 @@ import Testing
       let good = try await Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("fine"), answer: .even, pings: 2)
       #expect(good.error == nil && good.pingTimes.count == 2)
+    }
+  }
+
+  /// Regression: 17,600 pongs a second from one client kept a core of a debug gateway busy.
+  @Test func aPongFloodEndsThatStreamOnly() async throws {
+    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
+      gateway, _, _, _ in
+      async let neighbour = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("calm"), answer: .even, pings: 3)
+      let flood: RPCError? = try await Harness.withConnection(to: gateway) { client in
+        do {
+          try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
+            metadata: Harness.clientID("flood"), options: .withTimeout(Harness.testCallTimeout),
+            requestProducer: { writer in
+              for _ in 0..<1_000 { try await writer.write(.with { $0.status = .even }) }
+              // Then wait (without ending our side) for the gateway's answer.
+              try await Task.sleep(for: Harness.testCallTimeout)
+            },
+            onResponse: { response in for try await _ in response.messages {} })
+          return nil
+        } catch let error as RPCError {
+          return error
+        }
+      }
+      #expect(flood?.code == .resourceExhausted, "\(String(describing: flood))")
+      let calm = try await neighbour
+      #expect(calm.error == nil && calm.pingTimes.count == 3, "\(String(describing: calm.error))")
     }
   }
 
