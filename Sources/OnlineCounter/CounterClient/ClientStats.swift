@@ -11,11 +11,20 @@ public final class ClientStats: Sendable {
     /// Ping interval percentiles over the period, in milliseconds (`nil` with no intervals).
     public var intervalP50Millis: Int?
     public var intervalP99Millis: Int?
+    /// Streams that ended over the period, and why the last one did (e.g. the gateway is
+    /// unreachable), so that `connected=0` comes with its reason.
+    public var streamsEnded = 0
+    public var lastEndReason: String?
 
     public var description: String {
       let p50 = intervalP50Millis.map { "\($0)ms" } ?? "-"
       let p99 = intervalP99Millis.map { "\($0)ms" } ?? "-"
-      return "connected=\(connected) pings=\(pingsReceived) interval_p50=\(p50) interval_p99=\(p99)"
+      var line =
+        "connected=\(connected) pings=\(pingsReceived) interval_p50=\(p50) interval_p99=\(p99)"
+      if streamsEnded > 0, let lastEndReason {
+        line += " streams_ended=\(streamsEnded) last_end=\"\(lastEndReason)\""
+      }
+      return line
     }
   }
 
@@ -25,6 +34,8 @@ public final class ClientStats: Sendable {
     var connected = 0
     var pings: UInt64 = 0
     var buckets = [UInt32](repeating: 0, count: ClientStats.bucketCount)
+    var streamsEnded = 0
+    var lastEndReason: String?
   }
 
   private let state = Mutex(State())
@@ -43,15 +54,27 @@ public final class ClientStats: Sendable {
     }
   }
 
+  func streamEnded(reason: String) {
+    state.withLock { state in
+      state.streamsEnded += 1
+      state.lastEndReason = reason
+    }
+  }
+
   /// Streams currently open.
   public var connected: Int { state.withLock { $0.connected } }
 
   /// The counters, with percentiles over the intervals since the previous call (which are
   /// then forgotten, so each summary describes its own period).
   public func summary() -> Summary {
-    let (connected, pings, buckets) = state.withLock { state in
-      defer { state.buckets = [UInt32](repeating: 0, count: Self.bucketCount) }
-      return (state.connected, state.pings, state.buckets)
+    let (connected, pings, buckets, ended, reason) = state.withLock { state in
+      defer {
+        state.buckets = [UInt32](repeating: 0, count: Self.bucketCount)
+        state.streamsEnded = 0
+      }
+      return (
+        state.connected, state.pings, state.buckets, state.streamsEnded, state.lastEndReason
+      )
     }
     let total = buckets.reduce(UInt64(0)) { $0 + UInt64($1) }
     func percentile(_ p: Double) -> Int? {
@@ -66,6 +89,6 @@ public final class ClientStats: Sendable {
     }
     return Summary(
       connected: connected, pingsReceived: pings, intervalP50Millis: percentile(0.5),
-      intervalP99Millis: percentile(0.99))
+      intervalP99Millis: percentile(0.99), streamsEnded: ended, lastEndReason: reason)
   }
 }

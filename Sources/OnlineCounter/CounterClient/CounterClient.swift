@@ -129,6 +129,7 @@ public struct CounterClient: Sendable {
         receivedPings: outcome.receivedPings, code: outcome.code,
         lived: ContinuousClock.now - opened)
       let delay = ReconnectPolicy.delay(cap: policy.cap(after: ending, failures: &failures))
+      stats.streamEnded(reason: outcome.reason)
       logger.log(
         level: level, "disconnected; reconnecting",
         metadata: [

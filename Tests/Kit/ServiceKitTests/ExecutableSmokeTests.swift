@@ -127,4 +127,18 @@ import Testing
     #expect(result.output.firstMatch(of: uuid) == nil, "\(result.output)")
     #expect(result.output.contains("default: a fresh UUID"))
   }
+
+  /// Regression: `client --count` against an unreachable gateway printed `connected=0` and
+  /// nothing about why.
+  @Test(.requires(.product("client")))
+  func loadClientSaysWhyNothingIsConnected() async throws {
+    // Port 1 on loopback: nothing listens, connections are refused at once. The client runs
+    // until stopped, so the timeout ends it (after 2 summary lines at least).
+    let result = try await runProcess(
+      builtProduct("client"),
+      ["--count", "2", "--gateway", "127.0.0.1:1", "--summary-interval", "1"],
+      timeout: .seconds(4))
+    #expect(result.stdout.contains("connected=0"), "\(result.output)")
+    #expect(result.stdout.contains("last_end="), "\(result.output)")
+  }
 }
