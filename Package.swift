@@ -7,6 +7,9 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
   .swiftLanguageMode(.v6),
   .enableUpcomingFeature("ExistentialAny"),
+  // Imports are internal unless marked `public import`: a module's imports say what its API
+  // exposes (as in grpc-swift).
+  .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")

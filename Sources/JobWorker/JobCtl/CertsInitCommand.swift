@@ -1,7 +1,7 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 import ServiceKit
-import TLSKit
+public import TLSKit
 
 /// `jobctl certs init [--dir DIR] [--hosts …]`.
 struct CertsInitCommand: AsyncParsableCommand {

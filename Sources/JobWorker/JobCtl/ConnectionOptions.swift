@@ -1,7 +1,7 @@
 public import ArgumentParser
 import Foundation
-import ServiceKit
-import TLSKit
+public import ServiceKit
+public import TLSKit
 
 /// How `jobctl` reaches and authenticates to the server. Every flag has an environment twin.
 public struct ConnectionOptions: ParsableArguments, Sendable {

@@ -1,6 +1,6 @@
-import Foundation
+public import Foundation
 import Glibc
-import Logging
+public import Logging
 import Metrics
 import Synchronization
 

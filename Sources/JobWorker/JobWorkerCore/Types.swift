@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A job's identity: a random UUID, rendered as its lowercase string.
 public struct JobID: Hashable, Sendable, CustomStringConvertible {

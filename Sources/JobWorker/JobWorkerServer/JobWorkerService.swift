@@ -1,7 +1,7 @@
 import Foundation
 public import GRPCCore
 public import JobWorkerCore
-import JobWorkerProtos
+public import JobWorkerProtos
 public import Logging
 import Metrics
 import Synchronization

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import JobWorkerCore
 import Logging
 public import ServiceLifecycle

@@ -1,6 +1,6 @@
 public import GRPCNIOTransportHTTP2Posix
 public import NIOCore
-import NIOPosix
+public import NIOPosix
 
 /// Binds a plaintext TCP listener for `HTTP2ServerTransport.Custom(listenerFactory:config:)`,
 /// guarded by a ``ConnectionGuard``. It replaces the stock `HTTP2ServerTransport.Posix`, whose

@@ -1,4 +1,4 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 
 /// A byte count with an optional binary suffix, as flags and environment variables take it:

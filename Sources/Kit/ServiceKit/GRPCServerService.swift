@@ -1,9 +1,9 @@
-import ConnectionKit
-import GRPCCore
-import GRPCNIOTransportHTTP2
-import Logging
-import ServiceLifecycle
-import TLSKit
+public import ConnectionKit
+public import GRPCCore
+public import GRPCNIOTransportHTTP2
+public import Logging
+public import ServiceLifecycle
+public import TLSKit
 
 /// Runs a `GRPCServer` as a `Service`: serves until graceful shutdown begins, then stops
 /// accepting new RPCs and lets in-flight ones finish (the service group's deadline bounds how

@@ -1,8 +1,8 @@
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import ServiceKitProtos
-import TLSKit
+public import ServiceKitProtos
+public import TLSKit
 
 /// A `grpc.health.v1.Health/Check` client, for container health checks (`--health-check`)
 /// and tests.

@@ -1,5 +1,5 @@
-import GRPCCore
-import ServiceKitProtos
+public import GRPCCore
+public import ServiceKitProtos
 import Synchronization
 
 /// The standard `grpc.health.v1.Health` service.

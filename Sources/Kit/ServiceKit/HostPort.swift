@@ -1,6 +1,6 @@
-import ArgumentParser
+public import ArgumentParser
 import GRPCCore
-import GRPCNIOTransportHTTP2
+public import GRPCNIOTransportHTTP2
 
 /// A `HOST:PORT` pair as given on the command line: `0.0.0.0:50051`, `localhost:9101`,
 /// `[::1]:50052`. Port 0 asks the kernel for a free port.

@@ -1,6 +1,6 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
-import Logging
+public import Logging
 
 /// How log lines are written to standard error.
 public enum LogFormat: String, CaseIterable, Sendable, ExpressibleByArgument {

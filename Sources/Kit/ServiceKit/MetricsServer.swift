@@ -1,9 +1,9 @@
-import Logging
+public import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Prometheus
-import ServiceLifecycle
+public import Prometheus
+public import ServiceLifecycle
 import Synchronization
 
 /// Serves Prometheus text exposition on `GET /metrics` over plain HTTP/1.1.

@@ -1,6 +1,6 @@
-import Foundation
-import GRPCCore
-import ServiceKitProtos
+public import Foundation
+public import GRPCCore
+public import ServiceKitProtos
 import SwiftProtobuf
 
 /// An index of protobuf file descriptors, answering the questions of gRPC server reflection:

@@ -1,6 +1,6 @@
-import ArgumentParser
-import Logging
-import ServiceLifecycle
+public import ArgumentParser
+public import Logging
+public import ServiceLifecycle
 
 /// Flags that control how a server stops.
 public struct ShutdownOptions: ParsableArguments, Sendable {

@@ -1,4 +1,4 @@
-import GRPCCore
+public import GRPCCore
 import ServiceKitProtos
 
 /// The services every one of our gRPC servers exposes next to its own: health and reflection.

@@ -1,4 +1,4 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 
 /// A whole number of seconds as flags and environment variables take it: one or more

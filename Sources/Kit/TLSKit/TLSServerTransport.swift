@@ -1,7 +1,7 @@
 public import ConnectionKit
 public import GRPCNIOTransportHTTP2Posix
 public import NIOCore
-import NIOPosix
+public import NIOPosix
 public import NIOSSL
 
 /// Server-side TLS settings: TLS 1.3 only; with `clientCAPath`, a client certificate signed by

@@ -2,10 +2,10 @@ import CounterProtos
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Logging
-import ServiceKit
+public import Logging
+public import ServiceKit
 import Synchronization
-import TLSKit
+public import TLSKit
 
 /// Runs one or many simulated clients against the gateways.
 ///

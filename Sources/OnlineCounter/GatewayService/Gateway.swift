@@ -1,10 +1,10 @@
 import CounterModel
-import CounterProtos
-import GRPCCore
-import Logging
+public import CounterProtos
+public import GRPCCore
+public import Logging
 import Metrics
-import ServiceKit
-import ServiceLifecycle
+public import ServiceKit
+public import ServiceLifecycle
 public import Tracing
 
 /// `tenten.interview.Gateway`: holds the clients' presence streams.

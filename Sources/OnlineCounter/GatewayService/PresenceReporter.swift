@@ -3,12 +3,12 @@ import CounterProtos
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import Logging
+public import Logging
 import Metrics
-import ServiceKit
-import ServiceLifecycle
+public import ServiceKit
+public import ServiceLifecycle
 import Synchronization
-import TLSKit
+public import TLSKit
 public import Tracing
 
 /// Reports presence to the status service, coalesced per user.

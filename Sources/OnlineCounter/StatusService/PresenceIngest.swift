@@ -1,11 +1,11 @@
-import CounterModel
-import CounterProtos
-import GRPCCore
-import Logging
-import Metrics
-import PresenceStore
+public import CounterModel
+public import CounterProtos
+public import GRPCCore
+public import Logging
+public import Metrics
+public import PresenceStore
 import ServiceKit
-import TLSKit
+public import TLSKit
 public import Tracing
 
 /// `tenten.interview.PresenceIngest`: stores the gateways' coalesced presence batches.

@@ -1,7 +1,7 @@
-import CounterModel
-import Logging
-import PresenceStore
-import ServiceLifecycle
+public import CounterModel
+public import Logging
+public import PresenceStore
+public import ServiceLifecycle
 
 /// Deletes users last seen before the window, every `interval`, so that the store holds only
 /// users that can still be counted. Pruning is an optimisation: the count query filters by

@@ -1,8 +1,8 @@
-import CounterModel
-import CounterProtos
-import GRPCCore
-import Logging
-import PresenceStore
+public import CounterModel
+public import CounterProtos
+public import GRPCCore
+public import Logging
+public import PresenceStore
 public import Tracing
 
 /// `tenten.interview.StatusReader`: the number of unique users whose last EVEN/ODD pong is
