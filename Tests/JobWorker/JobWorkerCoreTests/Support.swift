@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -23,7 +24,7 @@ func withManager(
   var configuration = JobManager.Configuration(
     dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes,
     maxStoredOutputBytes: maxStoredOutputBytes, scratchBytesPerJob: scratchBytes,
-    stopGracePeriod: grace, cgroupName: name)
+    stopGracePeriod: grace, cgroupName: name, initExecutable: builtProduct("jobinit"))
   if runAsRoot {
     configuration.runAsUser = 0
     configuration.runAsGroup = 0
