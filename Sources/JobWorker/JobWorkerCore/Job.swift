@@ -24,7 +24,8 @@ final class Job: Sendable {
   let startedAt: Date
   let logPath: String
 
-  private let pid: pid_t
+  /// The init's PID on the host.
+  let pid: pid_t
   private let pidfd: Int32
   private let outputFD: Int32
   private let statusFD: Int32
