@@ -46,6 +46,7 @@ let package = Package(
     .executable(name: "client", targets: ["client"]),
     .executable(name: "jobworker", targets: ["jobworker"]),
     .executable(name: "jobctl", targets: ["jobctl"]),
+    .executable(name: "jobinit", targets: ["jobinit"]),
     .executable(name: "demo", targets: ["demo"]),
   ],
   dependencies: [
@@ -141,6 +142,13 @@ let package = Package(
     // MARK: Job worker.
     protoTarget("JobWorkerProtos", path: "Sources/JobWorker/JobWorkerProtos"),
     .target(name: "CJobInit", path: "Sources/JobWorker/CJobInit"),
+    // PID 1 of every job, exec'd by the worker's cloned child: C only, linked statically
+    // against glibc. swiftc links every executable: -nostartfiles leaves out the Swift image
+    // registration (swiftrt.o), so nothing pulls in the Swift runtime, and -static-executable
+    // makes it static, a few private pages per job (see docs/job-worker.md, "Trade-offs").
+    .executableTarget(
+      name: "jobinit", dependencies: ["CJobInit"], path: "Sources/JobWorker/jobinit",
+      linkerSettings: [.unsafeFlags(["-static-executable", "-nostartfiles"])]),
     .target(
       name: "JobWorkerCore",
       dependencies: [

@@ -43,6 +43,12 @@ struct JobWorker: AsyncParsableCommand {
   @Option(help: "Parent cgroup of the jobs, one per instance (env: JOBWORKER_CGROUP_NAME).")
   var cgroupName: String = Environment.string("JOBWORKER_CGROUP_NAME", default: "jobworker")
 
+  @Option(
+    help: ArgumentHelp(
+      "The jobinit executable, PID 1 of every job; default: jobinit next to this executable "
+        + "(env: JOBWORKER_JOBINIT).", valueName: "path"))
+  var jobinit: String = Environment.string("JOBWORKER_JOBINIT", default: "")
+
   @Option(help: "Size of each job's private /tmp and /dev/shm (env: JOBWORKER_SCRATCH_SIZE).")
   var scratchSize: ByteCount = Environment.value(
     "JOBWORKER_SCRATCH_SIZE", default: ByteCount(bytes: 64 << 20))
@@ -118,7 +124,8 @@ struct JobWorker: AsyncParsableCommand {
       manager: JobManager.Configuration(
         dataDirectory: dataDir, maxOutputBytesPerJob: maxOutput.bytes,
         retention: retention.duration, maxStoredOutputBytes: maxStoredOutput.bytes,
-        scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName))
+        scratchBytesPerJob: scratchSize.bytes, cgroupName: cgroupName,
+        initExecutable: jobinit.nilIfEmpty))
     configuration.limits.maxRunningJobsPerUser = maxJobsPerUser
     configuration.connectionLimits = connections.prepare(logger: logger)
     let worker = try await JobWorkerServer.build(configuration: configuration, logger: logger)

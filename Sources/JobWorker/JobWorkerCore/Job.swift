@@ -24,7 +24,8 @@ final class Job: Sendable {
   let startedAt: Date
   let logPath: String
 
-  private let pid: pid_t
+  /// The init's PID on the host.
+  let pid: pid_t
   private let pidfd: Int32
   private let outputFD: Int32
   private let statusFD: Int32
@@ -349,6 +350,8 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_FORK): step = "forking the program"
     case Int32(CJOBINIT_STAGE_STDIO): step = "setting up the job's standard descriptors"
     case Int32(CJOBINIT_STAGE_RELEASE): step = "waiting for the worker to release the job's init"
+    case Int32(CJOBINIT_STAGE_EXEC_INIT): step = "executing the job's init (jobinit)"
+    case Int32(CJOBINIT_STAGE_SPEC): step = "reading the job in its init (jobinit)"
     default: step = "job setup step \(stage)"
     }
     let kind: JobError.Code = code == EAGAIN || code == ENOMEM ? .resourceExhausted : .failedToStart

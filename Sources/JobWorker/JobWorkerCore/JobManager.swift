@@ -50,6 +50,10 @@ public final class JobManager: Sendable {
     /// refused (`inUse`), and job cgroups left there by a crashed run are killed and removed
     /// at start-up. Two workers on one host need two names.
     public var cgroupName: String
+    /// The `jobinit` executable, PID 1 of every job; nil: `jobinit` in the directory of the
+    /// running executable (`/proc/self/exe`), where `swift build` puts it. Opened once in
+    /// `init`, which fails if it is missing or not executable.
+    public var initExecutable: String?
 
     public init(
       dataDirectory: String,
@@ -62,7 +66,7 @@ public final class JobManager: Sendable {
       scratchBytesPerJob: UInt64 = 64 << 20,
       stopGracePeriod: Duration = .seconds(5),
       runAsUser: uid_t = 65534, runAsGroup: gid_t = 65534,
-      cgroupRoot: String? = nil, cgroupName: String = "jobworker"
+      cgroupRoot: String? = nil, cgroupName: String = "jobworker", initExecutable: String? = nil
     ) {
       self.dataDirectory = dataDirectory
       self.defaultLimits = defaultLimits
@@ -76,12 +80,14 @@ public final class JobManager: Sendable {
       self.runAsGroup = runAsGroup
       self.cgroupRoot = cgroupRoot
       self.cgroupName = cgroupName
+      self.initExecutable = initExecutable
     }
   }
 
   let configuration: Configuration
   let logger: Logger
   let cgroup: any CgroupDriver
+  let initExecutable: InitExecutable
   private let reactor: Reactor
   private let jobsDirectory: String
   private let directories: JobDirectories
@@ -119,7 +125,8 @@ public final class JobManager: Sendable {
   /// parent cgroup, removes stale job cgroups of a crashed previous run, starts the reactor
   /// thread and sweeps the output files of earlier runs (see `sweep(now:)`). Killing and
   /// removing stale cgroups waits on the kernel (a moment per cgroup) on the calling thread.
-  /// - Throws: `JobError.unavailable` without root or usable cgroups; `JobError.inUse` when
+  /// - Throws: `JobError.unavailable` without root or usable cgroups, or when the `jobinit`
+  ///   executable is missing or not executable; `JobError.inUse` when
   ///   another live manager (in this process or another) holds the data directory or the
   ///   cgroup name; `JobError.invalidArgument` for a cgroup name that is not one path component,
   ///   a scratch space of 0 bytes, a retention of zero or less, or a storage cap below the
@@ -142,6 +149,7 @@ public final class JobManager: Sendable {
         "the cap on stored output (\(configuration.maxStoredOutputBytes) bytes) must be at least "
           + "the output cap per job (\(configuration.maxOutputBytesPerJob) bytes)")
     }
+    self.initExecutable = try InitExecutable(path: configuration.initExecutable)
     self.configuration = configuration
     self.logger = logger
     self.jobsDirectory = configuration.dataDirectory + "/jobs"
@@ -190,7 +198,12 @@ public final class JobManager: Sendable {
         ])
     }
     sweep()
-    logger.debug("job manager ready", metadata: ["jobworker.cgroup_version": "\(cgroup.version)"])
+    logger.debug(
+      "job manager ready",
+      metadata: [
+        "jobworker.cgroup_version": "\(cgroup.version)",
+        "jobworker.init_executable": "\(initExecutable.path)",
+      ])
   }
 
   /// Releases the instance locks of a manager dropped without `shutdown()` (its jobs, if any,
@@ -342,7 +355,8 @@ public final class JobManager: Sendable {
     do {
       process = try Launcher.spawn(
         Launcher.Request(
-          program: prepared.program, arguments: prepared.spec.arguments,
+          initExecutable: initExecutable, program: prepared.program,
+          arguments: prepared.spec.arguments,
           environment: environment,
           workingDirectory: prepared.spec.workingDirectory ?? "/",
           hostname: "job-" + name.prefix(8),

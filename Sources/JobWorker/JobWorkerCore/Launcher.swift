@@ -1,8 +1,9 @@
 import CJobInit
 import Glibc
 
-/// Clones a job's init with the C shim. Owns the pipes until the init runs: on every failure
-/// path it closes what it opened and reaps the child, so a failed launch leaves nothing.
+/// Clones a job's init with the C shim: a child of the worker that execs `jobinit` once it is
+/// released. Owns the pipes until the init runs: on every failure path it closes what it
+/// opened and reaps the child, so a failed launch leaves nothing.
 enum Launcher {
   struct Launched {
     var pid: pid_t
@@ -15,6 +16,8 @@ enum Launcher {
   }
 
   struct Request {
+    /// What the child execs.
+    var initExecutable: InitExecutable
     var program: ProgramSearch
     var arguments: [String]
     var environment: [String]
@@ -26,7 +29,7 @@ enum Launcher {
     var gid: gid_t
   }
 
-  /// Clones the init, which then waits for `release(_:)`.
+  /// Clones the init's child, which then waits for `release(_:)` before it execs `jobinit`.
   static func spawn(_ request: Request) throws(JobError) -> Launched {
     var output: [Int32] = [-1, -1]
     var status: [Int32] = [-1, -1]
@@ -42,8 +45,8 @@ enum Launcher {
     _ = fcntl(output[0], F_SETFL, O_NONBLOCK)
     _ = fcntl(status[0], F_SETFL, O_NONBLOCK)
 
-    // C strings for the child; the clone copies the address space, so they are freed right
-    // after the call.
+    // C strings for the job's encoding, which the C side writes into a memfd for the init
+    // before it clones; they are freed right after the call.
     // argv[0] is the command as requested, as a shell (and execvp) would pass it.
     let argv = CStrings([request.program.command] + request.arguments)
     let envp = CStrings(request.environment)
@@ -58,14 +61,15 @@ enum Launcher {
       candidates.free()
       strings.free()
     }
-    var spec = cjobinit_spec(
+    var job = cjobinit_job(
       candidates: candidates.vector, argv: argv.vector, envp: envp.vector,
       working_directory: strings.pointers[0], hostname: strings.pointers[1],
-      scratch_options: strings.pointers[2],
-      uid: request.uid, gid: request.gid, output_fd: output[1], release_fd: release[0],
-      status_fd: status[1])
+      scratch_options: strings.pointers[2], uid: request.uid, gid: request.gid)
+    var descriptors = cjobinit_descriptors(
+      init_executable: request.initExecutable.descriptor, output: output[1],
+      release: release[0], status: status[1])
     var pidfd: Int32 = -1
-    let pid = cjobinit_spawn(&spec, &pidfd)
+    let pid = cjobinit_spawn(&job, &descriptors, &pidfd)
     // The child holds its own copies now; the worker keeps only its ends.
     close(output[1])
     close(status[1])
@@ -74,9 +78,10 @@ enum Launcher {
       close(output[0])
       close(status[0])
       close(release[1])
-      let code: JobError.Code =
-        -pid == EAGAIN || -pid == ENOMEM ? .resourceExhausted : .failedToStart
-      throw JobError(code, "clone: \(errnoText(-pid))")
+      let exhausted = [EAGAIN, ENOMEM, EMFILE, ENFILE].contains(-pid)
+      throw JobError(
+        exhausted ? .resourceExhausted : .failedToStart,
+        "cloning the job's init: \(errnoText(-pid))")
     }
     return Launched(
       pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1])

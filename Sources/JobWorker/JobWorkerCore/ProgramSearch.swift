@@ -2,7 +2,7 @@ import CJobInit
 import Glibc
 
 /// Where the job's init looks for the command: the paths it tries, in order, as the job's user
-/// (see `run_program` in cjobinit.c).
+/// (see `run_program` in jobinit.c).
 ///
 /// Working this out touches no file: whether a path exists, is a regular file or may be run is
 /// decided by `execve` in the job, with the job's credentials. The worker runs as root, and its

@@ -1,6 +1,7 @@
 import CJobInit
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -31,8 +32,8 @@ struct InitFailureTests {
   }
 
   /// A descriptor the init cannot move into place: reported as the STDIO step instead of an
-  /// exit with code 126. The spec is built by hand, as no real launch can get there.
-  @Test(.enabled(if: geteuid() == 0, "needs root: the init is cloned into new namespaces"))
+  /// exit with code 126. The job is built by hand, as no real launch can get there.
+  @Test(.requires(.root), .requires(.product("jobinit")))
   func descriptorFailureIsReported() throws {
     var limit = rlimit()
     getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
@@ -43,6 +44,7 @@ struct InitFailureTests {
     var status: [Int32] = [-1, -1]
     var release: [Int32] = [-1, -1]
     try #require(cjobinit_pipe(&status) == 0 && cjobinit_pipe(&release) == 0)
+    let initExecutable = try InitExecutable(path: builtProduct("jobinit"))
     let values: [String] = ["/bin/true", "/", "job-test", "size=1048576,mode=1777"]
     let strings = values.map { strdup($0) }
     defer { for string in strings { free(string) } }
@@ -52,12 +54,14 @@ struct InitFailureTests {
     let pid = argv.withUnsafeMutableBufferPointer { argv in
       envp.withUnsafeMutableBufferPointer { envp in
         // The program's one candidate path is its argv[0].
-        var spec = cjobinit_spec(
+        var job = cjobinit_job(
           candidates: argv.baseAddress, argv: argv.baseAddress, envp: envp.baseAddress,
           working_directory: strings[1], hostname: strings[2], scratch_options: strings[3],
-          uid: 65534, gid: 65534,
-          output_fd: notOpen, release_fd: release[0], status_fd: status[1])
-        return cjobinit_spawn(&spec, &pidfd)
+          uid: 65534, gid: 65534)
+        var descriptors = cjobinit_descriptors(
+          init_executable: initExecutable.descriptor, output: notOpen, release: release[0],
+          status: status[1])
+        return cjobinit_spawn(&job, &descriptors, &pidfd)
       }
     }
     close(status[1])

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -13,7 +14,7 @@ func withManager(
   grace: Duration = .seconds(2), runAsRoot: Bool = false,
   maxOutputBytes: UInt64 = 64 << 20, maxStoredOutputBytes: UInt64 = 1 << 30,
   scratchBytes: UInt64 = 64 << 20, dataDirectory: String? = nil,
-  logger: Logger = Logger(label: "test"),
+  initExecutable: String = builtProduct("jobinit"), logger: Logger = Logger(label: "test"),
   _ body: (JobManager) async throws -> Void
 ) async throws {
   let name = "jobworker-test-\(UUID().uuidString.prefix(8).lowercased())"
@@ -23,7 +24,7 @@ func withManager(
   var configuration = JobManager.Configuration(
     dataDirectory: directory, maxOutputBytesPerJob: maxOutputBytes,
     maxStoredOutputBytes: maxStoredOutputBytes, scratchBytesPerJob: scratchBytes,
-    stopGracePeriod: grace, cgroupName: name)
+    stopGracePeriod: grace, cgroupName: name, initExecutable: initExecutable)
   if runAsRoot {
     configuration.runAsUser = 0
     configuration.runAsGroup = 0

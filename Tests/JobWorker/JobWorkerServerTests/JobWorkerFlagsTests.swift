@@ -53,4 +53,26 @@ struct JobWorkerFlagsTests {
         + "ends in a number without a unit; use a number with a unit (d, h, m or s), e.g. 24h, "
         + "30m or 1h30m\n")
   }
+
+  /// A missing `jobinit` stops the worker at start, from the flag or its environment twin,
+  /// naming the file, before it creates or locks anything.
+  @Test(.requires(.root), arguments: [true, false])
+  func missingJobinit(fromEnvironment: Bool) async throws {
+    let missing = "/nonexistent-\(UUID().uuidString)/jobinit"
+    let dataDirectory = NSTemporaryDirectory() + "jobworker-jobinit-\(UUID().uuidString)"
+    var environment = ProcessInfo.processInfo.environment
+    var arguments = ["--data-dir", dataDirectory, "--listen", "127.0.0.1:0"]
+    if fromEnvironment {
+      environment["JOBWORKER_JOBINIT"] = missing
+    } else {
+      arguments += ["--jobinit", missing]
+    }
+    let result = try await runProcess(Self.jobworker, arguments, environment: environment)
+    #expect(result.status != 0)
+    #expect(
+      result.stderr.contains(
+        "cannot use \(missing) as the jobs' init: No such file or directory"),
+      "\(result.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dataDirectory))
+  }
 }

@@ -1,16 +1,26 @@
-// CJobInit: the C half of launching a job. One function, cjobinit_spawn, clones a child into
-// new PID, mount, network, UTS and IPC namespaces. That child becomes PID 1 of the job (its
-// init): it waits until the worker has put it into the job's cgroup, prepares the namespaces,
-// forks the user's program (which drops privileges and execve()s) and then forwards signals
-// to the program, reaps every orphan and exits with the program's status. Each of those steps
-// is one function in cjobinit.c; a step that fails reports FAILED {stage, errno} on the status
-// pipe before the init exits, so the worker always learns which step failed and why.
+// CJobInit: what the worker and the job's init share, and the worker's half of a launch.
 //
-// Everything after clone() runs only async-signal-safe code and raw system calls, because the
-// worker is multithreaded: the child is a copy of one thread whose siblings may have held
-// locks (malloc, glibc's thread list) at the moment of the clone.
+// The worker (`cjobinit_spawn`) clones a child into new PID, mount, network, UTS and IPC
+// namespaces. The child, still a copy of the worker, only moves its descriptors to fixed
+// numbers, closes every other one, waits until the worker has put it into the job's cgroup
+// and execs the `jobinit` executable (Sources/JobWorker/jobinit) with the argument vector
+// `jobinit` and an empty environment. That program is PID 1 of the job: it reads the job
+// (cjobinit_job, encoded by the worker into a sealed memfd on CJOBINIT_FD_SPEC), prepares the
+// namespaces, forks the user's program (which drops privileges and execve()s) and then
+// forwards signals to it, reaps every orphan and exits with the program's status. So the job
+// and `ps` on the host see `jobinit`, not the worker's command line, and each job's init costs
+// the few pages of a small static executable instead of a copy-on-write copy of the worker.
+//
+// Every step on either side that fails reports FAILED {stage, errno} on the status pipe
+// (cjobinit_report, written only by cjobinit_report_send) before the process exits, so the
+// worker always learns which step failed and why.
+//
+// The child's code before the exec runs only async-signal-safe code and raw system calls,
+// because the worker is multithreaded: the child is a copy of one thread whose siblings may
+// have held locks (malloc, glibc's thread list) at the moment of the clone.
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 // Not part of Swift's Glibc module; the worker's reactor thread uses them.
@@ -31,7 +41,7 @@ typedef struct {
   /// STARTED: the program's PID inside the namespace; FAILED: errno; EXITED: the program's
   /// raw wait status (as from waitpid).
   int32_t value;
-  /// STARTED: the index in cjobinit_spec.candidates of the program that runs; FAILED at
+  /// STARTED: the index in cjobinit_job.candidates of the program that runs; FAILED at
   /// CJOBINIT_STAGE_EXEC: the index of the candidate whose error `value` is. Otherwise 0.
   int32_t candidate;
 } cjobinit_report;
@@ -58,8 +68,22 @@ enum {
   CJOBINIT_STAGE_STDIO = 12,  // moving the pipes and /dev/null to their fixed numbers
   CJOBINIT_STAGE_MOUNT_TMP = 13,
   CJOBINIT_STAGE_MOUNT_SHM = 14,
+  CJOBINIT_STAGE_EXEC_INIT = 15,  // the child's execve of the jobinit executable
+  CJOBINIT_STAGE_SPEC = 16,       // jobinit reading the job from CJOBINIT_FD_SPEC
 };
 
+/// Descriptors jobinit starts with: 0 is /dev/null, 1 and 2 the job's output pipe, and these.
+/// No other descriptor of the worker reaches it.
+enum {
+  /// Write end of the status pipe that carries cjobinit_report messages.
+  CJOBINIT_FD_STATUS = 3,
+  /// The encoded cjobinit_job: a sealed memfd, read from offset 0.
+  CJOBINIT_FD_SPEC = 4,
+};
+
+/// Everything the init needs to know about a job. The worker passes it to jobinit through a
+/// memfd, never through the argument vector or the environment, which every user on the host
+/// can read in /proc/PID/cmdline (and `ps`).
 typedef struct {
   /// NULL-terminated list of absolute paths to try, in order, after the program has taken
   /// the job's credentials (execvp's search, done as the job's user so that the worker never
@@ -74,24 +98,62 @@ typedef struct {
   /// Host name inside the job's UTS namespace.
   const char *hostname;
   /// mount(2) data for the job's private tmpfs on /tmp and on /dev/shm, e.g.
-  /// "size=67108864,mode=1777" (built by the caller: no formatting after clone()).
+  /// "size=67108864,mode=1777".
   const char *scratch_options;
   /// Credentials of the program and of the init once it no longer needs root.
   uid_t uid;
   gid_t gid;
-  /// Write end of the output pipe: the program's stdout and stderr.
-  int output_fd;
-  /// Read end of the release pipe: the child waits for one byte on it before it does
-  /// anything, so that the worker can put it into the job's cgroup first. EOF aborts.
-  int release_fd;
-  /// Write end of the status pipe that carries cjobinit_report messages.
-  int status_fd;
-} cjobinit_spec;
+} cjobinit_job;
 
-/// Clones the job init. Returns its PID (in the worker's namespace) and stores a pidfd for it
-/// in *pidfd, or returns -errno. The caller closes its copies of output_fd, release_fd and
-/// status_fd afterwards, and must reap the child (waitpid) in every case.
-pid_t cjobinit_spawn(const cjobinit_spec *spec, int *pidfd);
+/// The worker's descriptors for one launch. cjobinit_spawn does not close them.
+typedef struct {
+  /// The jobinit executable, from cjobinit_open_executable.
+  int init_executable;
+  /// Write end of the output pipe: the program's stdout and stderr.
+  int output;
+  /// Read end of the release pipe: the child waits for one byte on it before it execs the
+  /// init, so that the worker can put it into the job's cgroup first. EOF aborts.
+  int release;
+  /// Write end of the status pipe that carries cjobinit_report messages.
+  int status;
+} cjobinit_descriptors;
+
+/// Largest encoded job the init accepts (the worker's own limits are far below it).
+#define CJOBINIT_JOB_MAX_BYTES (64u << 20)
+
+/// Opens the jobinit executable for later launches: O_PATH and close-on-exec, so every job
+/// runs the very file checked here, whatever later happens to the path (an upgrade cannot
+/// pair this worker with another version's init). Returns the descriptor, or -errno:
+/// -EACCES for a file that is not regular or has no execute bit (as execve would).
+int cjobinit_open_executable(const char *path);
+
+/// Encodes `job` into a new sealed memfd (close-on-exec) positioned at offset 0. Returns the
+/// descriptor or -errno (-EINVAL for a job without candidates or over CJOBINIT_JOB_MAX_BYTES).
+int cjobinit_job_encode(const cjobinit_job *job);
+
+/// The number of pointers cjobinit_job_decode needs for the encoded job in `buffer`, or 0 if
+/// it is not a job encoded by this version of cjobinit_job_encode.
+size_t cjobinit_job_vector_slots(const char *buffer, size_t size);
+
+/// Decodes an encoded job in place: *job then points into `buffer` (which must stay mapped
+/// and is not modified) and into `vectors`, an array of cjobinit_job_vector_slots() pointers.
+/// Returns 0, or -EINVAL for anything cjobinit_job_encode did not write.
+int cjobinit_job_decode(const char *buffer, size_t size, char **vectors, size_t slots,
+                        cjobinit_job *job);
+
+/// Writes one report (async-signal-safe; a failed write is ignored: the worker then sees the
+/// init exit without a report).
+void cjobinit_report_send(int fd, int32_t kind, int32_t stage, int32_t value, int32_t candidate);
+
+/// Reports FAILED {stage, error, candidate} on `fd` and exits with status 127.
+_Noreturn void cjobinit_fail(int fd, int32_t stage, int32_t error, int32_t candidate);
+
+/// Clones the child that becomes the job's init (see above). Returns its PID (in the worker's
+/// namespace) and stores a pidfd for it in *pidfd, or returns -errno. The caller closes its
+/// copies of the output, release and status descriptors afterwards, and must reap the child
+/// (waitpid) in every case.
+pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                     int *pidfd);
 
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
