@@ -199,6 +199,9 @@ let package = Package(
       dependencies: [
         "GatewayService", "StatusService", "CounterClient", "PresenceStore", "JobWorkerServer",
         "JobWorkerCore", "JobCtl", "TLSKit", "ServiceKit", argumentParser,
+        // Not linked: `swift run demo` builds the jobs' init next to the demo, where the job
+        // worker looks for it.
+        "jobinit",
       ],
       path: "Sources/Executables/demo", swiftSettings: swiftSettings),
 
