@@ -37,8 +37,18 @@ public struct JobWorkerConnection: Sendable {
   public var followOptions: CallOptions {
     var options = CallOptions.defaults
     options.waitForReady = false
+    // The server sends output in messages of up to 256 KiB (its `maxChunkBytes`). Stated
+    // here rather than left to the transport's default: grpc-swift-nio-transport 2.x bounds
+    // the responses it decodes by `maxRequestMessageBytes`, not `maxResponseMessageBytes`.
+    options.maxRequestMessageBytes = Self.maxOutputMessageBytes
+    options.maxResponseMessageBytes = Self.maxOutputMessageBytes
     return options
   }
+
+  /// The largest output message `jobctl` accepts: 4 MiB, grpc-swift's default and 16 times
+  /// the server's default message size, so that a server configured with larger messages
+  /// still works; a message over it fails the stream with `resourceExhausted`.
+  public static let maxOutputMessageBytes = 4 << 20
 
   /// The HTTP/2 flow-control window we grant the server per stream: how much output may be in
   /// flight towards us when we stop reading (standard output blocked). grpc-swift's default

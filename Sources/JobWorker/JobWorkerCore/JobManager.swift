@@ -504,10 +504,15 @@ public final class JobManager: Sendable {
   /// The log file is opened here, so a sequence returned before the job is forgotten still
   /// delivers every stored byte after its file was deleted (on Linux the data stays until the
   /// last descriptor is closed).
-  public func output(_ id: JobID) throws -> JobOutput {
+  ///
+  /// - Parameter maxChunkBytes: The largest chunk the sequence yields (at least 1).
+  public func output(
+    _ id: JobID, maxChunkBytes: Int = JobOutput.defaultMaxChunkBytes
+  ) throws -> JobOutput {
+    precondition(maxChunkBytes > 0, "a chunk holds at least one byte")
     let job = try lookup(id)
     do {
-      return JobOutput(job: job, file: try LogFile(path: job.logPath))
+      return JobOutput(job: job, file: try LogFile(path: job.logPath), maxChunkBytes: maxChunkBytes)
     } catch {
       // Forgotten between the lookup and the open: the same answer as a later lookup.
       _ = try lookup(id)

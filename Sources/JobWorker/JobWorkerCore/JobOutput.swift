@@ -1,6 +1,7 @@
 import Glibc
 
-/// A job's combined stdout and stderr as chunks of at most 32 KiB, starting at the first byte
+/// A job's combined stdout and stderr as chunks of at most ``maxChunkBytes`` (32 KiB unless
+/// the caller asks for more), starting at the first byte
 /// and ending after the job has ended and every stored byte was delivered. The log file is
 /// opened when the sequence is made (`JobManager.output(_:)`) and shared by its iterators,
 /// each reading at its own offset with `pread`, so slow readers never slow the job or each
@@ -10,10 +11,15 @@ import Glibc
 /// read.
 public struct JobOutput: AsyncSequence, Sendable {
   public typealias Element = [UInt8]
-  static let chunkSize = 32 * 1024
+  /// The chunk size of ``JobManager/output(_:maxChunkBytes:)`` when the caller names none.
+  public static let defaultMaxChunkBytes = 32 * 1024
 
   let job: Job
   let file: LogFile
+  /// The largest chunk: a chunk holds what is stored beyond the reader's offset, up to this,
+  /// so a reader that keeps up gets small chunks as they are written, and one with a backlog
+  /// (a finished job, a slow client) gets full ones.
+  public let maxChunkBytes: Int
 
   /// The streamed job's status, also once the job was forgotten (see `JobManager.sweep`):
   /// what a stream reports at its end.
@@ -21,6 +27,7 @@ public struct JobOutput: AsyncSequence, Sendable {
 
   public struct AsyncIterator: AsyncIteratorProtocol {
     let job: Job
+    let maxChunkBytes: Int
     var offset: UInt64 = 0
     var file: LogFile?
 
@@ -30,7 +37,7 @@ public struct JobOutput: AsyncSequence, Sendable {
         guard let file else { return nil }
         let progress = job.outputProgress
         if offset < progress.bytes {
-          let count = Int(Swift.min(UInt64(JobOutput.chunkSize), progress.bytes - offset))
+          let count = Int(Swift.min(UInt64(maxChunkBytes), progress.bytes - offset))
           let chunk = try file.read(at: offset, count: count)
           offset += UInt64(chunk.count)
           return chunk
@@ -44,7 +51,9 @@ public struct JobOutput: AsyncSequence, Sendable {
     }
   }
 
-  public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(job: job, file: file) }
+  public func makeAsyncIterator() -> AsyncIterator {
+    AsyncIterator(job: job, maxChunkBytes: maxChunkBytes, file: file)
+  }
 }
 
 /// A read-only descriptor on a job's log, closed when the last sequence and iterator copy
@@ -61,7 +70,7 @@ final class LogFile: Sendable {
 
   /// Reads bytes that the pump has already stored (so a short read means a lost file).
   // TODO: These are blocking reads of a local file on the caller's thread; they are short
-  // (<= 32 KiB, usually from the page cache) but an io_uring or NIO NonBlockingFileIO read
+  // (one chunk, usually from the page cache) but an io_uring or NIO NonBlockingFileIO read
   // would keep the cooperative pool free on a slow disk.
   func read(at offset: UInt64, count: Int) throws(JobError) -> [UInt8] {
     // Uninitialized: pread fills every byte, so zero-filling first would be wasted work.

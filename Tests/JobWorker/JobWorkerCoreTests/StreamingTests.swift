@@ -35,6 +35,36 @@ struct StreamingTests {
     }
   }
 
+  /// A reader with a backlog gets full chunks of the size it asked for, never larger, and
+  /// the same bytes whatever the chunk size (issue 13: larger messages for a backlog).
+  @Test(.requires(.cgroups)) func chunksAreBoundedAndABacklogFillsThem() async throws {
+    try await withManager { manager in
+      let (status, _) = try await manager.run("head", "-c", "1000000", "/dev/urandom")
+      #expect(status.state == .exited(code: 0))
+      let job = try #require(manager.job(status.id))
+      var reference: [UInt8]?
+      for maxChunkBytes in [1, 4096, 100_000, JobOutput.defaultMaxChunkBytes, 4 << 20] {
+        // One byte per chunk is slow: a prefix of the output shows the bound.
+        let limit = maxChunkBytes == 1 ? 5000 : Int.max
+        var bytes: [UInt8] = []
+        var sizes: [Int] = []
+        for try await chunk in try manager.output(status.id, maxChunkBytes: maxChunkBytes) {
+          bytes += chunk
+          sizes.append(chunk.count)
+          if bytes.count >= limit { break }
+        }
+        // The job has ended: every chunk but the last is full.
+        #expect(sizes.dropLast().allSatisfy { $0 == maxChunkBytes }, "\(maxChunkBytes)")
+        #expect(sizes.last.map { $0 <= maxChunkBytes } == true, "\(maxChunkBytes)")
+        if limit == Int.max {
+          #expect(bytes.count == 1_000_000)
+          if let reference { #expect(bytes == reference) } else { reference = bytes }
+        }
+      }
+      #expect(openDescriptors(to: job.logPath) == 0)
+    }
+  }
+
   /// Past the cap the job keeps running (its pipe is drained) and the rest is dropped.
   @Test(.requires(.cgroups)) func outputCap() async throws {
     try await withManager(maxOutputBytes: 1000) { manager in

@@ -217,7 +217,28 @@ struct ServerTests {
       #expect(a.0.count == 200_000)
       #expect(a.0 == b.0)
       #expect(a.1?.state == .exited && a.1?.exitCode == 0)
-      #expect(a.maxChunk <= 32 * 1024 && b.maxChunk <= 32 * 1024)
+      let bound = JobWorkerService.Limits().maxChunkBytes
+      #expect(a.maxChunk <= bound && b.maxChunk <= bound)
+    }
+  }
+
+  @Test(
+    "a finished job's output goes out in full messages of the configured size",
+    .requires(.cgroups))
+  func backlogUsesFullMessages() async throws {
+    let pki = try TestPKI()
+    defer { pki.remove() }
+    let maxChunkBytes = 64 * 1024
+    try await withJobWorker(pki: pki, limits: .init(maxChunkBytes: maxChunkBytes)) { port, worker in
+      let job = try await start(
+        "head", ["-c", "1000000", "/dev/urandom"], port: port, as: pki.client("alice"))
+      let id = try #require(JobID(job.jobID))
+      #expect(await eventually { (try? worker.manager.status(id).state) == .exited(code: 0) })
+      let (bytes, final, maxChunk) = try await collectOutput(
+        id: job.jobID, port: port, as: pki.client("alice"))
+      #expect(bytes.count == 1_000_000)
+      #expect(final?.state == .exited && final?.outputBytes == 1_000_000)
+      #expect(maxChunk == maxChunkBytes)
     }
   }
 

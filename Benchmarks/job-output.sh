@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Output path benchmark of the job worker: how fast `jobctl logs` delivers a finished job's
+# output, what it costs the client (minor page faults, system time), and what 50 followers of
+# one live job get in aggregate while the server's RSS is sampled.
+#
+# usage: Benchmarks/job-output.sh BIN_DIR [SIZE_MIB] [RUNS] [FOLLOWERS]
+#   BIN_DIR holds jobworker and jobctl (e.g. .build/debug or .build-release/release).
+#   SIZE_MIB: output of each job (64); RUNS: repetitions of `jobctl logs` (5);
+#   FOLLOWERS: concurrent `jobctl logs -f` of one job (50; 0 skips that part).
+# Needs root and cgroups (a real jobworker runs the jobs). Loopback only, certificates, data
+# directory and cgroup name private to this run; everything is removed at the end, and every
+# step has a timeout, so the whole run is bounded (about 15 minutes at most).
+set -euo pipefail
+bin=$(cd "$1" && pwd) size_mib=${2:-64} runs=${3:-5} followers=${4:-50}
+size=$((size_mib << 20))
+work=$(mktemp -d /tmp/job-output-bench.XXXXXX)
+cgroup="bench-output-$$"
+server_pid=""
+
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    timeout 20 tail --pid="$server_pid" -f /dev/null 2>/dev/null || kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  # The server removes its cgroups on a graceful exit; after a crash, leaves first.
+  for dir in /sys/fs/cgroup/*/"$cgroup" /sys/fs/cgroup/"$cgroup"; do
+    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$bin/jobctl" certs init --dir "$work/pki" > /dev/null
+export JOBCTL_DIR="$work/pki" JOBCTL_SERVER="127.0.0.1:$port" JOBCTL_USER=admin
+"$bin/jobworker" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
+  --ca "$work/pki/ca.pem" --cert "$work/pki/server.pem" --key "$work/pki/server-key.pem" \
+  --data-dir "$work/data" --cgroup-name "$cgroup" --max-output "$((size_mib + 1))M" \
+  --log-level warning > "$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 100); do
+  "$bin/jobctl" list --timeout 1 > /dev/null 2>&1 && break
+  sleep 0.1
+done
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+wait_ended() {
+  for _ in $(seq 600); do
+    "$bin/jobctl" status "$1" --output json | grep -q '"state" : "running"' || return 0
+    sleep 0.1
+  done
+  echo "job $1 did not end" >&2
+  return 1
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+echo "== $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $bin"
+
+# A finished job of SIZE_MIB random bytes.
+id=$("$bin/jobctl" start -- head -c "$size" /dev/urandom)
+wait_ended "$id"
+expected=$(find "$work/data" -type f -size "${size}c" | head -1 | xargs sha256sum | cut -d' ' -f1)
+got=$(timeout 120 "$bin/jobctl" logs "$id" | sha256sum | cut -d' ' -f1)
+[ "$got" = "$expected" ] && echo "== logs: exact bytes (sha256 matches the stored log)" \
+  || { echo "== logs: WRONG BYTES ($got, stored $expected)"; exit 1; }
+
+echo "== jobctl logs ID > /dev/null, ${size_mib} MiB, $runs runs"
+: > "$work/logs.txt"
+hz=$(getconf CLK_TCK)
+for run in $(seq "$runs"); do
+  before=$(cpu_ticks)
+  timeout 120 /usr/bin/time -f "%e %U %S %R %M" -o "$work/time.txt" \
+    "$bin/jobctl" logs "$id" > /dev/null
+  server_cpu=$(awk -v a="$before" -v b="$(cpu_ticks)" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
+  read -r elapsed user sys faults max_rss < "$work/time.txt"
+  mbps=$(awk -v s="$size" -v e="$elapsed" 'BEGIN {printf "%.0f", (e > 0 ? s / e / 1e6 : 0)}')
+  echo "$elapsed $mbps $user $sys $faults $max_rss $server_cpu" >> "$work/logs.txt"
+  echo "run $run: ${elapsed} s (${mbps} MB/s), jobctl user ${user} s sys ${sys} s," \
+    "${faults} minor faults, max RSS ${max_rss} KiB; server CPU ${server_cpu} s"
+done
+for column in 1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7:server_cpu_s; do
+  values=$(cut -d' ' -f"${column%%:*}" "$work/logs.txt")
+  echo "median ${column#*:}: $(echo "$values" | median) (min $(echo "$values" | sort -n | head -1)," \
+    "max $(echo "$values" | sort -n | tail -1))"
+done
+
+[ "$followers" -gt 0 ] || exit 0
+echo "== $followers x jobctl logs -f of one job writing ${size_mib} MiB"
+rss_before=$(rss_kib)
+# The job waits until every follower is connected (the server counts streams only in its
+# metrics, so: a short head start), then writes; the followers end with the job.
+id=$("$bin/jobctl" start -- sh -c "sleep 3; head -c $size /dev/urandom")
+start=$(date +%s.%N)
+cpu_before=$(cpu_ticks)
+pids=()
+for n in $(seq "$followers"); do
+  timeout 600 "$bin/jobctl" logs -f "$id" 2> "$work/follower-$n.err" | wc -c > "$work/follower-$n.count" &
+  pids+=($!)
+done
+rss_peak=$rss_before
+while kill -0 "${pids[@]}" 2> /dev/null; do
+  rss=$(rss_kib)
+  [ "$rss" -gt "$rss_peak" ] && rss_peak=$rss
+  sleep 0.2
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=$((failed + 1)); done
+end=$(date +%s.%N)
+cpu_after=$(cpu_ticks)
+short=0
+for n in $(seq "$followers"); do
+  [ "$(cat "$work/follower-$n.count")" = "$size" ] || short=$((short + 1))
+done
+sleep 1
+echo "followers: $followers, failed $failed, wrong byte count $short"
+awk -v s="$size" -v n="$followers" -v a="$start" -v b="$end" -v c0="$cpu_before" \
+  -v c1="$cpu_after" -v hz="$hz" 'BEGIN {
+    wall = b - a - 3
+    printf "aggregate: %.0f MB/s (%d x %d bytes in %.1f s after the job'"'"'s 3 s head start)\n",
+      n * s / wall / 1e6, n, s, wall
+    printf "server CPU: %.1f s\n", (c1 - c0) / hz
+  }'
+echo "server RSS KiB: before $rss_before, peak during $rss_peak, after $(rss_kib)"
