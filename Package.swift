@@ -121,19 +121,19 @@ let package = Package(
       ],
       path: "Sources/OnlineCounter/PresenceStore", swiftSettings: swiftSettings),
     .target(
-      name: "StatusService",
+      name: "CounterStatus",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "PresenceStore", "ServiceKit", "TLSKit",
         grpcCore, logging, metrics, lifecycle, tracing,
       ],
-      path: "Sources/OnlineCounter/StatusService", swiftSettings: swiftSettings),
+      path: "Sources/OnlineCounter/CounterStatus", swiftSettings: swiftSettings),
     .target(
-      name: "GatewayService",
+      name: "CounterGateway",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
         grpcHTTP2, logging, metrics, lifecycle, nioCore, tracing,
       ],
-      path: "Sources/OnlineCounter/GatewayService", swiftSettings: swiftSettings),
+      path: "Sources/OnlineCounter/CounterGateway", swiftSettings: swiftSettings),
     .target(
       name: "CounterClient",
       dependencies: ["CounterProtos", "ServiceKit", "TLSKit", grpcCore, grpcHTTP2, logging],
@@ -172,12 +172,12 @@ let package = Package(
     // MARK: Executables: argument parsing, bootstrap, run.
     .executableTarget(
       name: "gateway",
-      dependencies: ["GatewayService", "ServiceKit", "Telemetry", "TLSKit", argumentParser],
+      dependencies: ["CounterGateway", "ServiceKit", "Telemetry", "TLSKit", argumentParser],
       path: "Sources/Executables/gateway", swiftSettings: swiftSettings),
     .executableTarget(
       name: "status",
       dependencies: [
-        "StatusService", "PresenceStore", "ServiceKit", "Telemetry", "TLSKit", argumentParser,
+        "CounterStatus", "PresenceStore", "ServiceKit", "Telemetry", "TLSKit", argumentParser,
       ],
       path: "Sources/Executables/status", swiftSettings: swiftSettings),
     .executableTarget(
@@ -197,7 +197,7 @@ let package = Package(
     .executableTarget(
       name: "demo",
       dependencies: [
-        "GatewayService", "StatusService", "CounterClient", "PresenceStore", "JobWorkerServer",
+        "CounterGateway", "CounterStatus", "CounterClient", "PresenceStore", "JobWorkerServer",
         "JobWorkerCore", "JobCtl", "TLSKit", "ServiceKit", argumentParser,
         // Not linked: `swift run demo` builds the jobs' init next to the demo, where the job
         // worker looks for it.
@@ -236,7 +236,7 @@ let package = Package(
     .testTarget(
       name: "OnlineCounterTests",
       dependencies: [
-        "CounterModel", "StatusService", "GatewayService", "CounterClient", "CounterProtos",
+        "CounterModel", "CounterStatus", "CounterGateway", "CounterClient", "CounterProtos",
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
         tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
         .product(name: "MetricsTestKit", package: "swift-metrics"),

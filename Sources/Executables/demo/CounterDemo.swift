@@ -1,10 +1,10 @@
 import CounterClient
+import CounterGateway
+import CounterStatus
 import Foundation
-import GatewayService
 import Logging
 import ServiceKit
 import ServiceLifecycle
-import StatusService
 
 /// The online counter on loopback: a status service on a temporary SQLite file, two gateways
 /// and six clients. It prints the count every second, stops half of the clients midway and

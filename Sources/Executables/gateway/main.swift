@@ -1,6 +1,6 @@
 import ArgumentParser
+import CounterGateway
 import Foundation
-import GatewayService
 import Logging
 import Metrics
 import Prometheus

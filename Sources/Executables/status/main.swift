@@ -1,10 +1,10 @@
 import ArgumentParser
+import CounterStatus
 import Foundation
 import Logging
 import Metrics
 import Prometheus
 import ServiceKit
-import StatusService
 import TLSKit
 import Telemetry
 

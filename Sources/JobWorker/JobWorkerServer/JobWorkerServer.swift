@@ -34,7 +34,7 @@ public struct JobWorkerServer: Sendable {
     /// (``RetentionSweeper``).
     public var retentionSweepInterval: Duration
     /// Server-side caps: running jobs per user, argument sizes, output chunk size.
-    public var limits: JobWorkerService.Limits
+    public var limits: JobWorkerAPI.Limits
     /// Largest request message accepted.
     public var maxRequestBytes: Int
     /// Caps on connections and the handshake deadline, enforced by the listener before any
@@ -47,7 +47,7 @@ public struct JobWorkerServer: Sendable {
       self.listen = listen
       self.tls = tls
       self.manager = manager
-      self.limits = JobWorkerService.Limits()
+      self.limits = JobWorkerAPI.Limits()
       self.retentionSweepInterval = .seconds(60)
       self.maxRequestBytes = 64 * 1024
       self.connectionLimits = ConnectionLimits()
@@ -59,8 +59,8 @@ public struct JobWorkerServer: Sendable {
   public let manager: JobManager
   /// Who is connected, by client certificate.
   public let peers: PeerRegistry
-  /// The JobWorker API implementation (e.g. to read ``JobWorkerService/activeOutputStreams``).
-  public let service: JobWorkerService
+  /// The JobWorker API implementation (e.g. to read ``JobWorkerAPI/activeOutputStreams``).
+  public let service: JobWorkerAPI
   /// The gRPC server: the job API, health and reflection.
   public let server: GRPCServerService
   /// Health, `NOT_SERVING` once the server drains.
@@ -88,7 +88,7 @@ public struct JobWorkerServer: Sendable {
     let manager = try JobManager(configuration: configuration.manager, logger: logger)
     do {
       let peers = PeerRegistry()
-      let service = JobWorkerService(
+      let service = JobWorkerAPI(
         manager: manager, peers: peers, limits: configuration.limits, logger: logger)
       let server = try GRPCServerService(
         name: "jobworker", address: configuration.listen, services: [service] + standard.all,

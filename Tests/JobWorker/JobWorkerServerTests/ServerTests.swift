@@ -13,7 +13,7 @@ import Testing
 /// real JobManager, real mTLS on 127.0.0.1:0) while `body` runs, shut down gracefully after
 /// it as on SIGTERM. Tests that call it are gated with `.requires(.cgroups)`.
 func withJobWorker(
-  pki: TestPKI, limits: JobWorkerService.Limits = .init(), maxOutputBytes: UInt64 = 64 << 20,
+  pki: TestPKI, limits: JobWorkerAPI.Limits = .init(), maxOutputBytes: UInt64 = 64 << 20,
   _ body: @Sendable (_ port: Int, _ worker: JobWorkerServer) async throws -> Void
 ) async throws {
   var configuration = JobWorkerServer.Configuration(
@@ -217,7 +217,7 @@ struct ServerTests {
       #expect(a.0.count == 200_000)
       #expect(a.0 == b.0)
       #expect(a.1?.state == .exited && a.1?.exitCode == 0)
-      let bound = JobWorkerService.Limits().maxChunkBytes
+      let bound = JobWorkerAPI.Limits().maxChunkBytes
       #expect(a.maxChunk <= bound && b.maxChunk <= bound)
     }
   }

@@ -1,7 +1,7 @@
 import GRPCCore
 import Testing
 
-@testable import GatewayService
+@testable import CounterGateway
 
 /// A session's defences, on instants the test chooses (no wall-clock timing).
 @Suite struct ClientSessionTests {

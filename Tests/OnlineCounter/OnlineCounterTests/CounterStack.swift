@@ -1,4 +1,4 @@
-import GatewayService
+import CounterGateway
 import ServiceKit
 import TLSKit
 import TestSupport

@@ -1,6 +1,6 @@
 import CounterClient
+import CounterGateway
 import CounterModel
-import GatewayService
 import ServiceKit
 import TestSupport
 import Testing

@@ -1,9 +1,9 @@
 import CounterClient
+import CounterGateway
 import CounterProtos
 import Foundation
 import GRPCCore
 import GRPCProtobuf
-import GatewayService
 import ServiceKit
 import TestSupport
 import Testing

@@ -1,15 +1,15 @@
 import CounterClient
+import CounterGateway
 import CounterModel
 import CounterProtos
+import CounterStatus
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
-import GatewayService
 import Logging
 import PresenceStore
 import ServiceKit
 import ServiceLifecycle
-import StatusService
 import Synchronization
 import TLSKit
 import TestSupport

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import GatewayService
+@testable import CounterGateway
 
 /// The ping schedule, checked on times the test chooses: no wall-clock timing involved, so it
 /// holds on a loaded machine. The end-to-end tests only check that pings arrive.

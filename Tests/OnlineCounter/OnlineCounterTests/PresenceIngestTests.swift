@@ -6,7 +6,7 @@ import PresenceStore
 import Synchronization
 import Testing
 
-@testable import StatusService
+@testable import CounterStatus
 
 /// How status places records on its own clock, old-format records included (no network: the
 /// ingest's validation and a store in memory).

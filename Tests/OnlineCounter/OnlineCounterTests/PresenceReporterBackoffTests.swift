@@ -1,7 +1,7 @@
 import ServiceKit
 import Testing
 
-@testable import GatewayService
+@testable import CounterGateway
 
 /// The reporter's waits between flushes, with its production configuration (no timing).
 @Suite struct PresenceReporterBackoffTests {

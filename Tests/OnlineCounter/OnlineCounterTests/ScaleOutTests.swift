@@ -1,6 +1,6 @@
 import CounterClient
+import CounterGateway
 import GRPCCore
-import GatewayService
 import ServiceKit
 import ServiceLifecycle
 import TestSupport

@@ -1,7 +1,7 @@
 import CounterModel
+import CounterStatus
 import Foundation
 import ServiceKit
-import StatusService
 import Synchronization
 import TestSupport
 import Testing

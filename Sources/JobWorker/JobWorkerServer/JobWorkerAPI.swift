@@ -13,7 +13,7 @@ public import TLSKit
 /// Identity comes only from the verified client certificate of the connection (see
 /// `PeerRegistry`); request metadata is never consulted. An `admin` acts on every job, a
 /// `user` only on jobs it started, and someone else's job answers exactly like a missing one.
-public final class JobWorkerService: Jobworker_V1_JobWorker.SimpleServiceProtocol, Sendable {
+public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, Sendable {
   /// Server-side caps, on top of the manager's own limit maxima and the transport's
   /// maximum request size.
   public struct Limits: Sendable {
