@@ -107,7 +107,10 @@ public final class GRPCServerService: Service, Sendable {
   }
 
   /// Defaults for every server we run: small messages, HTTP/2 keepalive so that dead peers
-  /// are found within a minute, and a bound on concurrent streams per connection.
+  /// are found within a minute, a bound on concurrent streams per connection, and client
+  /// pings paced (not refused) so that grpc-go and grpc-java clients, whose flow-control
+  /// probing pings about once per message received, are not disconnected by swift-nio-http2's
+  /// limit of 200 control frames in 30 s (see ``PingPacingHandler``).
   public static func hardenedConfig(
     maxRequestBytes: Int = 64 * 1024,
     maxConcurrentStreams: Int = 256
@@ -119,6 +122,9 @@ public final class GRPCServerService: Service, Sendable {
       config.connection.keepalive.timeout = .seconds(10)
       config.connection.keepalive.clientBehavior.allowWithoutCalls = true
       config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+      config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        PingPacingHandler.install(on: channel)
+      }
     }
   }
 
