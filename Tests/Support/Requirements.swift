@@ -66,6 +66,25 @@ extension Trait where Self == ConditionTrait {
   public static var requiresOpenSSL: Self {
     .requires(.tool("openssl", install: "apt-get install openssl"))
   }
+
+  /// `python3` able to import `module`, which `pip install package` provides (e.g. `grpc`
+  /// from `grpcio`: an independent gRPC implementation, C-core, to check interoperability).
+  public static func requiresPythonModule(_ module: String, install package: String) -> Self {
+    .enabled("needs python3 with the \(module) module (pip install \(package))") {
+      guard let python = TestEnvironment.which("python3") else { return false }
+      let result = try? await runProcess(python, ["-c", "import \(module)"])
+      return result?.status == 0
+    }
+  }
+
+  /// Go and grpc-go's sources as Debian packages them (GOPATH mode, no module proxy), to build
+  /// an independent gRPC client (Benchmarks/interop/go).
+  public static var requiresGoGRPC: Self {
+    .enabled(
+      if: TestEnvironment.which("go") != nil
+        && FileManager.default.fileExists(atPath: TestEnvironment.goGRPCSources),
+      "needs go and grpc-go (apt-get install golang-go golang-google-grpc-dev)")
+  }
 }
 
 /// Facts about the machine the tests run on.
@@ -89,6 +108,9 @@ public enum TestEnvironment {
     else { return nil }
     return "/usr/lib/postgresql/\(version)/bin"
   }
+
+  /// Where Debian's golang-google-grpc-dev puts grpc-go, in a GOPATH tree.
+  public static let goGRPCSources = "/usr/share/gocode/src/google.golang.org/grpc"
 
   /// The full path of `program` on `PATH`, or nil.
   public static func which(_ program: String) -> String? {

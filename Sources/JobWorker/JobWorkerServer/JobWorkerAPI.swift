@@ -25,16 +25,17 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     public var maxArgumentBytes: Int
     /// Largest output message; the proto promises bounded messages. A stream with a backlog
     /// (a finished job, a client that fell behind) gets full messages of this size, one that
-    /// keeps up with a live job gets what was written since its last message. 256 KiB: a
-    /// 64 MiB log is 256 messages instead of 2048 of 32 KiB, which cut `jobctl logs`' CPU time
-    /// and page faults (docs/benchmarks.md), while four messages still fit in `jobctl`'s 1 MiB
-    /// stream window and a client's buffer of ten messages stays a few MiB. Clients must accept
-    /// messages this large (grpc-swift's default limit is 4 MiB).
+    /// keeps up with a live job gets what was written since its last message. 64 KiB: half
+    /// the messages of the former 32 KiB for a backlog, while what a stalled client holds
+    /// (its 1 MiB stream window plus gRPC's buffer of messages) stays a few MiB. 256 KiB was
+    /// faster still (docs/benchmarks.md) but a stalled `jobctl` then grew by 25 MiB on a
+    /// loaded machine (`CLIHostileTests`, bound 16 MiB). Clients must accept messages this
+    /// large (grpc-swift's default limit is 4 MiB).
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 256 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 64 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount

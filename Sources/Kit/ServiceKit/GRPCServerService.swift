@@ -116,8 +116,11 @@ public final class GRPCServerService: Service, Sendable {
   }
 
   /// Defaults for every server we run: small messages, HTTP/2 keepalive so that dead peers
-  /// are found within a minute, a bound on concurrent streams per connection, and idle
-  /// connections closed after `maxIdleTime` (5 minutes by default; `nil` keeps them).
+  /// are found within a minute, a bound on concurrent streams per connection, idle
+  /// connections closed after `maxIdleTime` (5 minutes by default; `nil` keeps them), and
+  /// client pings paced (not refused) so that grpc-go and grpc-java clients, whose
+  /// flow-control probing pings about once per message received, are not disconnected by
+  /// swift-nio-http2's limit of 200 control frames in 30 s (see ``PingPacingHandler``).
   ///
   /// Idle means no open stream: a client that holds one stream open, as the gateway's do, is
   /// never idle, whatever the time between its messages.
@@ -134,6 +137,9 @@ public final class GRPCServerService: Service, Sendable {
       config.connection.keepalive.timeout = .seconds(10)
       config.connection.keepalive.clientBehavior.allowWithoutCalls = true
       config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
+      config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
+        PingPacingHandler.install(on: channel)
+      }
     }
   }
 

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds Benchmarks/interop/bin/gatewayload (a grpc-go load client) with Debian's Go 1.19 and
+# grpc-go 1.33 in GOPATH mode: no Go module proxy, no network beyond apt.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+packages=(golang-go golang-google-grpc-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+fi
+
+export GO111MODULE=off GOPATH="$PWD/go:/usr/share/gocode"
+case "$(go env GOCACHE 2>/dev/null)" in "" | off) export GOCACHE="$PWD/bin/.gocache" ;; esac
+go vet gatewayload
+go build -o bin/gatewayload gatewayload
+echo "built $PWD/bin/gatewayload"
