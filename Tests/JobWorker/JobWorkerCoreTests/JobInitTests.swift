@@ -139,10 +139,17 @@ private func link(_ path: String) -> String? {
   return String(decoding: buffer.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+/// Written through a close-on-exec descriptor: a program that another test spawns meanwhile
+/// would otherwise inherit it open for writing, and executing the file then fails with
+/// `Text file busy` (ETXTBSY) for as long as that program runs (seen once in 5 full runs).
 private func temporaryFile(contents: String, mode: mode_t) throws -> String {
   let path = NSTemporaryDirectory() + "jobinit-test-\(UUID().uuidString)"
-  try #require(FileManager.default.createFile(atPath: path, contents: Data(contents.utf8)))
-  try #require(chmod(path, mode) == 0)
+  let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+  try #require(fd >= 0)
+  defer { close(fd) }
+  let bytes = Array(contents.utf8)
+  try #require(write(fd, bytes, bytes.count) == bytes.count)
+  try #require(fchmod(fd, mode) == 0)
   return path
 }
 
