@@ -26,10 +26,12 @@ func withJobClient<T: Sendable>(
   }
 }
 
-/// Options for test calls: fail fast, bounded.
+/// Options for test calls: fail fast, bounded. The deadline bounds how long a failing test
+/// waits, not a latency claim: a call includes a TLS connection, and under a parallel build
+/// on 2 cores 10 s was once not enough.
 var testCallOptions: CallOptions {
   var options = CallOptions.defaults
-  options.timeout = .seconds(10)
+  options.timeout = .seconds(30)
   options.waitForReady = false
   return options
 }

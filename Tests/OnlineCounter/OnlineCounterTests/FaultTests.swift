@@ -53,9 +53,11 @@ import Testing
             // The mechanism: each stream fails as its socket closes and is retried at once on
             // the other gateway's connection; while that connection is still reconnecting
             // (its backoff is capped at 1 s, +20 % jitter) the attempt fails fast and the
-            // client alternates with retries of at most 1 s. So ≤ 1.2 s + 1 s; the target is
-            // 3 s, and 2 s more is the margin for a loaded machine.
-            #expect(elapsed < .seconds(5), "all on the survivor after \(elapsed)")
+            // client alternates with retries of at most 1 s. So ≤ 1.2 s + 1 s. The 3 s target
+            // is measured as a benchmark (docs/online-counter.md, "Faults"); this bound keeps
+            // 7.8 s of margin for a loaded machine (5.3 s was seen under a parallel build) and
+            // still fails the old behaviour, 16–22 s.
+            #expect(elapsed < .seconds(10), "all on the survivor after \(elapsed)")
           }
         }
       }
@@ -98,9 +100,10 @@ import Testing
           try #require(counted, "counted again after the outage")
           // The mechanism: the reporter retries at most 1 s after a failed flush, and its
           // connection to status reconnects at most 1.2 s (1 s + 20 % jitter) after status
-          // listens, so ≤ 2.2 s plus one call. The target is 3 s; 2 s more is the margin for
-          // a loaded machine.
-          #expect(elapsed < .seconds(5), "counted \(elapsed) after status came back")
+          // listens, so ≤ 2.2 s plus one call. The 3 s target is measured as a benchmark
+          // (docs/online-counter.md, "Faults"); 7 s leaves 4.8 s of margin for a loaded
+          // machine and still fails the old behaviour (8.6 s every time for this outage).
+          #expect(elapsed < .seconds(7), "counted \(elapsed) after status came back")
         }
       }
     }
