@@ -171,32 +171,16 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
   // MARK: Authorization
 
   private func authenticate(_ context: ServerContext) throws -> PeerIdentity {
-    let identity: PeerIdentity
+    // A CA may also sign the online counter's gateways; their certificates are for presence
+    // reports only and never act on jobs.
     do {
-      identity = try peers.identity(for: context)
+      return try peers.caller(of: context, roles: [.admin, .user], api: "the job API")
     } catch {
       callsRefused.increment()
       logger.info(
         "call refused", metadata: ["jobworker.peer": "\(context.remotePeer)", "error": "\(error)"])
-      switch error.code {
-      case .noCertificate: throw RPCError(code: .unauthenticated, message: error.message)
-      default: throw RPCError(code: .permissionDenied, message: error.message)
-      }
+      throw error
     }
-    // A CA may also sign the online counter's gateways; their certificates are for presence
-    // reports only and never act on jobs.
-    guard identity.role == .admin || identity.role == .user else {
-      callsRefused.increment()
-      logger.info(
-        "call refused",
-        metadata: ["jobworker.peer": "\(context.remotePeer)", "jobworker.role": "\(identity.role)"])
-      throw RPCError(
-        code: .permissionDenied,
-        message:
-          "role \(identity.role) may not use the job API: use a certificate with role admin or user"
-      )
-    }
-    return identity
   }
 
   /// The job if `caller` may see it. Someone else's job, a missing job and a forgotten one

@@ -46,6 +46,33 @@ public final class PeerRegistry: Sendable {
     return try entry.identity.get()
   }
 
+  /// The caller of an RPC if its certificate has one of `roles`, else the gRPC error to
+  /// answer: `UNAUTHENTICATED` without a verified certificate, `PERMISSION_DENIED` for an
+  /// unusable identity or another role (naming the roles this API accepts). The one rule of
+  /// every mTLS API of ours (the job API, presence ingest).
+  public func caller(
+    of context: ServerContext, roles: Set<Role>, api: String
+  ) throws(RPCError) -> PeerIdentity {
+    let identity: PeerIdentity
+    do {
+      identity = try self.identity(for: context)
+    } catch {
+      switch error.code {
+      case .noCertificate: throw RPCError(code: .unauthenticated, message: error.message)
+      default: throw RPCError(code: .permissionDenied, message: error.message)
+      }
+    }
+    guard roles.contains(identity.role) else {
+      let accepted = roles.map(\.rawValue).sorted().joined(separator: " or ")
+      throw RPCError(
+        code: .permissionDenied,
+        message:
+          "\(identity.name) has role \(identity.role), which may not use \(api): it needs role \(accepted)"
+      )
+    }
+    return identity
+  }
+
   /// Live connections with a recorded certificate (for tests and metrics).
   public var count: Int { entries.withLock { $0.count } }
 

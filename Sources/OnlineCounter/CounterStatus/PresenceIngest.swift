@@ -87,23 +87,16 @@ public struct PresenceIngest: Tenten_Interview_PresenceIngest.ServiceProtocol {
   /// gateway may write presence: a reader's certificate must not be able to fill the store.
   private func authorize(_ context: ServerContext) throws(RPCError) {
     guard let peers else { return }
-    let identity: PeerIdentity
     do {
-      identity = try peers.identity(for: context)
+      _ = try peers.caller(of: context, roles: [.gateway], api: "presence ingest")
     } catch {
-      throw RPCError(code: .unauthenticated, message: error.message)
-    }
-    guard identity.role == .gateway else {
       logger.info(
         "presence report refused",
-        metadata: ["status.peer": "\(identity)", "status.remote": "\(context.remotePeer)"])
-      throw RPCError(
-        code: .permissionDenied,
-        message:
-          "only a certificate with role gateway may report presence; \(identity.name) has role \(identity.role)"
-      )
+        metadata: ["status.remote": "\(context.remotePeer)", "error": "\(error)"])
+      throw error
     }
   }
+
   func ingest(
     _ request: Tenten_Interview_ReportPresenceRequest
   ) async throws -> Tenten_Interview_ReportPresenceResponse {

@@ -132,7 +132,7 @@ struct ServerTests {
           try await client.listJobs(.init(), options: testCallOptions)
         }
         #expect(list?.code == .permissionDenied, "\(String(describing: list))")
-        #expect(list?.message.contains("role gateway may not use the job API") == true)
+        #expect(list?.message.contains("role gateway, which may not use the job API") == true)
         let start = await #expect(throws: RPCError.self) {
           try await client.startJob(
             .with { $0.command = "/bin/true" }, options: testCallOptions)
