@@ -25,17 +25,16 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     public var maxArgumentBytes: Int
     /// Largest output message; the proto promises bounded messages. A stream with a backlog
     /// (a finished job, a client that fell behind) gets full messages of this size, one that
-    /// keeps up with a live job gets what was written since its last message. 64 KiB: half
-    /// the messages of the former 32 KiB for a backlog, while what a stalled client holds
-    /// (its 1 MiB stream window plus gRPC's buffer of messages) stays a few MiB. 256 KiB was
-    /// faster still (docs/benchmarks.md) but a stalled `jobctl` then grew by 25 MiB on a
-    /// loaded machine (`CLIHostileTests`, bound 16 MiB). Clients must accept messages this
-    /// large (grpc-swift's default limit is 4 MiB).
+    /// keeps up with a live job gets what was written since its last message. 32 KiB: what a
+    /// stalled client holds (its 1 MiB stream window plus gRPC's buffer of messages) must stay
+    /// a few MiB; with 64 KiB or 256 KiB messages a stalled `jobctl` grew by 24–25 MiB on a
+    /// loaded machine (`CLIHostileTests`, bound 16 MiB), though larger messages were faster
+    /// (docs/benchmarks.md). Clients must accept messages this large.
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 64 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 32 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount
