@@ -134,6 +134,8 @@ enum Harness {
 
   struct StreamResult: Sendable {
     var start: ContinuousClock.Instant
+    /// When the gateway's response began (the stream was accepted), after connecting.
+    var accepted: ContinuousClock.Instant?
     var pingTimes: [ContinuousClock.Instant]
     var error: RPCError?
     var elapsed: Duration
@@ -146,6 +148,7 @@ enum Harness {
     timeout: Duration = .seconds(15)
   ) async throws -> StreamResult {
     let times = Mutex<[ContinuousClock.Instant]>([])
+    let accepted = Mutex<ContinuousClock.Instant?>(nil)
     let start = ContinuousClock.now
     return try await withConnection(to: gateway) { client in
       let stub = Tenten_Interview_Gateway.Client(wrapping: client)
@@ -159,6 +162,7 @@ enum Harness {
             }
           },
           onResponse: { response in
+            accepted.withLock { $0 = .now }
             defer { answering.finish() }
             for try await _ in response.messages {
               // Pings that arrive after the last one asked for (while the stream drains)
@@ -171,10 +175,12 @@ enum Harness {
             }
           })
         return StreamResult(
-          start: start, pingTimes: times.withLock { $0 }, error: nil, elapsed: .now - start)
+          start: start, accepted: accepted.withLock { $0 }, pingTimes: times.withLock { $0 },
+          error: nil, elapsed: .now - start)
       } catch let error as RPCError {
         return StreamResult(
-          start: start, pingTimes: times.withLock { $0 }, error: error, elapsed: .now - start)
+          start: start, accepted: accepted.withLock { $0 }, pingTimes: times.withLock { $0 },
+          error: error, elapsed: .now - start)
       }
     }
   }
