@@ -237,9 +237,13 @@ import Testing
   /// Graceful shutdown ends client streams with UNAVAILABLE and flushes what is pending.
   @Test func drainTellsClientsToGoAndFlushes() async throws {
     try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, reader in
-      // No periodic flush within the test: only the final flush can report the client.
-      let gateway = try await Harness.withGateway(status: [status], flushInterval: .seconds(60)) {
-        address, gateway, reporter, group in
+      // No periodic flush within the test: only the final flush can report the client. It
+      // opens the reporter's first connection to status, which took over the default 500 ms
+      // budget once in 10 runs: 5 s bounds the drain, and with status up the flush ends as
+      // soon as it lands.
+      let gateway = try await Harness.withGateway(
+        status: [status], flushInterval: .seconds(60), finalFlushBudget: .seconds(5)
+      ) { address, gateway, reporter, group in
         async let stream = Harness.rawStream(
           gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
         let pending = await eventually { reporter.pendingCount == 1 }

@@ -62,7 +62,8 @@ enum Harness {
   static func withGateway<T: Sendable>(
     status: [HostPort], port: Int = 0, pongTimeout: Duration = defaultPongTimeout,
     maxClients: Int = 1_000,
-    flushInterval: Duration = .milliseconds(200), tls: ServerTLSConfiguration? = nil,
+    flushInterval: Duration = .milliseconds(200),
+    finalFlushBudget: Duration = .milliseconds(500), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
     clock: @escaping MillisClock = systemMillisClock,
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
@@ -74,7 +75,7 @@ enum Harness {
     configuration.gateway.maxClients = maxClients
     configuration.reporter.flushInterval = flushInterval
     configuration.reporter.callTimeout = .seconds(1)
-    configuration.reporter.finalFlushBudget = .milliseconds(500)
+    configuration.reporter.finalFlushBudget = finalFlushBudget
     configuration.reporter.security = statusSecurity
     configuration.reporter.wallClock = clock
     let gateway = try GatewayServer.build(
