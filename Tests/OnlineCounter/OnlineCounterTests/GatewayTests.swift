@@ -9,10 +9,6 @@ import TestSupport
 import Testing
 
 @Suite struct GatewayTests {
-  /// Short, so that a silent client is found quickly, but far above a pong's round trip on a
-  /// loaded machine (an answering client must never be mistaken for a silent one).
-  static let shortPongTimeout = Duration.seconds(3)
-
   /// Client ↔ gateway ↔ status on loopback: every EVEN/ODD client counted once, UNKNOWN not,
   /// one id on two gateways once; pings every second.
   @Test func clientsThroughTwoGatewaysAreCounted() async throws {
@@ -111,9 +107,15 @@ import Testing
     }
   }
 
+  /// With the default 5 s pong timeout. An answering client is heard once per ping (every
+  /// second), so it is mistaken for a silent one only if its pong, or the gateway's ping write,
+  /// stalls for more than 4 s: the margin a loaded CI host needs (a 3 s timeout was missed once
+  /// with both cores under stress-ng and the whole suite running). The silent client is still
+  /// ended well within the test's 15 s stream deadline (at the timeout plus at most one tick).
   @Test func silentClientIsDisconnectedWhileOthersKeepGoing() async throws {
+    let pongTimeout = Harness.defaultPongTimeout
     try await Harness.withGateway(
-      status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: Self.shortPongTimeout
+      status: [HostPort(host: "127.0.0.1", port: 1)], pongTimeout: pongTimeout
     ) { gateway, _, _, _ in
       async let silent = Harness.rawStream(
         gateway: gateway, metadata: Harness.clientID("mute"), answer: nil, pings: 100)
@@ -126,7 +128,7 @@ import Testing
       // PingSchedulerTests.
       #expect(mute.error?.code == .deadlineExceeded)
       #expect(mute.error?.message.contains("no pong") == true, "\(String(describing: mute.error))")
-      #expect(mute.elapsed >= Self.shortPongTimeout)
+      #expect(mute.elapsed >= pongTimeout)
       #expect(ok.error == nil && ok.pingTimes.count == 4, "talker: \(String(describing: ok.error))")
     }
   }
