@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds Benchmarks/interop/bin/gatewayload (a grpc-go load client) with Debian's Go 1.19 and
-# grpc-go 1.33 in GOPATH mode: no Go module proxy, no network beyond apt.
+# Builds Benchmarks/interop/bin/gatewayload (a grpc-go interop client) and bin/gatewayscale (the
+# load generator of Benchmarks/gateway-scale.sh) with Debian's Go 1.19 and grpc-go 1.33 in
+# GOPATH mode: no Go module proxy, no network beyond apt.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +18,8 @@ fi
 
 export GO111MODULE=off GOPATH="$PWD/go:/usr/share/gocode"
 case "$(go env GOCACHE 2>/dev/null)" in "" | off) export GOCACHE="$PWD/bin/.gocache" ;; esac
-go vet gatewayload
-go build -o bin/gatewayload gatewayload
-echo "built $PWD/bin/gatewayload"
+for command in gatewayload gatewayscale; do
+  go vet "$command"
+  go build -o "bin/$command" "$command"
+  echo "built $PWD/bin/$command"
+done

@@ -1,4 +1,5 @@
 public import GRPCCore
+import ConnectionKit
 import NIOCore
 import NIOSSL
 import NIOTLS
@@ -122,7 +123,7 @@ final class PeerCertificateRecorder: ChannelInboundHandler, RemovableChannelHand
   private func recordPeer(context: ChannelHandlerContext) {
     guard let local = context.channel.localAddress, let remote = context.channel.remoteAddress
     else { return }
-    let key = PeerRegistry.Key(local: Self.format(local), remote: Self.format(remote))
+    let key = PeerRegistry.Key(local: PeerAddress.format(local), remote: PeerAddress.format(remote))
     let identity: Result<PeerIdentity, PeerIdentityError>
     do {
       // BoringSSL verified this certificate against our CA during the handshake
@@ -147,15 +148,5 @@ final class PeerCertificateRecorder: ChannelInboundHandler, RemovableChannelHand
     guard let key else { return }
     self.key = nil
     registry.remove(key: key, connection: ObjectIdentifier(context.channel))
-  }
-
-  /// The same text grpc-swift-nio-transport puts in `ServerContext.remotePeer`/`localPeer`
-  /// (`ipv4:HOST:PORT`, `ipv6:[HOST]:PORT`); a test pins the two together.
-  static func format(_ address: SocketAddress) -> String {
-    switch address {
-    case .v4(let v4): "ipv4:\(v4.host):\(address.port ?? 0)"
-    case .v6(let v6): "ipv6:[\(v6.host)]:\(address.port ?? 0)"
-    case .unixDomainSocket: "unix:\(address.pathname ?? "<unknown>")"
-    }
   }
 }

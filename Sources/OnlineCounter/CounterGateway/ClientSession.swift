@@ -19,12 +19,15 @@ final class ClientSession: Sendable {
   private let state: Mutex<State>
 
   private let closedSignal: AsyncStream<Void>.Continuation
-  /// Finishes when the stream is ended by the gateway (``close(_:)``, a timeout).
+  /// Finishes when the stream ends: by the gateway (``close(_:)``, a timeout) or by one of
+  /// its own tasks (``taskEnded(_:)``: the client left, the transport failed).
   let closed: AsyncStream<Void>
 
   private struct State {
     var lastHeard: ContinuousClock.Instant
     var closeReason: RPCError?
+    /// Set when one of the stream's tasks ended it first; its error, if it had one.
+    var taskEnding: TaskEnding?
     var pongs: PongBudget
     /// When the write in progress started; `nil` between writes.
     var writeStarted: ContinuousClock.Instant?
@@ -39,8 +42,20 @@ final class ClientSession: Sendable {
     state = Mutex(State(lastHeard: now, pongs: PongBudget(now: now)))
   }
 
+  /// How one of the stream's own tasks ended it.
+  struct TaskEnding {
+    /// `nil` when the client half-closed (it is leaving): the RPC ends with OK.
+    var error: (any Error)?
+  }
+
   /// Why the gateway ended the stream, once it did.
   var closeReason: RPCError? { state.withLock { $0.closeReason } }
+
+  /// What the RPC ends with, once the stream ended: the gateway's reason, else the error of
+  /// the task that ended it; `nil` for a client that left (OK).
+  var endError: (any Error)? {
+    state.withLock { $0.closeReason ?? $0.taskEnding?.error }
+  }
 
   /// Any pong proves the client alive, whatever its status. `false` when the client sends
   /// pongs faster than ``PongBudget`` allows: the stream is then ended.
@@ -76,7 +91,7 @@ final class ClientSession: Sendable {
   /// when a ping could not be written for longer than `timeout` (the client does not read).
   func tick(now: ContinuousClock.Instant, timeout: Duration) -> TickResult {
     let expired = state.withLock { state -> Bool? in
-      guard state.closeReason == nil else { return nil }
+      guard state.closeReason == nil, state.taskEnding == nil else { return nil }
       if let started = state.writeStarted, now - started > timeout {
         state.closeReason = RPCError(
           code: .resourceExhausted,
@@ -101,11 +116,22 @@ final class ClientSession: Sendable {
     }
   }
 
-  /// Ends the stream with `reason` (first reason wins).
+  /// Ends the stream with `reason` (the first ending wins).
   func close(_ reason: RPCError) {
+    end { $0.closeReason = reason }
+  }
+
+  /// One of the stream's own tasks ended: the pong reader when the client half-closes
+  /// (`error` nil) or its read fails, the ping writer when its write fails. Ends the stream
+  /// (the first ending wins), so that the handler stops the other task.
+  func taskEnded(_ error: (any Error)?) {
+    end { $0.taskEnding = TaskEnding(error: error) }
+  }
+
+  private func end(_ record: (inout State) -> Void) {
     let first = state.withLock { state in
-      guard state.closeReason == nil else { return false }
-      state.closeReason = reason
+      guard state.closeReason == nil, state.taskEnding == nil else { return false }
+      record(&state)
       return true
     }
     if first {

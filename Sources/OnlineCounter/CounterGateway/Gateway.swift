@@ -1,3 +1,4 @@
+public import ConnectionKit
 import CounterModel
 public import CounterProtos
 public import GRPCCore
@@ -32,6 +33,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   private let scheduler: PingScheduler
   private let reporter: PresenceReporter
   private let health: HealthService?
+  private let eventLoops: ConnectionEventLoops?
   private let logger: Logger
   private let tracer: any Tracer
   private let pongsEven = Counter(label: "gateway_pongs_total", dimensions: [("status", "even")])
@@ -40,17 +42,23 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     label: "gateway_pongs_total", dimensions: [("status", "unknown")])
   private let refused = Counter(label: "gateway_streams_refused_total")
 
-  /// - Parameter tracer: each stream is a `gateway.stream` span from admission to end (a
-  ///   child of the client's trace context, if it sent one).
+  /// - Parameters:
+  ///   - eventLoops: The connections' event loops: each stream's tasks then run on its
+  ///     connection's loop, so reading a pong or writing a ping does not cross threads.
+  ///     `nil` runs them on the concurrency runtime's pool.
+  ///   - tracer: each stream is a `gateway.stream` span from admission to end (a child of
+  ///     the client's trace context, if it sent one).
   public init(
     configuration: Configuration, reporter: PresenceReporter, health: HealthService?,
-    logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer
+    eventLoops: ConnectionEventLoops? = nil, logger: Logger,
+    tracer: any Tracer = InstrumentationSystem.tracer
   ) {
     self.config = configuration
     self.scheduler = PingScheduler(
       maxSessions: configuration.maxClients, pongTimeout: configuration.pongTimeout)
     self.reporter = reporter
     self.health = health
+    self.eventLoops = eventLoops
     self.logger = logger
     self.tracer = tracer
   }
@@ -87,34 +95,52 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       refused.increment()
       throw refusal
     }
-    let logger = self.logger.with("gateway.client_id", userID)
     let caller = TraceContextMetadata.extract(from: request.metadata, tracer: tracer)
+    let executor = eventLoops?.executor(
+      localPeer: context.localPeer, remotePeer: context.remotePeer)
+    // ...but register only in `serve`, which the response's producer runs: the producer is
+    // what removes the session again, and it does not run for an RPC cancelled before it
+    // starts.
     return StreamingServerResponse { writer in
-      // ...but register only here: the producer is what removes the session again, and it
-      // does not run for an RPC cancelled before it starts.
-      let span = self.tracer.startSpan("gateway.stream", context: caller, ofKind: .server)
-      span.attributes["client.id"] = userID
-      defer { span.end() }
-      let session: ClientSession
-      do {
-        session = try self.admit(userID)
-      } catch {
-        span.recordError(error)
-        throw error
+      try await withTaskExecutorPreference(executor) {
+        try await self.serve(userID, request: request, writer: writer, caller: caller)
       }
-      logger.debug("client connected")
-      defer {
-        self.scheduler.remove(session)
-        logger.debug("client disconnected")
-        if let reason = session.closeReason {
-          span.recordError(reason)
-          span.setStatus(SpanStatus(code: .error, message: reason.message))
-        }
+    }
+  }
+
+  /// One admitted stream, from registration to its end.
+  private func serve(
+    _ userID: String, request: StreamingServerRequest<Tenten_Interview_Pong>,
+    writer: RPCWriter<Tenten_Interview_Ping>, caller: ServiceContext
+  ) async throws -> Metadata {
+    let span = self.tracer.startSpan("gateway.stream", context: caller, ofKind: .server)
+    span.attributes["client.id"] = userID
+    defer { span.end() }
+    let session: ClientSession
+    do {
+      session = try self.admit(userID)
+    } catch {
+      span.recordError(error)
+      throw error
+    }
+    // Metadata at the call, not a Logger copy per stream: a copy costs ~450 bytes a client.
+    self.logger.debug("client connected", metadata: ["gateway.client_id": "\(userID)"])
+    defer {
+      self.scheduler.remove(session)
+      self.logger.debug("client disconnected", metadata: ["gateway.client_id": "\(userID)"])
+      if let reason = session.closeReason {
+        span.recordError(reason)
+        span.setStatus(SpanStatus(code: .error, message: reason.message))
       }
-      session.pingNow()
-      try await withThrowingTaskGroup { group in
-        group.addTask {
-          // Pongs; the client ending its side means it is leaving.
+    }
+    session.pingNow()
+    // Two tasks per stream (each costs ~1.3 KB of task memory a client): one reads pongs,
+    // one writes pings. This one waits for the end, whoever decides it: the gateway (pong
+    // timeout, flood, a write that never returns, drain) or either task (the client left,
+    // the transport failed); then it stops both, even one blocked in a read or a write.
+    await withTaskGroup { group in
+      group.addTask {
+        do {
           for try await pong in request.messages {
             guard session.heard(at: .now) else { throw session.closeReason ?? Self.flooded }
             switch pong.status {
@@ -127,26 +153,27 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
             }
             self.reporter.record(userID, at: .now)
           }
+          session.taskEnded(nil)  // the client ended its side: it is leaving
+        } catch {
+          session.taskEnded(error)
         }
-        group.addTask {
+      }
+      group.addTask {
+        do {
           for await _ in session.pings {
             session.writeStarted(at: .now)
             try await writer.write(Tenten_Interview_Ping())
             session.writeFinished()
           }
-          if let reason = session.closeReason { throw reason }
+        } catch {
+          session.taskEnded(error)
         }
-        group.addTask {
-          // Ended by the gateway (timeout, pong flood, a write that never returns): end the
-          // RPC even while a task above is blocked in a read or a write.
-          for await _ in session.closed {}
-          if let reason = session.closeReason { throw reason }
-        }
-        try await group.next()
-        group.cancelAll()
       }
-      return [:]
+      for await _ in session.closed {}
+      group.cancelAll()
     }
+    if let error = session.endError { throw error }
+    return [:]
   }
 
   /// Only if the session lost its reason, which ``ClientSession/heard(at:)`` always sets.
@@ -160,13 +187,5 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       refused.increment()
       throw error.rpcError
     }
-  }
-}
-
-extension Logger {
-  func with(_ key: String, _ value: String) -> Logger {
-    var copy = self
-    copy[metadataKey: key] = "\(value)"
-    return copy
   }
 }

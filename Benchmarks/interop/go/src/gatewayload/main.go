@@ -20,31 +20,11 @@ import (
 	"sync"
 	"time"
 
+	"gatewaywire"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
-
-const method = "/tenten.interview.Gateway/Connect"
-
-// rawCodec passes messages through as bytes; its name keeps the content type
-// application/grpc+proto, which is what the messages are.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v interface{}) ([]byte, error) { return *(v.(*[]byte)), nil }
-func (rawCodec) Unmarshal(data []byte, v interface{}) error {
-	*(v.(*[]byte)) = append((*(v.(*[]byte)))[:0], data...)
-	return nil
-}
-func (rawCodec) Name() string { return "proto" }
-
-// pong is Pong{status: STATUS_EVEN (1) or STATUS_ODD (2)} by the parity of the time in ms.
-func pong() []byte {
-	if time.Now().UnixNano()/int64(time.Millisecond)%2 == 0 {
-		return []byte{0x08, 0x01}
-	}
-	return []byte{0x08, 0x02}
-}
 
 type result struct {
 	pings int
@@ -55,7 +35,7 @@ func run(ctx context.Context, conn *grpc.ClientConn, id string, stopping func() 
 	var r result
 	ctx = metadata.AppendToOutgoingContext(ctx, "client-id", id)
 	desc := &grpc.StreamDesc{StreamName: "Connect", ServerStreams: true, ClientStreams: true}
-	stream, err := conn.NewStream(ctx, desc, method, grpc.ForceCodec(rawCodec{}))
+	stream, err := conn.NewStream(ctx, desc, gatewaywire.Method, grpc.ForceCodec(gatewaywire.RawCodec{}))
 	if err != nil {
 		r.err = fmt.Sprintf("%s: %s", status.Code(err), status.Convert(err).Message())
 		return r
@@ -69,7 +49,7 @@ func run(ctx context.Context, conn *grpc.ClientConn, id string, stopping func() 
 			return r
 		}
 		r.pings++
-		p := pong()
+		p := gatewaywire.Pong(time.Now())
 		if err := stream.SendMsg(&p); err != nil && !stopping() {
 			// The receive loop reports the status.
 			continue

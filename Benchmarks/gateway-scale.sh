@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Gateway at scale, side by side: our gateway and the grpc-go baseline under the same load, in
+# one run. For each server: start it (ours with a status service on SQLite), open CLIENTS
+# streams over CONNECTIONS connections with Benchmarks/interop/bin/gatewayscale (grpc-go, one
+# process), let them settle, then measure over a steady WINDOW:
+#   - the ping interval each client sees (p50/p99/p99.9/max) and that no stream ended;
+#   - server RSS per stream: (RSS at the window's end − RSS before any client) / CLIENTS;
+#   - server CPU per 1,000 clients, as % of one core, over the window (from /proc/PID/stat);
+#   - the load generator's own CPU over the window;
+#   - that every client is counted: StatusReader for ours (grpcurl), the baseline's own log.
+# Then prints both rows and our/baseline ratios (< 1 means ours costs less).
+#
+# usage: Benchmarks/gateway-scale.sh BIN_DIR CLIENTS CONNECTIONS [WINDOW_S] [SERVERS]
+#   BIN_DIR: release builds of gateway and status (swift build -c release).
+#   SERVERS: "swift go" (default) or one of them. GO_GATEWAY: the baseline binary (default
+#   ../shared/baselines/go-gateway/bin/go-gateway; its build.sh builds it).
+#   SOURCES: local addresses to connect from (default: 127.0.0.1 up to 5,000 connections, then
+#   one 127.0.0.x per 5,000 connections). LOAD: the load generator (default
+#   Benchmarks/interop/bin/gatewayscale, built by interop/build-go.sh). GRPCURL: grpcurl.
+#   SERVER_CPUS / LOAD_CPUS: CPU lists (taskset -c) for the servers and the load generator,
+#   e.g. SERVER_CPUS=0,1 LOAD_CPUS=2-15 on a 16-core host: a 2-core gateway, and a generator
+#   that cannot be the bottleneck.
+# Loopback only; every process is stopped at the end; the run bounds itself in time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$(cd "$1" && pwd) clients=$2 connections=$3 window=${4:-60} servers=${5:-swift go}
+go_gateway=${GO_GATEWAY:-$here/../../shared/baselines/go-gateway/bin/go-gateway}
+load=${LOAD:-$here/interop/bin/gatewayscale}
+[[ -x $load ]] || "$here/interop/build-go.sh" >/dev/null
+grpcurl=${GRPCURL:-grpcurl}
+on_server_cpus=() on_load_cpus=()
+[[ -n ${SERVER_CPUS:-} ]] && on_server_cpus=(taskset -c "$SERVER_CPUS")
+[[ -n ${LOAD_CPUS:-} ]] && on_load_cpus=(taskset -c "$LOAD_CPUS")
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n "$(ulimit -Hn)"
+if [[ -z ${SOURCES:-} ]]; then
+  SOURCES=127.0.0.1
+  for ((i = 2; i <= (connections + 4999) / 5000; i++)); do SOURCES+=",127.0.0.$i"; done
+fi
+ramp=5000
+settle=10
+hz=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+wait_line() {  # file, text, seconds
+  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "no '$2' in $1 within $3 s" >&2
+  return 1
+}
+
+declare -A row
+measure() {  # name, server pid, port
+  local name=$1 pid=$2 port=$3
+  sleep 2  # started and idle
+  local rss0 cpu0 cpu1 rss1
+  rss0=$(rss_kib "$pid")
+  "${on_load_cpus[@]}" "$load" -target "127.0.0.1:$port" -clients "$clients" -connections "$connections" \
+    -sources "$SOURCES" -ramp "$ramp" -settle "$settle" -window "$window" -id-prefix "$name" \
+    >"$work/$name.json" 2>"$work/$name.err" &
+  local load_pid=$!
+  wait_line "$work/$name.err" "window open" $((clients / ramp + settle + 60))
+  cpu0=$(cpu_ticks "$pid")
+  wait_line "$work/$name.err" "window closed" $((window + 60))
+  cpu1=$(cpu_ticks "$pid")
+  rss1=$(rss_kib "$pid")
+  local counted
+  if [[ $name == swift ]]; then
+    counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:50072 \
+      tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins \
+      | awk -F'"' '/onlineUsers/ {print $4}')
+  else
+    counted=$(grep -o 'users_seen=[0-9]*' "$work/go.log" | tail -1 | cut -d= -f2)
+  fi
+  wait "$load_pid" || echo "$name: the load generator reports streams ended (see below)"
+  local cores per_stream per_thousand
+  cores=$(awk "BEGIN {printf \"%.4f\", ($cpu1 - $cpu0) / $hz / $window}")
+  per_stream=$(awk "BEGIN {printf \"%.2f\", ($rss1 - $rss0) / $clients}")
+  per_thousand=$(awk "BEGIN {printf \"%.3f\", $cores * 100 * 1000 / $clients}")
+  row[$name]="$per_stream $per_thousand $cores $rss0 $rss1 ${counted:-?}"
+  echo "== $name: $(cat "$work/$name.json")"
+  echo "   server: RSS $rss0 KiB idle → $rss1 KiB loaded; CPU $cores cores over ${window} s;" \
+    "counted ${counted:-?} of $clients"
+}
+
+for server in $servers; do
+  case $server in
+  swift)
+    "${on_server_cpus[@]}" "$bin/status" --listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:9172 \
+      --store "sqlite:$work/status.sqlite" --log-level warning >"$work/status.log" 2>&1 &
+    pids+=($!)
+    "${on_server_cpus[@]}" "$bin/gateway" --listen 127.0.0.1:50071 --metrics-listen 127.0.0.1:9171 \
+      --status 127.0.0.1:50072 --max-clients $((clients + 1000)) \
+      --max-connections $((connections + 1000)) \
+      --max-connections-per-address $((connections + 1000)) \
+      --log-level warning >"$work/swift.log" 2>&1 &
+    gateway=$!
+    pids+=("$gateway")
+    wait_port 50072
+    wait_port 50071
+    measure swift "$gateway" 50071
+    ;;
+  go)
+    "${on_server_cpus[@]}" "$go_gateway" --listen 127.0.0.1:50081 --stats-interval 5s >"$work/go.log" 2>&1 &
+    gateway=$!
+    pids+=("$gateway")
+    wait_port 50081
+    measure go "$gateway" 50081
+    ;;
+  *) echo "unknown server $server (swift, go)" >&2; exit 2 ;;
+  esac
+  kill -TERM "$gateway"
+  wait "$gateway" 2>/dev/null || true
+done
+
+echo
+echo "clients=$clients connections=$connections window=${window}s sources=$SOURCES" \
+  "host=$(nproc) cores server_cpus=${SERVER_CPUS:-all} load_cpus=${LOAD_CPUS:-all}" \
+  "$(date -u +%FT%TZ)"
+printf '%-6s %16s %22s %12s %10s\n' server "RSS/stream KiB" "CPU/1000 clients %core" "cores" counted
+# (with one stream per connection, RSS per stream is RSS per connection)
+for server in $servers; do
+  read -r per_stream per_thousand cores _ _ counted <<<"${row[$server]}"
+  printf '%-6s %16s %22s %12s %10s\n' "$server" "$per_stream" "$per_thousand" "$cores" "$counted"
+done
+if [[ -n ${row[swift]:-} && -n ${row[go]:-} ]]; then
+  read -r s_mem s_cpu _ <<<"${row[swift]}"
+  read -r g_mem g_cpu _ <<<"${row[go]}"
+  echo "ratio swift/go: RSS per stream $(awk "BEGIN {printf \"%.2f\", $s_mem / $g_mem}")," \
+    "CPU per client $(awk "BEGIN {printf \"%.2f\", $s_cpu / $g_cpu}")"
+fi
