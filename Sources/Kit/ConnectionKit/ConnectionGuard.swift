@@ -26,30 +26,22 @@ public final class ConnectionGuard: Sendable {
   private let state: Mutex<AdmissionState>
   private let openGauge: Gauge
   private let refused: [Refusal: Counter]
-  private let eventLoops: ConnectionEventLoops?
 
   /// - Parameters:
   ///   - name: The server's name in logs and metrics (`gateway`, `status`, …).
   ///   - limits: What to enforce.
   ///   - logger: Where refusals and memory trims are logged (at notice and info).
-  ///   - eventLoops: Where to record each admitted connection's event loop, for handlers that
-  ///     run their tasks there.
   public convenience init(
     name: String = "grpc", limits: ConnectionLimits = .init(),
-    logger: Logger = Logger(label: "ConnectionKit") { _ in SwiftLogNoOpLogHandler() },
-    eventLoops: ConnectionEventLoops? = nil
+    logger: Logger = Logger(label: "ConnectionKit") { _ in SwiftLogNoOpLogHandler() }
   ) {
-    self.init(
-      name: name, state: AdmissionState(limits: limits), logger: logger, eventLoops: eventLoops)
+    self.init(name: name, state: AdmissionState(limits: limits), logger: logger)
   }
 
-  init(
-    name: String, state: AdmissionState, logger: Logger, eventLoops: ConnectionEventLoops? = nil
-  ) {
+  init(name: String, state: AdmissionState, logger: Logger) {
     self.limits = state.limits
     self.name = name
     self.logger = logger
-    self.eventLoops = eventLoops
     self.state = Mutex(state)
     self.openGauge = Gauge(label: "server_connections_open", dimensions: [("server", name)])
     var refused: [Refusal: Counter] = [:]
@@ -89,7 +81,6 @@ public final class ConnectionGuard: Sendable {
     case .admit:
       openGauge.record(open)
       child.closeFuture.whenComplete { [self] _ in release(address: address) }
-      eventLoops?.record(child)
       return true
     case .refuse(let reason, let report):
       refused[reason]?.increment()

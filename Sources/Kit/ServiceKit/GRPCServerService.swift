@@ -30,8 +30,6 @@ public final class GRPCServerService: Service, Sendable {
   ///   - config: Transport configuration; see ``GRPCServerService/hardenedConfig(maxRequestBytes:maxConcurrentStreams:maxIdleTime:)``.
   ///   - connectionLimits: Caps on connections and the handshake deadline, enforced by the
   ///     listener (see `ConnectionGuard`).
-  ///   - eventLoops: Records each connection's event loop, for handlers that run their tasks
-  ///     there (see `ConnectionEventLoops`).
   ///   - onDrain: Awaited when graceful shutdown begins, before the server stops accepting:
   ///     end long-lived streams here (e.g. the job worker stopping its jobs, which ends their
   ///     output streams), because gRPC waits for every open RPC to finish. Health watches of a
@@ -42,15 +40,13 @@ public final class GRPCServerService: Service, Sendable {
     services: [any RegistrableRPCService],
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
     connectionLimits: ConnectionLimits = .init(),
-    eventLoops: ConnectionEventLoops? = nil,
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
     onDrain: @escaping @Sendable () async -> Void = {}
   ) {
     let factory = PlaintextListenerFactory(
       host: address.host, port: address.port,
-      connectionGuard: ConnectionGuard(
-        name: name, limits: connectionLimits, logger: logger, eventLoops: eventLoops))
+      connectionGuard: ConnectionGuard(name: name, limits: connectionLimits, logger: logger))
     let transport = PlaintextServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
       name: name, address: address, security: "plaintext", transport: transport, services: services,
@@ -72,7 +68,6 @@ public final class GRPCServerService: Service, Sendable {
     peers: PeerRegistry? = nil,
     config: HTTP2ServerTransport.Posix.Config = GRPCServerService.hardenedConfig(),
     connectionLimits: ConnectionLimits = .init(),
-    eventLoops: ConnectionEventLoops? = nil,
     interceptors: [any ServerInterceptor] = [],
     logger: Logger,
     onDrain: @escaping @Sendable () async -> Void = {}
@@ -81,14 +76,13 @@ public final class GRPCServerService: Service, Sendable {
       precondition(peers == nil, "a peer registry needs mutual TLS")
       self.init(
         name: name, address: address, services: services, config: config,
-        connectionLimits: connectionLimits, eventLoops: eventLoops, interceptors: interceptors,
-        logger: logger, onDrain: onDrain)
+        connectionLimits: connectionLimits, interceptors: interceptors, logger: logger,
+        onDrain: onDrain)
       return
     }
     let factory = try TLSListenerFactory(
       host: address.host, port: address.port, configuration: tls, registry: peers,
-      connectionGuard: ConnectionGuard(
-        name: name, limits: connectionLimits, logger: logger, eventLoops: eventLoops))
+      connectionGuard: ConnectionGuard(name: name, limits: connectionLimits, logger: logger))
     let transport = TLSServerTransport(listenerFactory: factory, config: .init(config))
     self.init(
       name: name, address: address, security: tls.isMutual ? "mutual TLS 1.3" : "TLS 1.3",

@@ -1,4 +1,3 @@
-public import ConnectionKit
 import CounterModel
 public import CounterProtos
 public import GRPCCore
@@ -33,7 +32,6 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   private let scheduler: PingScheduler
   private let reporter: PresenceReporter
   private let health: HealthService?
-  private let eventLoops: ConnectionEventLoops?
   private let logger: Logger
   private let tracer: any Tracer
   private let pongsEven = Counter(label: "gateway_pongs_total", dimensions: [("status", "even")])
@@ -42,23 +40,17 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     label: "gateway_pongs_total", dimensions: [("status", "unknown")])
   private let refused = Counter(label: "gateway_streams_refused_total")
 
-  /// - Parameters:
-  ///   - eventLoops: The connections' event loops: each stream's tasks then run on its
-  ///     connection's loop, so reading a pong or writing a ping does not cross threads.
-  ///     `nil` runs them on the concurrency runtime's pool.
-  ///   - tracer: each stream is a `gateway.stream` span from admission to end (a child of
-  ///     the client's trace context, if it sent one).
+  /// - Parameter tracer: each stream is a `gateway.stream` span from admission to end (a
+  ///   child of the client's trace context, if it sent one).
   public init(
     configuration: Configuration, reporter: PresenceReporter, health: HealthService?,
-    eventLoops: ConnectionEventLoops? = nil, logger: Logger,
-    tracer: any Tracer = InstrumentationSystem.tracer
+    logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer
   ) {
     self.config = configuration
     self.scheduler = PingScheduler(
       maxSessions: configuration.maxClients, pongTimeout: configuration.pongTimeout)
     self.reporter = reporter
     self.health = health
-    self.eventLoops = eventLoops
     self.logger = logger
     self.tracer = tracer
   }
@@ -96,15 +88,11 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       throw refusal
     }
     let caller = TraceContextMetadata.extract(from: request.metadata, tracer: tracer)
-    let executor = eventLoops?.executor(
-      localPeer: context.localPeer, remotePeer: context.remotePeer)
     // ...but register only in `serve`, which the response's producer runs: the producer is
     // what removes the session again, and it does not run for an RPC cancelled before it
     // starts.
     return StreamingServerResponse { writer in
-      try await withTaskExecutorPreference(executor) {
-        try await self.serve(userID, request: request, writer: writer, caller: caller)
-      }
+      try await self.serve(userID, request: request, writer: writer, caller: caller)
     }
   }
 

@@ -85,18 +85,16 @@ public struct GatewayServer: Sendable {
       configuration: configuration.reporter, logger: logger, tracer: tracer)
     let standard = try StandardServices(
       serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
-    // Each stream's tasks run on its connection's event loop (see `ConnectionEventLoops`).
-    let eventLoops = ConnectionEventLoops()
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
-      eventLoops: eventLoops, logger: logger, tracer: tracer)
+      logger: logger, tracer: tracer)
     let server = try GRPCServerService(
       name: "gateway", address: configuration.listen, services: [gateway] + standard.all,
       tls: configuration.tls,
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: configuration.maxRequestBytes,
         maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams),
-      connectionLimits: configuration.connectionLimits, eventLoops: eventLoops, logger: logger)
+      connectionLimits: configuration.connectionLimits, logger: logger)
     return GatewayServer(
       gateway: gateway, reporter: reporter, server: server, health: standard.health)
   }

@@ -117,8 +117,7 @@ import Testing
 
   /// Runs a server with the standard services on 127.0.0.1:0 for the duration of `body`.
   func withServer(
-    security: Security, limits: ConnectionLimits, eventLoops: ConnectionEventLoops? = nil,
-    interceptors: [any ServerInterceptor] = [],
+    security: Security, limits: ConnectionLimits,
     _ body: @Sendable (HostPort, ClientSecurity, StandardServices) async throws -> Void
   ) async throws {
     let pki = try TestPKI()
@@ -127,7 +126,7 @@ import Testing
     let service = try GRPCServerService(
       name: "test", address: HostPort(host: "127.0.0.1", port: 0), services: standard.all,
       tls: security == .mutualTLS ? pki.serverTLS : nil, connectionLimits: limits,
-      eventLoops: eventLoops, interceptors: interceptors, logger: Self.logger)
+      logger: Self.logger)
     let client: ClientSecurity =
       security == .mutualTLS ? .mutualTLS(pki.client("alice")) : .plaintext
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -142,28 +141,6 @@ import Testing
       standard.health.endWatches()
       service.beginGracefulShutdown()
       try await group.waitForAll()
-    }
-  }
-
-  @Test(
-    "an RPC finds its connection's event loop from its peers and runs there; closed connections are forgotten",
-    arguments: Security.allCases)
-  func connectionEventLoops(security: Security) async throws {
-    let eventLoops = ConnectionEventLoops()
-    let probe = EventLoopProbe(eventLoops: eventLoops)
-    try await withServer(
-      security: security, limits: ConnectionLimits(), eventLoops: eventLoops,
-      interceptors: [probe]
-    ) { address, client, _ in
-      let status = try await HealthProbe.check(address, security: client, timeout: .seconds(20))
-        .get()
-      #expect(status == .serving)
-      // Found (a missing entry would silently run the gateway's streams on the pool), and a
-      // task preferring it runs on that very loop.
-      #expect(probe.results == [true])
-      // The probe's connection is closed after its call: its entry goes with it. 10 s bounds
-      // a loaded machine.
-      #expect(await eventually(timeout: .seconds(10)) { eventLoops.count == 0 })
     }
   }
 
@@ -240,32 +217,5 @@ final class SilentConnections: Sendable {
 
   func close() {
     for channel in channels { channel.close(promise: nil) }
-  }
-}
-
-/// Records, for each RPC, whether its connection's event loop was found and a task preferring
-/// it ran on it.
-final class EventLoopProbe: ServerInterceptor {
-  let eventLoops: ConnectionEventLoops
-  private let found = Mutex<[Bool]>([])
-
-  init(eventLoops: ConnectionEventLoops) { self.eventLoops = eventLoops }
-
-  var results: [Bool] { found.withLock { $0 } }
-
-  func intercept<Input: Sendable, Output: Sendable>(
-    request: StreamingServerRequest<Input>, context: ServerContext,
-    next: (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<
-      Output
-    >
-  ) async throws -> StreamingServerResponse<Output> {
-    var onLoop = false
-    if let executor = eventLoops.executor(
-      localPeer: context.localPeer, remotePeer: context.remotePeer)
-    {
-      onLoop = await withTaskExecutorPreference(executor) { executor.eventLoop.inEventLoop }
-    }
-    found.withLock { $0.append(onLoop) }
-    return try await next(request, context)
   }
 }
