@@ -19,6 +19,7 @@ extension ConnectionGuard {
   > {
     try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .serverChannelOption(.backlog, value: Int32(clamping: limits.acceptBacklog))
       .serverChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try self.addAdmissionHandler(to: channel)
