@@ -8,7 +8,10 @@
 #   - server CPU per 1,000 clients, as % of one core, over the window (from /proc/PID/stat);
 #   - the load generator's own CPU over the window;
 #   - that every client is counted: StatusReader for ours (grpcurl), the baseline's own log.
-# Then prints both rows and our/baseline ratios (< 1 means ours costs less).
+# Then prints both rows and our/baseline ratios (< 1 means ours costs less). Exits 1 when a
+# server did not count every client (a correctness failure; streams ended by a timeout on an
+# overloaded host are reported, not failed: no timing is checked). CI runs a short form:
+# `Benchmarks/gateway-scale.sh .build/debug 1000 10 10 swift`.
 #
 # usage: Benchmarks/gateway-scale.sh BIN_DIR CLIENTS CONNECTIONS [WINDOW_S] [SERVERS]
 #   BIN_DIR: release builds of gateway and status (swift build -c release).
@@ -137,9 +140,18 @@ for server in $servers; do
   read -r per_stream per_thousand cores _ _ counted <<<"${row[$server]}"
   printf '%-6s %16s %22s %12s %10s\n' "$server" "$per_stream" "$per_thousand" "$cores" "$counted"
 done
+miscounted=0
+for server in $servers; do
+  read -r _ _ _ _ _ counted <<<"${row[$server]}"
+  if [[ $counted != "$clients" ]]; then
+    echo "$server counted $counted of $clients clients" >&2
+    miscounted=1
+  fi
+done
 if [[ -n ${row[swift]:-} && -n ${row[go]:-} ]]; then
   read -r s_mem s_cpu _ <<<"${row[swift]}"
   read -r g_mem g_cpu _ <<<"${row[go]}"
   echo "ratio swift/go: RSS per stream $(awk "BEGIN {printf \"%.2f\", $s_mem / $g_mem}")," \
     "CPU per client $(awk "BEGIN {printf \"%.2f\", $s_cpu / $g_cpu}")"
 fi
+exit $miscounted
