@@ -352,6 +352,7 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_RELEASE): step = "waiting for the worker to release the job's init"
     case Int32(CJOBINIT_STAGE_EXEC_INIT): step = "executing the job's init (jobinit)"
     case Int32(CJOBINIT_STAGE_SPEC): step = "reading the job in its init (jobinit)"
+    case Int32(CJOBINIT_STAGE_CGROUP): step = "joining the job's cgroup"
     default: step = "job setup step \(stage)"
     }
     let kind: JobError.Code = code == EAGAIN || code == ENOMEM ? .resourceExhausted : .failedToStart

@@ -342,8 +342,9 @@ public final class JobManager: Sendable {
     return prepared
   }
 
-  /// Step 2: clones the init (which waits for its release), puts it into the job's cgroup,
-  /// watches its descriptors and records it as launching, so that `shutdown` stops it too.
+  /// Step 2: clones the init (which waits for its release), puts it into the job's cgroup (on
+  /// cgroup v1 the init joins it itself, see `CgroupDriver.joinFiles`), watches its
+  /// descriptors and records it as launching, so that `shutdown` stops it too.
   /// On failure the init is killed and reaped and `prepare`'s work undone.
   func launch(_ prepared: PreparedJob) throws(JobError) -> LaunchedJob {
     var environment = prepared.spec.environment
@@ -351,6 +352,7 @@ public final class JobManager: Sendable {
       environment.append("PATH=" + Validation.defaultPath)
     }
     let name = prepared.id.description
+    let joinFiles = cgroup.joinFiles(name)
     let process: Launcher.Launched
     do {
       process = try Launcher.spawn(
@@ -363,7 +365,8 @@ public final class JobManager: Sendable {
           scratchBytes: min(
             configuration.scratchBytesPerJob,
             prepared.limits.memoryBytes ?? configuration.scratchBytesPerJob),
-          uid: configuration.runAsUser, gid: configuration.runAsGroup))
+          uid: configuration.runAsUser, gid: configuration.runAsGroup,
+          cgroupJoinFiles: joinFiles))
     } catch {
       discard(prepared)
       throw error
@@ -377,8 +380,10 @@ public final class JobManager: Sendable {
       maxOutputBytes: configuration.maxOutputBytesPerJob, cgroup: cgroup, reactor: reactor,
       logger: prepared.logger)
     do {
-      try Self.system(.internalError) { () throws(FileSystem.SystemError) in
-        try cgroup.add(pid: process.pid, to: name)
+      if joinFiles.isEmpty {
+        try Self.system(.internalError) { () throws(FileSystem.SystemError) in
+          try cgroup.add(pid: process.pid, to: name)
+        }
       }
       try job.watch()
       // Checked again under the lock that `shutdown` takes, so that no job escapes it.
