@@ -504,6 +504,14 @@ public final class JobManager: Sendable {
     return jobs.map(\.status)
   }
 
+  /// How many of `owner`'s jobs are running. Unlike `list()`, which reads every running
+  /// job's usage from its cgroup (three pseudo-files each), this reads only memory: a check
+  /// made on every start must not cost file IO per running job.
+  public func runningJobCount(owner: String) -> Int {
+    let jobs = state.withLock { state in state.jobs.values.filter { $0.owner == owner } }
+    return jobs.count { !$0.hasEnded }
+  }
+
   /// The job's output from its first byte, following it live until the job has ended.
   ///
   /// The log file is opened here, so a sequence returned before the job is forgotten still
