@@ -5,8 +5,9 @@
    next to the kernel baseline in the same run, interleaved with it: `unshare --pid --fork
    --mount --net --mount-proc /bin/true` (fork + exec of unshare included, as a shell pays it).
 2. rate: JOBS `sleep 600` jobs started one after another on that connection; starts per
-   second for each tenth of them (flat or not with the number running), then the server's
-   RSS and its CPU use over 5 idle seconds with all of them running.
+   second for each tenth of them (flat or not with the number running), then row 1 again
+   (RUNS/2 samples) with all of them running, the server's RSS and its CPU use over 5 idle
+   seconds.
 
 usage: sudo Benchmarks/job-start.py BIN_DIR [RUNS] [JOBS]
   BIN_DIR holds jobworker, jobctl and jobinit (.build-release/release or .build/debug).
@@ -144,6 +145,17 @@ try:
     total = time.perf_counter() - t0
     print(f"{jobs} sleep jobs one after another: {total:.2f} s, {jobs / total:.1f} starts/s "
           f"(target >= 200, flat)")
+    # Row 1 again with every job of row 2 running: a start must not cost more with them.
+    starts, kernel = [], []
+    for _ in range(max(1, runs // 2)):
+        t = time.perf_counter()
+        start(true_request, timeout=30)
+        starts.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        subprocess.run(baseline_cmd, check=True, timeout=30)
+        kernel.append((time.perf_counter() - t) * 1000)
+    print(f"with {jobs} jobs running: StartJob /bin/true p50 {pct(starts, .5):6.2f} ms, "
+          f"baseline p50 {pct(kernel, .5):6.2f} ms ({len(starts)} runs)")
     pid = server.pid
     rss = rss_mib(pid)
     ticks = proc_stat(pid)
