@@ -37,6 +37,8 @@ final class Job: Sendable {
   private let state = Mutex(JobStateMachine())
   /// The reactor registrations of the three descriptors.
   private let tokens = Mutex<[UInt64]>([])
+  /// Called once on the reactor thread when the job has ended, before its waiters resume.
+  private let onEnd: @Sendable () -> Void
 
   struct Descriptors {
     var pid: pid_t
@@ -49,8 +51,9 @@ final class Job: Sendable {
   init(
     id: JobID, spec: JobSpec, program: ProgramSearch, limits: ResourceLimits, logPath: String,
     descriptors: Descriptors, maxOutputBytes: UInt64, cgroup: any CgroupDriver, reactor: Reactor,
-    logger: Logger
+    logger: Logger, onEnd: @escaping @Sendable () -> Void = {}
   ) {
+    self.onEnd = onEnd
     self.id = id
     self.owner = spec.owner
     self.program = program
@@ -322,6 +325,9 @@ final class Job: Sendable {
         "jobworker.state": "\(final)", "jobworker.cpu_us": "\(usage.cpuMicros)",
         "jobworker.memory_peak": "\(usage.memoryPeakBytes)",
       ])
+    // After the transition (`hasEnded` holds) and before the waiters resume, so that a
+    // caller whose `stop` returned sees the job counted as ended everywhere.
+    onEnd()
     apply(action)
     return .remove
   }
