@@ -26,12 +26,15 @@ struct LogsCommand: AsyncParsableCommand {
     }
     // A snapshot: learn how many bytes exist now, then read exactly those (or until the job's
     // final status if it already ended).
+    // One connection for both calls.
     let snapshot = try await connection.withClient { client in
-      try await client.getJobStatus(.with { $0.jobID = id }, options: connection.callOptions)
-        .job
+      let snapshot = try await client.getJobStatus(
+        .with { $0.jobID = id }, options: connection.callOptions
+      ).job
+      _ = try await OutputStreamer.stream(
+        id: id, client: client, connection: connection, limit: snapshot.outputBytes)
+      return snapshot
     }
-    _ = try await OutputStreamer.stream(
-      id: id, connection: connection, limit: snapshot.outputBytes)
     OutputNotice.printIfIncomplete(snapshot)
   }
 }
@@ -56,30 +59,40 @@ enum OutputStreamer {
   ) async throws -> Jobworker_V1_JobStatus? {
     if limit == 0 { return nil }
     return try await connection.withClient { client in
-      try await withFirstResponseDeadline(connection.timeout) { answered in
-        try await client.streamOutput(
-          .with { $0.jobID = id }, options: connection.followOptions
-        ) { response in
-          answered()
-          var written: UInt64 = 0
-          for try await message in response.messages {
-            switch message.event {
-            case .output(var data):
-              if let limit, written + UInt64(data.count) > limit {
-                data = data.prefix(Int(limit - written))
-              }
-              try await StandardOutput.write(data)
-              written += UInt64(data.count)
-              // Returning ends the call: the server sees a cancelled stream and stops cheaply.
-              if let limit, written >= limit { return nil }
-            case .finalStatus(let status):
-              return status
-            case .none:
-              continue
+      try await stream(id: id, client: client, connection: connection, limit: limit)
+    }
+  }
+
+  /// The same on a client that is already connected (`run` streams on the connection it
+  /// started the job on: one TLS handshake instead of two).
+  static func stream(
+    id: String, client: JobWorkerConnection.Client, connection: JobWorkerConnection,
+    limit: UInt64?
+  ) async throws -> Jobworker_V1_JobStatus? {
+    if limit == 0 { return nil }
+    return try await withFirstResponseDeadline(connection.timeout) { answered in
+      try await client.streamOutput(
+        .with { $0.jobID = id }, options: connection.followOptions
+      ) { response in
+        answered()
+        var written: UInt64 = 0
+        for try await message in response.messages {
+          switch message.event {
+          case .output(var data):
+            if let limit, written + UInt64(data.count) > limit {
+              data = data.prefix(Int(limit - written))
             }
+            try await StandardOutput.write(data)
+            written += UInt64(data.count)
+            // Returning ends the call: the server sees a cancelled stream and stops cheaply.
+            if let limit, written >= limit { return nil }
+          case .finalStatus(let status):
+            return status
+          case .none:
+            continue
           }
-          throw JobCtlError("the server ended the output stream without a final status")
         }
+        throw JobCtlError("the server ended the output stream without a final status")
       }
     }
   }

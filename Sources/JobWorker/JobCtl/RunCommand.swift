@@ -13,43 +13,57 @@ struct RunCommand: AsyncParsableCommand {
   @OptionGroup var connection: ConnectionOptions
   @OptionGroup var job: JobOptions
 
+  /// How the streaming part of `run` ended.
+  private enum Outcome: Sendable {
+    /// The final status, or nil if the stream ended without one.
+    case ended(Jobworker_V1_JobStatus?)
+    /// ^C twice: the job was asked to stop, and the user does not want to wait for it.
+    case interruptedTwice
+  }
+
   func run() async throws {
     let connection = connection.connection
     let request = try job.checkedRequest()
-    let started = try await connection.withClient { client in
-      try await client.startJob(request, options: connection.callOptions).job
-    }
-    // ^C stops the job (a job started by `run` belongs to this terminal); the stream then
-    // ends with the final status as usual. A second ^C exits at once.
-    let interrupts = Interrupts()
-    defer { interrupts.cancel() }
-    let signals = interrupts.stream
-    let final = try await withThrowingTaskGroup(of: Jobworker_V1_JobStatus?.self) {
-      group -> Jobworker_V1_JobStatus? in
-      group.addTask {
-        try await OutputStreamer.stream(id: started.jobID, connection: connection, limit: nil)
-      }
-      group.addTask {
-        var iterator = signals.makeAsyncIterator()
-        guard await iterator.next() != nil else { return nil }
-        FileHandle.standardError.write(
-          Data("jobctl: stopping job \(TerminalText.escaped(started.jobID))\n".utf8))
-        _ = try? await connection.withClient { client in
-          try await client.stopJob(
-            .with { $0.jobID = started.jobID }, options: connection.callOptions)
+    // One connection (one TLS handshake) for the start, the output and a stop on ^C.
+    let outcome = try await connection.withClient { client -> Outcome in
+      let started = try await client.startJob(request, options: connection.callOptions).job
+      // ^C stops the job (a job started by `run` belongs to this terminal); the stream then
+      // ends with the final status as usual. A second ^C exits at once.
+      let interrupts = Interrupts()
+      defer { interrupts.cancel() }
+      let signals = interrupts.stream
+      return try await withThrowingTaskGroup(of: Outcome?.self) { group -> Outcome in
+        group.addTask {
+          .ended(
+            try await OutputStreamer.stream(
+              id: started.jobID, client: client, connection: connection, limit: nil))
         }
-        guard await iterator.next() != nil else { return nil }
-        throw ExitCode(130)
+        group.addTask {
+          var iterator = signals.makeAsyncIterator()
+          guard await iterator.next() != nil else { return nil }
+          FileHandle.standardError.write(
+            Data("jobctl: stopping job \(TerminalText.escaped(started.jobID))\n".utf8))
+          _ = try? await client.stopJob(
+            .with { $0.jobID = started.jobID }, options: connection.callOptions)
+          guard await iterator.next() != nil else { return nil }
+          return .interruptedTwice
+        }
+        defer { group.cancelAll() }
+        while let result = try await group.next() {
+          if let result { return result }
+        }
+        return .ended(nil)
       }
-      defer { group.cancelAll() }
-      while let result = try await group.next() {
-        if let result { return result }
-      }
-      return nil
     }
-    guard let final else { throw ExitCode.failure }
-    OutputNotice.printIfIncomplete(final)
-    throw ExitCode(Self.exitCode(final))
+    switch outcome {
+    case .interruptedTwice:
+      throw ExitCode(130)
+    case .ended(nil):
+      throw ExitCode.failure
+    case .ended(let final?):
+      OutputNotice.printIfIncomplete(final)
+      throw ExitCode(Self.exitCode(final))
+    }
   }
 
   static func exitCode(_ status: Jobworker_V1_JobStatus) -> Int32 {

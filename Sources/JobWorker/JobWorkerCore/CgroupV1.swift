@@ -74,6 +74,10 @@ struct CgroupV1: CgroupDriver {
     }
   }
 
+  func joinFiles(_ name: String) -> [String] {
+    Self.controllers.map { path($0, name) + "/tasks" }
+  }
+
   func add(pid: pid_t, to name: String) throws(FileSystem.SystemError) {
     for controller in Self.controllers {
       try FileSystem.write(path(controller, name) + "/cgroup.procs", String(pid))

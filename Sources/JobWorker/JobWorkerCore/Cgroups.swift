@@ -35,6 +35,13 @@ protocol CgroupDriver: Sendable {
   func removeStale() throws(FileSystem.SystemError) -> [String]
   /// Creates the job's cgroup and applies its limits.
   func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError)
+  /// Files the job's init (still single-threaded, before it runs anything) writes "0" to, to
+  /// join the job's cgroup itself: cgroup v1's `tasks`, one per hierarchy. A thread that
+  /// moves itself does not make the kernel wait for an RCU grace period, as moving another
+  /// process does (8-13 ms on the benchmark host, the largest part of a start). Empty: the
+  /// worker moves the init with `add(pid:to:)` (cgroup v2, which moves only whole processes
+  /// of a domain cgroup).
+  func joinFiles(_ name: String) -> [String]
   /// Moves a process into the job's cgroup.
   func add(pid: pid_t, to name: String) throws(FileSystem.SystemError)
   /// Usage so far; fields the kernel does not offer read as 0.

@@ -37,6 +37,8 @@ final class Job: Sendable {
   private let state = Mutex(JobStateMachine())
   /// The reactor registrations of the three descriptors.
   private let tokens = Mutex<[UInt64]>([])
+  /// Called once on the reactor thread when the job has ended, before its waiters resume.
+  private let onEnd: @Sendable () -> Void
 
   struct Descriptors {
     var pid: pid_t
@@ -49,8 +51,9 @@ final class Job: Sendable {
   init(
     id: JobID, spec: JobSpec, program: ProgramSearch, limits: ResourceLimits, logPath: String,
     descriptors: Descriptors, maxOutputBytes: UInt64, cgroup: any CgroupDriver, reactor: Reactor,
-    logger: Logger
+    logger: Logger, onEnd: @escaping @Sendable () -> Void = {}
   ) {
+    self.onEnd = onEnd
     self.id = id
     self.owner = spec.owner
     self.program = program
@@ -322,6 +325,9 @@ final class Job: Sendable {
         "jobworker.state": "\(final)", "jobworker.cpu_us": "\(usage.cpuMicros)",
         "jobworker.memory_peak": "\(usage.memoryPeakBytes)",
       ])
+    // After the transition (`hasEnded` holds) and before the waiters resume, so that a
+    // caller whose `stop` returned sees the job counted as ended everywhere.
+    onEnd()
     apply(action)
     return .remove
   }
@@ -352,6 +358,7 @@ final class Job: Sendable {
     case Int32(CJOBINIT_STAGE_RELEASE): step = "waiting for the worker to release the job's init"
     case Int32(CJOBINIT_STAGE_EXEC_INIT): step = "executing the job's init (jobinit)"
     case Int32(CJOBINIT_STAGE_SPEC): step = "reading the job in its init (jobinit)"
+    case Int32(CJOBINIT_STAGE_CGROUP): step = "joining the job's cgroup"
     default: step = "job setup step \(stage)"
     }
     let kind: JobError.Code = code == EAGAIN || code == ENOMEM ? .resourceExhausted : .failedToStart

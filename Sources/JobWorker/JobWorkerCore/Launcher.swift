@@ -27,6 +27,9 @@ enum Launcher {
     var scratchBytes: UInt64
     var uid: uid_t
     var gid: gid_t
+    /// Files the child writes "0" to before anything else, to join the job's cgroup itself
+    /// (`CgroupDriver.joinFiles`); empty: the caller moves it before `release(_:)`.
+    var cgroupJoinFiles: [String] = []
   }
 
   /// Clones the init's child, which then waits for `release(_:)` before it execs `jobinit`.
@@ -44,6 +47,18 @@ enum Launcher {
     }
     _ = fcntl(output[0], F_SETFL, O_NONBLOCK)
     _ = fcntl(status[0], F_SETFL, O_NONBLOCK)
+    // Opened here, written by the child: see `CgroupDriver.joinFiles`.
+    var joins: [Int32] = []
+    defer { for fd in joins { close(fd) } }
+    for path in request.cgroupJoinFiles {
+      let fd = open(path, O_WRONLY | O_CLOEXEC)
+      guard fd >= 0 else {
+        let message = errnoText()
+        closeAll()
+        throw JobError(.internalError, "open \(path): \(message)")
+      }
+      joins.append(fd)
+    }
 
     // C strings for the job's encoding, which the C side writes into a memfd for the init
     // before it clones; they are freed right after the call.
@@ -69,7 +84,7 @@ enum Launcher {
       init_executable: request.initExecutable.descriptor, output: output[1],
       release: release[0], status: status[1])
     var pidfd: Int32 = -1
-    let pid = cjobinit_spawn(&job, &descriptors, &pidfd)
+    let pid = cjobinit_spawn_in_cgroup(&job, &descriptors, joins, joins.count, &pidfd)
     // The child holds its own copies now; the worker keeps only its ends.
     close(output[1])
     close(status[1])

@@ -78,7 +78,8 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     }
     // Counted after reserving: a concurrent start is either still pending (counted above) or
     // already visible as running here, so the count can only err on the safe side.
-    let running = manager.list().filter { $0.owner == caller.name && $0.state == .running }.count
+    // From memory: `list()` would read every running job's cgroup, on every start.
+    let running = manager.runningJobCount(owner: caller.name)
     guard running + pending - 1 < limits.maxRunningJobsPerUser else {
       startsOverCap.increment()
       throw RPCError(

@@ -28,6 +28,22 @@ struct ExecutionTests {
     }
   }
 
+  /// The per-user cap's count (read on every start, from memory rather than the cgroups):
+  /// the owner's running jobs only, not ended ones or other owners'.
+  @Test(.requires(.cgroups)) func runningJobCountPerOwner() async throws {
+    try await withManager { manager in
+      let first = try await manager.start(JobSpec(command: "sleep", arguments: ["60"], owner: "a"))
+      _ = try await manager.start(JobSpec(command: "sleep", arguments: ["60"], owner: "b"))
+      let ended = try await manager.start(JobSpec(command: "true", owner: "a"))
+      #expect(await eventually { (try? manager.status(ended.id).state.isFinal) == true })
+      #expect(manager.runningJobCount(owner: "a") == 1)
+      #expect(manager.runningJobCount(owner: "b") == 1)
+      #expect(manager.runningJobCount(owner: "c") == 0)
+      _ = try await manager.stop(first.id)
+      #expect(manager.runningJobCount(owner: "a") == 0)
+    }
+  }
+
   @Test(.requires(.cgroups)) func killedBySignal() async throws {
     try await withManager { manager in
       let (status, _) = try await manager.run("sh", "-c", "kill -KILL $$")

@@ -89,3 +89,66 @@ struct InitFailureTests {
     #expect(error.message == "setting up the job's standard descriptors: Bad file descriptor")
   }
 }
+
+/// The child joins the job's cgroup itself (cgroup v1 `tasks`, see `CgroupDriver.joinFiles`):
+/// a join that fails is reported as its own step, before the release, and the init never runs.
+@Suite("Job init cgroup join")
+struct InitCgroupJoinTests {
+  @Test(.requires(.root), .requires(.product("jobinit")))
+  func joinFailureIsReported() throws {
+    var status: [Int32] = [-1, -1]
+    var release: [Int32] = [-1, -1]
+    var output: [Int32] = [-1, -1]
+    try #require(
+      cjobinit_pipe(&status) == 0 && cjobinit_pipe(&release) == 0 && cjobinit_pipe(&output) == 0)
+    // Read-only, so the child's write of "0" fails with EBADF.
+    let unwritable = open("/dev/null", O_RDONLY | O_CLOEXEC)
+    try #require(unwritable >= 0)
+    let initExecutable = try InitExecutable(path: builtProduct("jobinit"))
+    let values: [String] = ["/bin/true", "/", "job-test", "size=1048576,mode=1777"]
+    let strings = values.map { strdup($0) }
+    defer { for string in strings { free(string) } }
+    var argv: [UnsafeMutablePointer<CChar>?] = [strings[0], nil]
+    var envp: [UnsafeMutablePointer<CChar>?] = [nil]
+    var pidfd: Int32 = -1
+    let joins: [Int32] = [unwritable]
+    let pid = argv.withUnsafeMutableBufferPointer { argv in
+      envp.withUnsafeMutableBufferPointer { envp in
+        var job = cjobinit_job(
+          candidates: argv.baseAddress, argv: argv.baseAddress, envp: envp.baseAddress,
+          working_directory: strings[1], hostname: strings[2], scratch_options: strings[3],
+          uid: 65534, gid: 65534)
+        var descriptors = cjobinit_descriptors(
+          init_executable: initExecutable.descriptor, output: output[1], release: release[0],
+          status: status[1])
+        return cjobinit_spawn_in_cgroup(&job, &descriptors, joins, joins.count, &pidfd)
+      }
+    }
+    close(unwritable)
+    close(status[1])
+    close(release[0])
+    close(output[1])
+    defer {
+      close(status[0])
+      close(release[1])
+      close(output[0])
+    }
+    guard pid > 0 else {
+      Issue.record("clone failed: \(errnoText(-pid))")
+      return
+    }
+    // Blocking: the child reports and exits without waiting for its release.
+    var report = cjobinit_report()
+    let n = withUnsafeMutableBytes(of: &report) { read(status[0], $0.baseAddress, $0.count) }
+    var initStatus: Int32 = 0
+    waitpid(pid, &initStatus, 0)
+    close(pidfd)
+
+    #expect(n == MemoryLayout<cjobinit_report>.size)
+    #expect(report.kind == Int32(CJOBINIT_REPORT_FAILED))
+    #expect(report.stage == Int32(CJOBINIT_STAGE_CGROUP))
+    #expect(report.value == EBADF)
+    let error = Job.startError(stage: report.stage, errno: report.value, "/bin/true")
+    #expect(error.message == "joining the job's cgroup: Bad file descriptor")
+  }
+}

@@ -1,15 +1,17 @@
 // CJobInit: what the worker and the job's init share, and the worker's half of a launch.
 //
 // The worker (`cjobinit_spawn`) clones a child into new PID, mount, network, UTS and IPC
-// namespaces. The child, still a copy of the worker, only moves its descriptors to fixed
-// numbers, closes every other one, waits until the worker has put it into the job's cgroup
-// and execs the `jobinit` executable (Sources/JobWorker/jobinit) with the argument vector
-// `jobinit` and an empty environment. That program is PID 1 of the job: it reads the job
-// (cjobinit_job, encoded by the worker into a sealed memfd on CJOBINIT_FD_SPEC), prepares the
-// namespaces, forks the user's program (which drops privileges and execve()s) and then
-// forwards signals to it, reaps every orphan and exits with the program's status. So the job
-// and `ps` on the host see `jobinit`, not the worker's command line, and each job's init costs
-// the few pages of a small static executable instead of a copy-on-write copy of the worker.
+// namespaces. The child, still a copy of the worker, joins the job's cgroup itself where it
+// can (cgroup v1, see cjobinit_spawn_in_cgroup), moves its descriptors to fixed numbers,
+// closes every other one, waits until the worker released it (on cgroup v2 after moving it
+// into the job's cgroup) and execs the `jobinit` executable (Sources/JobWorker/jobinit) with
+// the argument vector `jobinit` and an empty environment. That program is PID 1 of the job:
+// it reads the job (cjobinit_job, encoded by the worker into a sealed memfd on
+// CJOBINIT_FD_SPEC), prepares the namespaces, forks the user's program (which drops
+// privileges and execve()s) and then forwards signals to it, reaps every orphan and exits
+// with the program's status. So the job and `ps` on the host see `jobinit`, not the worker's
+// command line, and each job's init costs the few pages of a small static executable instead
+// of a copy-on-write copy of the worker.
 //
 // Every step on either side that fails reports FAILED {stage, errno} on the status pipe
 // (cjobinit_report, written only by cjobinit_report_send) before the process exits, so the
@@ -70,6 +72,7 @@ enum {
   CJOBINIT_STAGE_MOUNT_SHM = 14,
   CJOBINIT_STAGE_EXEC_INIT = 15,  // the child's execve of the jobinit executable
   CJOBINIT_STAGE_SPEC = 16,       // jobinit reading the job from CJOBINIT_FD_SPEC
+  CJOBINIT_STAGE_CGROUP = 17,     // the child joining the job's cgroup (v1 `tasks` files)
 };
 
 /// Descriptors jobinit starts with: 0 is /dev/null, 1 and 2 the job's output pipe, and these.
@@ -112,7 +115,8 @@ typedef struct {
   /// Write end of the output pipe: the program's stdout and stderr.
   int output;
   /// Read end of the release pipe: the child waits for one byte on it before it execs the
-  /// init, so that the worker can put it into the job's cgroup first. EOF aborts.
+  /// init, so that the worker can put it into the job's cgroup (unless it joined itself) and
+  /// watch its descriptors first. EOF aborts.
   int release;
   /// Write end of the status pipe that carries cjobinit_report messages.
   int status;
@@ -154,6 +158,15 @@ _Noreturn void cjobinit_fail(int fd, int32_t stage, int32_t error, int32_t candi
 /// (waitpid) in every case.
 pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                      int *pidfd);
+
+/// cjobinit_spawn, and the child first joins the job's cgroup itself: it writes "0" to each of
+/// the `cgroup_task_count` descriptors in `cgroup_tasks`, the job's cgroup v1 `tasks` files
+/// opened for writing by the caller (close-on-exec; the caller closes them afterwards). A
+/// thread that moves itself spares the RCU grace period (several milliseconds) that the
+/// kernel waits for when a parent moves a whole process through cgroup.procs. A failed write
+/// is reported as FAILED {CJOBINIT_STAGE_CGROUP, errno}.
+pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                               const int *cgroup_tasks, size_t cgroup_task_count, int *pidfd);
 
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Start path benchmark of the job worker (issue 13), two rows:
+
+1. latency: `StartJob` of `/bin/true` on one open mutual-TLS connection, RUNS times, p50/p90,
+   next to the kernel baseline in the same run, interleaved with it: `unshare --pid --fork
+   --mount --net --mount-proc /bin/true` (fork + exec of unshare included, as a shell pays it).
+2. rate: JOBS `sleep 600` jobs started one after another on that connection; starts per
+   second for each tenth of them (flat or not with the number running), then row 1 again
+   (RUNS/2 samples) with all of them running, the server's RSS and its CPU use over 5 idle
+   seconds.
+
+usage: sudo Benchmarks/job-start.py BIN_DIR [RUNS] [JOBS]
+  BIN_DIR holds jobworker, jobctl and jobinit (.build-release/release or .build/debug).
+  RUNS: latency samples (200); JOBS: concurrent jobs of row 2 (300; 1000 for the scale row).
+
+Needs root, cgroups and the python `grpcio` module. Loopback only; certificates, data
+directory and cgroup name private to this run. Every step is bounded (RPC deadline 30 s,
+the whole run well under 10 minutes for 1000 jobs) and the server (with its jobs) is stopped
+and its files removed at the end, also on failure or Ctrl-C.
+"""
+import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+import grpc
+
+bin_dir = os.path.abspath(sys.argv[1])
+runs = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 300
+work = tempfile.mkdtemp(prefix="job-start-bench.")
+cgroup = f"bench-start-{os.getpid()}"
+server = None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def field(number, payload: bytes):
+    """A length-delimited protobuf field (wire type 2)."""
+    key, size, out = (number << 3) | 2, len(payload), bytearray()
+    out.append(key)
+    while size >= 0x80:
+        out.append((size & 0x7F) | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + payload
+
+
+def start_request(command, *args):
+    return field(1, command.encode()) + b"".join(field(2, a.encode()) for a in args)
+
+
+def cleanup():
+    if server and server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    # After a crash the job cgroups are left: leaves first.
+    for root, _, _ in [(f"/sys/fs/cgroup/{c}/{cgroup}", 0, 0) for c in os.listdir("/sys/fs/cgroup")]:
+        if os.path.isdir(root):
+            for path, dirs, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def pct(samples, p):
+    samples = sorted(samples)
+    return samples[min(len(samples) - 1, int(len(samples) * p))]
+
+
+def proc_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+try:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    pki = f"{work}/pki"
+    subprocess.run([f"{bin_dir}/jobctl", "certs", "init", "--dir", pki], check=True,
+                   stdout=subprocess.DEVNULL, timeout=30)
+    port = free_port()
+    server = subprocess.Popen(
+        [f"{bin_dir}/jobworker", "--listen", f"127.0.0.1:{port}",
+         "--metrics-listen", f"127.0.0.1:{free_port()}", "--ca", f"{pki}/ca.pem",
+         "--cert", f"{pki}/server.pem", "--key", f"{pki}/server-key.pem",
+         "--data-dir", f"{work}/data", "--cgroup-name", cgroup, "--log-level", "warning",
+         "--max-jobs-per-user", str(jobs + 10), "--shutdown-grace", "30"],
+        stdout=open(f"{work}/server.log", "w"), stderr=subprocess.STDOUT)
+    read = lambda name: open(f"{pki}/{name}", "rb").read()
+    credentials = grpc.ssl_channel_credentials(
+        read("ca.pem"), read("admin-key.pem"), read("admin.pem"))
+    channel = grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    start = channel.unary_unary("/jobworker.v1.JobWorker/StartJob")
+    print(f"== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} cores, "
+          f"load {open('/proc/loadavg').read().split()[:3]}, {bin_dir}")
+
+    # Row 1: latency, interleaved with the baseline so that both see the same load.
+    true_request = start_request("/bin/true")
+    for _ in range(5):  # warm-up: first connection use, page cache
+        start(true_request, timeout=30)
+    baseline_cmd = ["unshare", "--pid", "--fork", "--mount", "--net", "--mount-proc", "/bin/true"]
+    starts, kernel = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        start(true_request, timeout=30)
+        starts.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        subprocess.run(baseline_cmd, check=True, timeout=30)
+        kernel.append((time.perf_counter() - t) * 1000)
+    print(f"StartJob /bin/true, {runs} runs:     p50 {pct(starts, .5):6.2f} ms  "
+          f"p90 {pct(starts, .9):6.2f} ms  mean {statistics.mean(starts):6.2f} ms")
+    print(f"baseline (unshare ... /bin/true): p50 {pct(kernel, .5):6.2f} ms  "
+          f"p90 {pct(kernel, .9):6.2f} ms  mean {statistics.mean(kernel):6.2f} ms")
+    print(f"ratio p50: {pct(starts, .5) / pct(kernel, .5):.2f}x (target <= 1.5x)")
+
+    # Row 2: starts per second with a growing number of running jobs.
+    sleep_request = start_request("sleep", "600")
+    step = max(1, jobs // 10)
+    t0 = time.perf_counter()
+    t = t0
+    for i in range(1, jobs + 1):
+        start(sleep_request, timeout=30)
+        if i % step == 0 or i == jobs:
+            now = time.perf_counter()
+            n = step if i % step == 0 else i % step
+            print(f"  jobs {i - n + 1:5d}-{i:5d}: {n / (now - t):7.1f} starts/s")
+            t = now
+    total = time.perf_counter() - t0
+    print(f"{jobs} sleep jobs one after another: {total:.2f} s, {jobs / total:.1f} starts/s "
+          f"(target >= 200, flat)")
+    # Row 1 again with every job of row 2 running: a start must not cost more with them.
+    starts, kernel = [], []
+    for _ in range(max(1, runs // 2)):
+        t = time.perf_counter()
+        start(true_request, timeout=30)
+        starts.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        subprocess.run(baseline_cmd, check=True, timeout=30)
+        kernel.append((time.perf_counter() - t) * 1000)
+    print(f"with {jobs} jobs running: StartJob /bin/true p50 {pct(starts, .5):6.2f} ms, "
+          f"baseline p50 {pct(kernel, .5):6.2f} ms ({len(starts)} runs)")
+    pid = server.pid
+    rss = rss_mib(pid)
+    ticks = proc_stat(pid)
+    time.sleep(5)
+    idle = (proc_stat(pid) - ticks) / os.sysconf("SC_CLK_TCK") / 5 * 100
+    print(f"with {jobs} jobs running: server RSS {rss:.1f} MiB, idle CPU {idle:.2f}% of a core")
+    channel.close()
+finally:
+    t = time.perf_counter()
+    cleanup()
+    print(f"(server shutdown with the jobs: {time.perf_counter() - t:.1f} s)")

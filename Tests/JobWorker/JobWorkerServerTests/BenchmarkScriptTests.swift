@@ -1,0 +1,50 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The start path and CLI path benchmarks (issue 13) in their shortest form: they run against
+/// the built products, print every row and clean up. Only that they work is checked, never a
+/// figure: performance is measured by running them in full (`docs/benchmarks.md`).
+@Suite(
+  "Job worker benchmark scripts", .serialized, .requires(.cgroups),
+  .requires(.product("jobworker")), .requires(.product("jobctl")),
+  .requires(.product("jobinit")),
+  .requires(.tool("python3", install: "apt-get install python3")))
+struct BenchmarkScriptTests {
+  static let binDirectory = URL(fileURLWithPath: builtProduct("jobworker"))
+    .deletingLastPathComponent().path
+
+  func runScript(_ name: String, _ arguments: [String]) async throws -> ProcessResult {
+    let python = try #require(TestEnvironment.which("python3"))
+    let script = packageRoot.appending(path: "Benchmarks/\(name)").path
+    // Bounded by the scripts' own per-call timeouts; 120 s is far above a short run (~5 s).
+    return try await runProcess(
+      python, [script, Self.binDirectory] + arguments, timeout: .seconds(120))
+  }
+
+  @Test(
+    .requiresPythonModule("grpc", install: "grpcio"),
+    .requires(.tool("unshare", install: "apt-get install util-linux")))
+  func startScriptRuns() async throws {
+    let result = try await runScript("job-start.py", ["3", "5"])
+    #expect(result.status == 0, "\(result.output)")
+    for row in [
+      "StartJob /bin/true, 3 runs:", "baseline (unshare ... /bin/true):",
+      "5 sleep jobs one after another:", "with 5 jobs running: StartJob /bin/true p50",
+      "with 5 jobs running: server RSS", "(server shutdown with the jobs:",
+    ] {
+      #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
+    }
+  }
+
+  @Test func cliScriptRuns() async throws {
+    let result = try await runScript("job-cli.py", ["2", "3"])
+    #expect(result.status == 0, "\(result.output)")
+    for row in [
+      "baseline: /bin/true", "jobctl --help", "jobctl list", "jobctl run -- /bin/true",
+      "3 `jobctl start -- sleep 600` one after another:", "(server shutdown with the jobs:",
+    ] {
+      #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
+    }
+  }
+}
