@@ -167,6 +167,42 @@ import Testing
     }
   }
 
+  /// Regression (issue 10): an oversized pong was reset by the transport (`RST_STREAM`,
+  /// "cancelled" at the client) instead of an answer that says what is wrong.
+  @Test func oversizedPongIsResourceExhaustedAndNamesTheLimit() async throws {
+    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
+      gateway, _, _, _ in
+      async let good = Harness.rawStream(
+        gateway: gateway, metadata: Harness.clientID("neighbour"), answer: .even, pings: 3)
+      let failure: RPCError? = try await Harness.withConnection(to: gateway) { client in
+        do {
+          try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
+            request: StreamingClientRequest(metadata: Harness.clientID("bulky")) { writer in
+              try await writer.write(Tenten_Interview_Pong())
+              // Keep our side open: only the gateway's answer may end the call.
+              try await Task.sleep(for: .seconds(60))
+            },
+            serializer: OversizedSerializer(), deserializer: ProtobufDeserializer(),
+            options: .withTimeout(.seconds(60))
+          ) { response in
+            for try await _ in response.messages {}
+          }
+          return nil
+        } catch let error as RPCError {
+          return error
+        }
+      }
+      #expect(failure?.code == .resourceExhausted, "\(String(describing: failure))")
+      #expect(
+        failure?.message.contains("2005 bytes is over this server's limit of 1024 bytes") == true,
+        "\(String(describing: failure))")
+      let neighbour = try await good
+      #expect(
+        neighbour.error == nil && neighbour.pingTimes.count == 3,
+        "\(neighbour.pingTimes.count) pings, \(String(describing: neighbour.error))")
+    }
+  }
+
   /// Regression: a stream cancelled between the handler returning and the response
   /// starting used to stay registered forever (counted, pinged, and blocking the drain).
   @Test func streamsCancelledAtAnyMomentLeaveNoSession() async throws {
@@ -269,5 +305,14 @@ import Testing
 private struct GarbageSerializer: MessageSerializer {
   func serialize<Bytes: GRPCContiguousBytes>(_ message: Tenten_Interview_Pong) throws -> Bytes {
     Bytes([0x08, 0xFF, 0xFF, 0xFF])
+  }
+}
+
+/// Serializes any pong as a valid one carrying a 2,000-byte unknown field: 2,005 bytes, over
+/// the gateway's 1 KiB pong limit and under its transport's 16 KiB.
+private struct OversizedSerializer: MessageSerializer {
+  func serialize<Bytes: GRPCContiguousBytes>(_ message: Tenten_Interview_Pong) throws -> Bytes {
+    // status = EVEN, then field 15 (length-delimited, 2,000 bytes: varint 0xD0 0x0F).
+    Bytes([0x08, 0x01, 0x7A, 0xD0, 0x0F] + [UInt8](repeating: 0, count: 2_000))
   }
 }
