@@ -40,10 +40,10 @@ struct JobOptions: ParsableArguments {
   /// never start (`forking the program: Resource temporarily unavailable`).
   static let minimumPids: UInt32 = 2
 
-  /// The largest request message the job worker accepts (`JobWorkerServer`'s
-  /// `maxRequestBytes`, 64 KiB). A larger one is reset by the server's HTTP/2 transport before
-  /// any handler can answer (RST_STREAM, which a client sees as "unavailable"), so it is
-  /// refused here with the limit named.
+  /// The largest request message the job worker accepts (`JobWorkerAPI.Limits`'
+  /// `maxRequestBytes`, 64 KiB). The server answers a larger one `RESOURCE_EXHAUSTED` (up to
+  /// twice the limit; beyond, its transport resets the stream, which a client sees as
+  /// "unavailable"), so it is refused here first, with the limit named, before sending.
   static let maxRequestBytes = 64 * 1024
 
   func validate() throws {

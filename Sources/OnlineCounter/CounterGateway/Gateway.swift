@@ -24,7 +24,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     public var pongTimeout: Duration = .seconds(5)
     /// Largest pong accepted (a pong is 2 bytes); a larger one ends its stream with
     /// `RESOURCE_EXHAUSTED`. The transport resets streams whose message exceeds its own
-    /// (higher) limit, `GatewayServer.Configuration.maxRequestBytes`.
+    /// limit, twice this (`GatewayServer.Configuration.maxRequestBytes`).
     public var maxPongBytes = 1024
     public var maxClients = 100_000
     /// How long draining waits for streams to end before returning anyway.

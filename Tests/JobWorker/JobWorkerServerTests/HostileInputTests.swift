@@ -45,27 +45,33 @@ struct HostileInputTests {
   /// message") and `GRPCServerStreamHandler` closes the stream without writing trailers:
   /// the client gets RST_STREAM and reports `unavailable`. When grpc-swift starts answering
   /// with a status, this test fails and `jobctl`'s message can rely on it.
-  @Test("a request over 64 KiB is reset by the transport, before any handler", .requires(.cgroups))
-  func oversizedRequestIsReset() async throws {
+  @Test(
+    "a request over 64 KiB is answered RESOURCE_EXHAUSTED naming the limit; over 128 KiB the transport resets it",
+    .requires(.cgroups))
+  func oversizedRequestIsRefused() async throws {
     let pki = try TestPKI()
     defer { pki.remove() }
     try await withJobWorker(pki: pki) { port, _ in
-      let error = await #expect(throws: RPCError.self) {
-        try await withJobClient(port: port, files: pki.client("admin")) { client in
-          try await client.getJobStatus(
-            .with { $0.jobID = String(repeating: "a", count: 100_000) },
-            options: testCallOptions)
+      func status(jobIDBytes: Int) async -> RPCError? {
+        await #expect(throws: RPCError.self) {
+          try await withJobClient(port: port, files: pki.client("admin")) { client in
+            try await client.getJobStatus(
+              .with { $0.jobID = String(repeating: "a", count: jobIDBytes) },
+              options: testCallOptions)
+          }
         }
       }
-      #expect(error?.code == .unavailable, "\(String(describing: error))")
+      // Over the API's limit: a clear answer, before any handler.
+      let refused = await status(jobIDBytes: 100_000)
+      #expect(refused?.code == .resourceExhausted, "\(String(describing: refused))")
+      #expect(
+        refused?.message.contains("100004 bytes is over this server's limit of 65536 bytes")
+          == true, "\(String(describing: refused))")
+      // Over the transport's bound (what one message may make the server buffer): reset.
+      let reset = await status(jobIDBytes: 140_000)
+      #expect(reset?.code == .unavailable, "\(String(describing: reset))")
       // Just under the limit, the handler answers.
-      let handled = await #expect(throws: RPCError.self) {
-        try await withJobClient(port: port, files: pki.client("admin")) { client in
-          try await client.getJobStatus(
-            .with { $0.jobID = String(repeating: "a", count: 60_000) },
-            options: testCallOptions)
-        }
-      }
+      let handled = await status(jobIDBytes: 60_000)
       #expect(handled?.code == .invalidArgument, "\(String(describing: handled))")
     }
   }

@@ -309,7 +309,7 @@ private struct GarbageSerializer: MessageSerializer {
 }
 
 /// Serializes any pong as a valid one carrying a 2,000-byte unknown field: 2,005 bytes, over
-/// the gateway's 1 KiB pong limit and under its transport's 16 KiB.
+/// the gateway's 1 KiB pong limit and under its transport's 2 KiB.
 private struct OversizedSerializer: MessageSerializer {
   func serialize<Bytes: GRPCContiguousBytes>(_ message: Tenten_Interview_Pong) throws -> Bytes {
     // status = EVEN, then field 15 (length-delimited, 2,000 bytes: varint 0xD0 0x0F).
