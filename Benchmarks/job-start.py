@@ -60,7 +60,8 @@ def cleanup():
             server.kill()
             server.wait()
     # After a crash the job cgroups are left: leaves first.
-    for root, _, _ in [(f"/sys/fs/cgroup/{c}/{cgroup}", 0, 0) for c in os.listdir("/sys/fs/cgroup")]:
+    for controller in os.listdir("/sys/fs/cgroup"):
+        root = f"/sys/fs/cgroup/{controller}/{cgroup}"
         if os.path.isdir(root):
             for path, dirs, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
                 try:
