@@ -132,7 +132,7 @@ let package = Package(
       name: "CounterGateway",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, grpcProtobuf, logging, metrics, lifecycle, nioCore, tracing,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, tracing,
       ],
       path: "Sources/OnlineCounter/CounterGateway", swiftSettings: swiftSettings),
     .target(
@@ -160,7 +160,7 @@ let package = Package(
       name: "JobWorkerServer",
       dependencies: [
         "ConnectionKit", "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, grpcProtobuf, logging, metrics, lifecycle, swiftProtobuf,
+        grpcHTTP2, logging, metrics, lifecycle, swiftProtobuf,
       ],
       path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
     .target(

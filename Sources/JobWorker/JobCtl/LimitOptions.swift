@@ -40,10 +40,9 @@ struct JobOptions: ParsableArguments {
   /// never start (`forking the program: Resource temporarily unavailable`).
   static let minimumPids: UInt32 = 2
 
-  /// The largest request message the job worker accepts (`JobWorkerAPI.Limits`'
-  /// `maxRequestBytes`, 64 KiB). The server answers a larger one `RESOURCE_EXHAUSTED` (up to
-  /// twice the limit; beyond, its transport resets the stream, which a client sees as
-  /// "unavailable"), so it is refused here first, with the limit named, before sending.
+  /// The largest request message the job worker accepts (`JobWorkerServer`'s
+  /// `maxRequestBytes`, 64 KiB). The server answers a larger one `RESOURCE_EXHAUSTED` naming
+  /// the limit; `jobctl` refuses it before sending, so nothing is uploaded in vain.
   static let maxRequestBytes = 64 * 1024
 
   func validate() throws {

@@ -1,11 +1,9 @@
 import Foundation
 public import GRPCCore
-import GRPCProtobuf
 public import JobWorkerCore
 public import JobWorkerProtos
 public import Logging
 import Metrics
-import ServiceKit
 import Synchronization
 public import TLSKit
 
@@ -33,11 +31,6 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     /// loaded machine (`CLIHostileTests`, bound 16 MiB), though larger messages were faster
     /// (docs/benchmarks.md). Clients must accept messages this large.
     public var maxChunkBytes: Int
-    /// Largest request message: a larger one is answered `RESOURCE_EXHAUSTED`, naming its
-    /// size and this limit (``SizeLimitedDeserializer``). The transport resets messages over
-    /// twice this (`JobWorkerServer.Configuration.maxRequestBytes`), its bound on what one
-    /// message may make the server buffer (256 streams per connection).
-    public var maxRequestBytes: Int = 64 * 1024
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
@@ -60,45 +53,6 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
   private let jobsStarted = Counter(label: "jobworker_jobs_started_total")
   private let startsOverCap = Counter(label: "jobworker_starts_over_cap_total")
   private let callsRefused = Counter(label: "jobworker_calls_refused_total")
-
-  /// The generated registration, with deserializers that answer a request over
-  /// ``Limits/maxRequestBytes`` with `RESOURCE_EXHAUSTED` instead of the transport's reset.
-  public func registerMethods<Transport: ServerTransport>(
-    with router: inout RPCRouter<Transport>
-  ) {
-    typealias Method = Jobworker_V1_JobWorker.Method
-    let limit = limits.maxRequestBytes
-    func deserializer<Message>(_: Message.Type) -> SizeLimitedDeserializer<
-      ProtobufDeserializer<Message>
-    > {
-      SizeLimitedDeserializer(maxBytes: limit, wrapping: ProtobufDeserializer<Message>())
-    }
-    router.registerHandler(
-      forMethod: Method.StartJob.descriptor,
-      deserializer: deserializer(Jobworker_V1_StartJobRequest.self),
-      serializer: ProtobufSerializer<Jobworker_V1_StartJobResponse>(),
-      handler: { try await self.startJob(request: $0, context: $1) })
-    router.registerHandler(
-      forMethod: Method.StopJob.descriptor,
-      deserializer: deserializer(Jobworker_V1_StopJobRequest.self),
-      serializer: ProtobufSerializer<Jobworker_V1_StopJobResponse>(),
-      handler: { try await self.stopJob(request: $0, context: $1) })
-    router.registerHandler(
-      forMethod: Method.GetJobStatus.descriptor,
-      deserializer: deserializer(Jobworker_V1_GetJobStatusRequest.self),
-      serializer: ProtobufSerializer<Jobworker_V1_GetJobStatusResponse>(),
-      handler: { try await self.getJobStatus(request: $0, context: $1) })
-    router.registerHandler(
-      forMethod: Method.ListJobs.descriptor,
-      deserializer: deserializer(Jobworker_V1_ListJobsRequest.self),
-      serializer: ProtobufSerializer<Jobworker_V1_ListJobsResponse>(),
-      handler: { try await self.listJobs(request: $0, context: $1) })
-    router.registerHandler(
-      forMethod: Method.StreamOutput.descriptor,
-      deserializer: deserializer(Jobworker_V1_StreamOutputRequest.self),
-      serializer: ProtobufSerializer<Jobworker_V1_StreamOutputResponse>(),
-      handler: { try await self.streamOutput(request: $0, context: $1) })
-  }
 
   public init(manager: JobManager, peers: PeerRegistry, limits: Limits = Limits(), logger: Logger) {
     self.manager = manager

@@ -35,10 +35,7 @@ public struct JobWorkerServer: Sendable {
     public var retentionSweepInterval: Duration
     /// Server-side caps: running jobs per user, argument sizes, output chunk size.
     public var limits: JobWorkerAPI.Limits
-    /// Largest request message the transport accepts; above it a stream is reset. The API's
-    /// own limit, answered with a clear `RESOURCE_EXHAUSTED`, is ``JobWorkerAPI/Limits/
-    /// maxRequestBytes`` (half of this by default): this bounds what one message may make the
-    /// server buffer, so it stays a small multiple of the API's limit.
+    /// Largest request message accepted.
     public var maxRequestBytes: Int
     /// Caps on connections and the handshake deadline, enforced by the listener before any
     /// TLS work (see `ConnectionGuard`).
@@ -52,7 +49,7 @@ public struct JobWorkerServer: Sendable {
       self.manager = manager
       self.limits = JobWorkerAPI.Limits()
       self.retentionSweepInterval = .seconds(60)
-      self.maxRequestBytes = 128 * 1024
+      self.maxRequestBytes = 64 * 1024
       self.connectionLimits = ConnectionLimits()
     }
   }

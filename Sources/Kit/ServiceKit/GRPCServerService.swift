@@ -115,8 +115,10 @@ public final class GRPCServerService: Service, Sendable {
     self.boundAddress = boundAddress
   }
 
-  /// Defaults for every server we run: small messages, HTTP/2 keepalive so that dead peers
-  /// are found within a minute, a bound on concurrent streams per connection, idle
+  /// Defaults for every server we run: small messages (a larger one is answered
+  /// `RESOURCE_EXHAUSTED` naming the limit, and a bad compressed flag `INTERNAL`, by
+  /// ``RequestMessageGuard`` rather than reset by the transport), HTTP/2 keepalive so that
+  /// dead peers are found within a minute, a bound on concurrent streams per connection, idle
   /// connections closed after `maxIdleTime` (5 minutes by default; `nil` keeps them), and
   /// client pings paced (not refused) so that grpc-go and grpc-java clients, whose
   /// flow-control probing pings about once per message received, are not disconnected by
@@ -139,6 +141,10 @@ public final class GRPCServerService: Service, Sendable {
       config.connection.keepalive.clientBehavior.minPingIntervalWithoutCalls = .seconds(5)
       config.channelDebuggingCallbacks.onAcceptTCPConnection = { channel in
         PingPacingHandler.install(on: channel)
+      }
+      // Oversized messages and bad compressed flags get a status instead of a reset.
+      config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+        RequestMessageGuard.install(on: channel, maxMessageBytes: maxRequestBytes)
       }
     }
   }

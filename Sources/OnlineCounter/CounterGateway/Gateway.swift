@@ -1,7 +1,6 @@
 import CounterModel
 public import CounterProtos
 public import GRPCCore
-import GRPCProtobuf
 public import Logging
 import Metrics
 public import ServiceKit
@@ -22,10 +21,6 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
 
   public struct Configuration: Sendable {
     public var pongTimeout: Duration = .seconds(5)
-    /// Largest pong accepted (a pong is 2 bytes); a larger one ends its stream with
-    /// `RESOURCE_EXHAUSTED`. The transport resets streams whose message exceeds its own
-    /// limit, twice this (`GatewayServer.Configuration.maxRequestBytes`).
-    public var maxPongBytes = 1024
     public var maxClients = 100_000
     /// How long draining waits for streams to end before returning anyway.
     public var drainTimeout: Duration = .seconds(5)
@@ -167,20 +162,6 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     }
     if let error = session.endError { throw error }
     return [:]
-  }
-
-  /// The generated registration, with a deserializer that answers an oversized pong with
-  /// `RESOURCE_EXHAUSTED` (see ``SizeLimitedDeserializer``) instead of the transport's reset.
-  public func registerMethods<Transport: ServerTransport>(
-    with router: inout RPCRouter<Transport>
-  ) {
-    router.registerHandler(
-      forMethod: Tenten_Interview_Gateway.Method.Connect.descriptor,
-      deserializer: SizeLimitedDeserializer(
-        maxBytes: config.maxPongBytes, wrapping: ProtobufDeserializer<Tenten_Interview_Pong>()),
-      serializer: ProtobufSerializer<Tenten_Interview_Ping>(),
-      handler: { request, context in try await self.connect(request: request, context: context) }
-    )
   }
 
   /// Only if the session lost its reason, which ``ClientSession/heard(at:)`` always sets.

@@ -26,10 +26,7 @@ public struct GatewayServer: Sendable {
     /// The id reported to status, the status endpoints, how they are secured and how presence
     /// is flushed to them (interval, call timeout, backoff, the final flush's budget).
     public var reporter: PresenceReporter.Configuration
-    /// Largest request message the transport accepts; above it a stream is reset. Pongs are
-    /// limited to half of this by ``Gateway/Configuration/maxPongBytes``, which answers with
-    /// a clear `RESOURCE_EXHAUSTED`: this bounds what one message may make the gateway buffer
-    /// per stream, so it stays a small multiple of that.
+    /// Largest request message accepted: a pong is a few bytes.
     public var maxRequestBytes: Int
     /// Streams one HTTP/2 connection may hold; `nil` is `min(maxClients, 2^20)`: load
     /// generators multiplex many client streams over few connections, so the per connection
@@ -50,7 +47,7 @@ public struct GatewayServer: Sendable {
       self.gateway = Gateway.Configuration()
       self.reporter = PresenceReporter.Configuration(
         gatewayID: gatewayID, endpoints: statusEndpoints)
-      self.maxRequestBytes = 2 * 1024
+      self.maxRequestBytes = 1024
       self.maxConcurrentStreams = nil
       self.connectionLimits = ConnectionLimits()
     }

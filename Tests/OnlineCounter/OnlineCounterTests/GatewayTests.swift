@@ -168,7 +168,8 @@ import Testing
   }
 
   /// Regression (issue 10): an oversized pong was reset by the transport (`RST_STREAM`,
-  /// "cancelled" at the client) instead of an answer that says what is wrong.
+  /// "cancelled" at the client) instead of an answer that says what is wrong
+  /// (`RequestMessageGuard`).
   @Test func oversizedPongIsResourceExhaustedAndNamesTheLimit() async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
       gateway, _, _, _ in
@@ -194,7 +195,8 @@ import Testing
       }
       #expect(failure?.code == .resourceExhausted, "\(String(describing: failure))")
       #expect(
-        failure?.message.contains("2005 bytes is over this server's limit of 1024 bytes") == true,
+        failure?.message
+          == "request message of 2005 bytes is over this server's limit of 1024 bytes",
         "\(String(describing: failure))")
       let neighbour = try await good
       #expect(
@@ -309,7 +311,7 @@ private struct GarbageSerializer: MessageSerializer {
 }
 
 /// Serializes any pong as a valid one carrying a 2,000-byte unknown field: 2,005 bytes, over
-/// the gateway's 1 KiB pong limit and under its transport's 2 KiB.
+/// the gateway's 1 KiB pong limit and under its transport's 16 KiB.
 private struct OversizedSerializer: MessageSerializer {
   func serialize<Bytes: GRPCContiguousBytes>(_ message: Tenten_Interview_Pong) throws -> Bytes {
     // status = EVEN, then field 15 (length-delimited, 2,000 bytes: varint 0xD0 0x0F).
