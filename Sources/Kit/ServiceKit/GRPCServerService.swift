@@ -126,10 +126,16 @@ public final class GRPCServerService: Service, Sendable {
   ///
   /// Idle means no open stream: a client that holds one stream open, as the gateway's do, is
   /// never idle, whatever the time between its messages.
+  ///
+  /// - Parameter maxUnsentResponseMessages: With a value, a stream that has more response
+  ///   messages written but not yet sent (its client stopped reading) is reset: the gateway's
+  ///   bound on what a stuck client costs (see ``RequestMessageGuard``). `nil` for streams
+  ///   whose messages are large and legitimately wait for flow control (job output).
   public static func hardenedConfig(
     maxRequestBytes: Int = 64 * 1024,
     maxConcurrentStreams: Int = 256,
-    maxIdleTime: Duration? = .seconds(5 * 60)
+    maxIdleTime: Duration? = .seconds(5 * 60),
+    maxUnsentResponseMessages: Int? = nil
   ) -> HTTP2ServerTransport.Posix.Config {
     .defaults { config in
       config.connection.maxIdleTime = maxIdleTime
@@ -144,7 +150,9 @@ public final class GRPCServerService: Service, Sendable {
       }
       // Oversized messages and bad compressed flags get a status instead of a reset.
       config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
-        RequestMessageGuard.install(on: channel, maxMessageBytes: maxRequestBytes)
+        RequestMessageGuard.install(
+          on: channel, maxMessageBytes: maxRequestBytes,
+          maxUnsentMessages: maxUnsentResponseMessages)
       }
     }
   }

@@ -21,6 +21,13 @@ import NIOHTTP2
 /// everything the client sends after, and closes the stream, which cancels the RPC. Since the
 /// message never reaches the transport, the transport's own size limit (set to the same value)
 /// is only a backstop.
+///
+/// **Unread responses.** With `maxUnsentMessages`, it also counts the response messages the
+/// stream has written that HTTP/2 has not yet sent (their write has not completed: the
+/// client's flow-control window is closed, or its connection does not drain), and resets the
+/// stream when there are more than that. A client that stops reading then costs at most that
+/// many messages, not everything sent until swift-nio-http2's 8 KiB per-stream watermark
+/// (about 1,600 gateway pings, ~200 bytes of frames and promises each) blocks the writer.
 final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias InboundOut = HTTP2Frame.FramePayload
@@ -28,6 +35,9 @@ final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
   typealias OutboundOut = HTTP2Frame.FramePayload
 
   private let maxMessageBytes: Int
+  private let maxUnsentMessages: Int?
+  /// Response messages written and not yet sent.
+  private var unsent = 0
   /// The prefix of the next message, as far as it has arrived (at most 5 bytes).
   private var prefix: [UInt8] = []
   /// Bytes of the current message's body still to come.
@@ -36,16 +46,21 @@ final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
   private var responseStarted = false
   private var refused = false
 
-  init(maxMessageBytes: Int) {
+  init(maxMessageBytes: Int, maxUnsentMessages: Int? = nil) {
     self.maxMessageBytes = maxMessageBytes
+    self.maxUnsentMessages = maxUnsentMessages
     prefix.reserveCapacity(5)
   }
 
   /// Puts a guard first in an accepted HTTP/2 stream's pipeline (on its event loop).
-  static func install(on streamChannel: any Channel, maxMessageBytes: Int) -> EventLoopFuture<Void> {
+  static func install(
+    on streamChannel: any Channel, maxMessageBytes: Int, maxUnsentMessages: Int?
+  ) -> EventLoopFuture<Void> {
     streamChannel.eventLoop.makeCompletedFuture {
       try streamChannel.pipeline.syncOperations.addHandler(
-        RequestMessageGuard(maxMessageBytes: maxMessageBytes), position: .first)
+        RequestMessageGuard(
+          maxMessageBytes: maxMessageBytes, maxUnsentMessages: maxUnsentMessages),
+        position: .first)
     }
   }
 
@@ -62,7 +77,24 @@ final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-    if case .headers = unwrapOutboundIn(data) { responseStarted = true }
+    switch unwrapOutboundIn(data) {
+    case .headers:
+      responseStarted = true
+    case .data where maxUnsentMessages != nil:
+      // Counted until HTTP/2 has sent it (its write completes then, or fails).
+      let promise = promise ?? context.eventLoop.makePromise(of: Void.self)
+      unsent += 1
+      promise.futureResult.assumeIsolated().whenComplete { _ in self.unsent -= 1 }
+      context.write(data, promise: promise)
+      if let cap = maxUnsentMessages, unsent > cap {
+        // The client does not read: reset the stream (a status could not reach it either,
+        // trailers queue behind the unsent messages). The RPC is cancelled.
+        context.close(promise: nil)
+      }
+      return
+    default:
+      break
+    }
     context.write(data, promise: promise)
   }
 

@@ -32,6 +32,10 @@ public struct GatewayServer: Sendable {
     /// generators multiplex many client streams over few connections, so the per connection
     /// limit is the global one, and ``Gateway/Configuration/maxClients`` bounds the total.
     public var maxConcurrentStreams: Int?
+    /// Pings a stream may have written but not yet sent (its client stopped reading: its
+    /// flow-control window stays closed, or its connection does not drain) before it is reset.
+    /// A reading client has none pending; 8 is 8 seconds of a stuck one, a few KB.
+    public var maxUnsentPings: Int
     /// Caps on connections and the handshake deadline, enforced by the listener (see
     /// `ConnectionGuard`). Clients multiplex many streams over few connections, so these cap
     /// connections, not clients: ``Gateway/Configuration/maxClients`` bounds the streams.
@@ -49,6 +53,7 @@ public struct GatewayServer: Sendable {
         gatewayID: gatewayID, endpoints: statusEndpoints)
       self.maxRequestBytes = 1024
       self.maxConcurrentStreams = nil
+      self.maxUnsentPings = 8
       self.connectionLimits = ConnectionLimits()
     }
 
@@ -93,7 +98,8 @@ public struct GatewayServer: Sendable {
       tls: configuration.tls,
       config: GRPCServerService.hardenedConfig(
         maxRequestBytes: configuration.maxRequestBytes,
-        maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams),
+        maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
+        maxUnsentResponseMessages: configuration.maxUnsentPings),
       connectionLimits: configuration.connectionLimits, logger: logger)
     return GatewayServer(
       gateway: gateway, reporter: reporter, server: server, health: standard.health)

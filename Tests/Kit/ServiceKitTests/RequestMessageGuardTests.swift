@@ -108,6 +108,33 @@ import Testing
     #expect(status["grpc-status"] == ["8"])
   }
 
+  /// Issue 10: a client that stops reading must cost a bounded number of pings, not the
+  /// ~1,600 (200 bytes each) that fit below swift-nio-http2's 8 KiB stream watermark.
+  @Test func aStreamWithMoreUnsentMessagesThanTheCapIsReset() throws {
+    let channel = EmbeddedChannel(
+      handler: RequestMessageGuard(maxMessageBytes: 100, maxUnsentMessages: 8))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    let ping = Self.data([0, 0, 0, 0, 0])
+    // A reading client: each message is sent (in the embedded channel: flushed) at once.
+    for _ in 0..<50 {
+      channel.writeAndFlush(ping, promise: nil)
+    }
+    #expect(channel.isActive)
+    // A stuck one: written, never sent. Eight are held...
+    for _ in 0..<8 { channel.write(ping, promise: nil) }
+    #expect(channel.isActive)
+    // ...the ninth resets the stream.
+    channel.write(ping, promise: nil)
+    #expect(!channel.isActive)
+  }
+
+  @Test func withoutACapUnsentMessagesAreLeftToFlowControl() throws {
+    let channel = EmbeddedChannel(handler: RequestMessageGuard(maxMessageBytes: 100))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    for _ in 0..<100 { channel.write(Self.data([0, 0, 0, 0, 0]), promise: nil) }
+    #expect(channel.isActive)
+  }
+
   @Test func grpcMessageIsPercentEncoded() {
     #expect(RequestMessageGuard.percentEncoded("50% é") == "50%25 %C3%A9")
   }
