@@ -5,10 +5,10 @@ import Synchronization
 ///
 /// The scheduler pushes ping tokens into a one-slot outbox: if the stream's writer is slow,
 /// pings coalesce instead of queueing. Below the outbox, a gRPC write returns once the HTTP/2
-/// layer has buffered the frame and only blocks past the stream's 8 KiB outbound watermark
-/// (swift-nio-http2's default, which the gRPC transport does not expose), so a client that
-/// stops reading holds at most that much of our pings; a write blocked longer than the pong
-/// timeout then ends the stream (``tick(now:timeout:)``).
+/// layer has buffered the frame; ServiceKit's `RequestMessageGuard` resets a stream with more
+/// than `GatewayServer.Configuration.maxUnsentPings` pings written but not sent (a client that
+/// stopped reading). A write that does not return (a connection that does not drain at all)
+/// and stays blocked longer than the pong timeout ends the stream (``tick(now:timeout:)``).
 final class ClientSession: Sendable {
   let id: UInt64
   let userID: String
