@@ -14,45 +14,15 @@ Needs root and cgroups. Loopback only; certificates, data directory and cgroup n
 to this run; every call has a timeout and the server (with its jobs) is stopped and its files
 removed at the end, also on failure or Ctrl-C.
 """
-import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, sys, time
+
+from jobbench import Server, pct
 
 bin_dir = os.path.abspath(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 50
 jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-work = tempfile.mkdtemp(prefix="job-cli-bench.")
-cgroup = f"bench-cli-{os.getpid()}"
-server = None
 jobctl = f"{bin_dir}/jobctl"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cleanup():
-    if server and server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    for controller in os.listdir("/sys/fs/cgroup"):
-        root = f"/sys/fs/cgroup/{controller}/{cgroup}"
-        if os.path.isdir(root):
-            for path, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def pct(samples, p):
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(len(samples) * p))]
+server = None
 
 
 def timed(argv, env):
@@ -69,18 +39,8 @@ def row(name, argv, env):
 
 
 try:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    pki = f"{work}/pki"
-    subprocess.run([jobctl, "certs", "init", "--dir", pki], check=True,
-                   stdout=subprocess.DEVNULL, timeout=30)
-    port = free_port()
-    server = subprocess.Popen(
-        [f"{bin_dir}/jobworker", "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{free_port()}", "--ca", f"{pki}/ca.pem",
-         "--cert", f"{pki}/server.pem", "--key", f"{pki}/server-key.pem",
-         "--data-dir", f"{work}/data", "--cgroup-name", cgroup, "--log-level", "warning",
-         "--max-jobs-per-user", str(jobs + 10), "--shutdown-grace", "30"],
-        stdout=open(f"{work}/server.log", "w"), stderr=subprocess.STDOUT)
+    server = Server(bin_dir, "cli", jobs)
+    pki, port = server.pki, server.port
     env = dict(os.environ, JOBCTL_DIR=pki, JOBCTL_SERVER=f"127.0.0.1:{port}", JOBCTL_USER="admin")
     for _ in range(100):
         if subprocess.run([jobctl, "list", "--timeout", "1"], env=env, stdout=subprocess.DEVNULL,
@@ -111,5 +71,6 @@ try:
           f"{jobs / total:.1f} starts/s")
 finally:
     t = time.perf_counter()
-    cleanup()
+    if server:
+        server.stop()
     print(f"(server shutdown with the jobs: {time.perf_counter() - t:.1f} s)")

@@ -18,22 +18,15 @@ directory and cgroup name private to this run. Every step is bounded (RPC deadli
 the whole run well under 10 minutes for 1000 jobs) and the server (with its jobs) is stopped
 and its files removed at the end, also on failure or Ctrl-C.
 """
-import os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import os, statistics, subprocess, sys, time
 
 import grpc
+from jobbench import Server, pct
 
 bin_dir = os.path.abspath(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-work = tempfile.mkdtemp(prefix="job-start-bench.")
-cgroup = f"bench-start-{os.getpid()}"
 server = None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def field(number, payload: bytes):
@@ -51,31 +44,6 @@ def start_request(command, *args):
     return field(1, command.encode()) + b"".join(field(2, a.encode()) for a in args)
 
 
-def cleanup():
-    if server and server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    # After a crash the job cgroups are left: leaves first.
-    for controller in os.listdir("/sys/fs/cgroup"):
-        root = f"/sys/fs/cgroup/{controller}/{cgroup}"
-        if os.path.isdir(root):
-            for path, dirs, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
-    shutil.rmtree(work, ignore_errors=True)
-
-
-def pct(samples, p):
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(len(samples) * p))]
-
-
 def proc_stat(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -91,18 +59,8 @@ def rss_mib(pid):
 
 
 try:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    pki = f"{work}/pki"
-    subprocess.run([f"{bin_dir}/jobctl", "certs", "init", "--dir", pki], check=True,
-                   stdout=subprocess.DEVNULL, timeout=30)
-    port = free_port()
-    server = subprocess.Popen(
-        [f"{bin_dir}/jobworker", "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", f"127.0.0.1:{free_port()}", "--ca", f"{pki}/ca.pem",
-         "--cert", f"{pki}/server.pem", "--key", f"{pki}/server-key.pem",
-         "--data-dir", f"{work}/data", "--cgroup-name", cgroup, "--log-level", "warning",
-         "--max-jobs-per-user", str(jobs + 10), "--shutdown-grace", "30"],
-        stdout=open(f"{work}/server.log", "w"), stderr=subprocess.STDOUT)
+    server = Server(bin_dir, "start", jobs)
+    pki, port = server.pki, server.port
     read = lambda name: open(f"{pki}/{name}", "rb").read()
     credentials = grpc.ssl_channel_credentials(
         read("ca.pem"), read("admin-key.pem"), read("admin.pem"))
@@ -117,14 +75,19 @@ try:
     for _ in range(5):  # warm-up: first connection use, page cache
         start(true_request, timeout=30)
     baseline_cmd = ["unshare", "--pid", "--fork", "--mount", "--net", "--mount-proc", "/bin/true"]
-    starts, kernel = [], []
-    for _ in range(runs):
-        t = time.perf_counter()
-        start(true_request, timeout=30)
-        starts.append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter()
-        subprocess.run(baseline_cmd, check=True, timeout=30)
-        kernel.append((time.perf_counter() - t) * 1000)
+
+    def latencies(n):
+        """n StartJob /bin/true and n baselines, interleaved; milliseconds."""
+        starts, kernel = [], []
+        for _ in range(n):
+            t = time.perf_counter()
+            start(true_request, timeout=30)
+            starts.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            subprocess.run(baseline_cmd, check=True, timeout=30)
+            kernel.append((time.perf_counter() - t) * 1000)
+        return starts, kernel
+    starts, kernel = latencies(runs)
     print(f"StartJob /bin/true, {runs} runs:     p50 {pct(starts, .5):6.2f} ms  "
           f"p90 {pct(starts, .9):6.2f} ms  mean {statistics.mean(starts):6.2f} ms")
     print(f"baseline (unshare ... /bin/true): p50 {pct(kernel, .5):6.2f} ms  "
@@ -147,17 +110,10 @@ try:
     print(f"{jobs} sleep jobs one after another: {total:.2f} s, {jobs / total:.1f} starts/s "
           f"(target >= 200, flat)")
     # Row 1 again with every job of row 2 running: a start must not cost more with them.
-    starts, kernel = [], []
-    for _ in range(max(1, runs // 2)):
-        t = time.perf_counter()
-        start(true_request, timeout=30)
-        starts.append((time.perf_counter() - t) * 1000)
-        t = time.perf_counter()
-        subprocess.run(baseline_cmd, check=True, timeout=30)
-        kernel.append((time.perf_counter() - t) * 1000)
+    starts, kernel = latencies(max(1, runs // 2))
     print(f"with {jobs} jobs running: StartJob /bin/true p50 {pct(starts, .5):6.2f} ms, "
           f"baseline p50 {pct(kernel, .5):6.2f} ms ({len(starts)} runs)")
-    pid = server.pid
+    pid = server.process.pid
     rss = rss_mib(pid)
     ticks = proc_stat(pid)
     time.sleep(5)
@@ -166,5 +122,6 @@ try:
     channel.close()
 finally:
     t = time.perf_counter()
-    cleanup()
+    if server:
+        server.stop()
     print(f"(server shutdown with the jobs: {time.perf_counter() - t:.1f} s)")

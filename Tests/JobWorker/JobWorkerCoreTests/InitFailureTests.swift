@@ -75,18 +75,9 @@ struct InitFailureTests {
       return
     }
     // Blocking: the init reports and exits, and its exit closes its copy of the pipe.
-    var report = cjobinit_report()
-    let n = withUnsafeMutableBytes(of: &report) { read(status[0], $0.baseAddress, $0.count) }
-    var initStatus: Int32 = 0
-    waitpid(pid, &initStatus, 0)
-    close(pidfd)
-
-    #expect(n == MemoryLayout<cjobinit_report>.size)
-    #expect(report.kind == Int32(CJOBINIT_REPORT_FAILED))
-    #expect(report.stage == Int32(CJOBINIT_STAGE_STDIO))
-    #expect(report.value == EBADF)
-    let error = Job.startError(stage: report.stage, errno: report.value, "/bin/true")
-    #expect(error.message == "setting up the job's standard descriptors: Bad file descriptor")
+    expectBadDescriptorFailure(
+      status: status[0], pid: pid, pidfd: pidfd, stage: Int32(CJOBINIT_STAGE_STDIO),
+      message: "setting up the job's standard descriptors: Bad file descriptor")
   }
 }
 
@@ -138,17 +129,27 @@ struct InitCgroupJoinTests {
       return
     }
     // Blocking: the child reports and exits without waiting for its release.
-    var report = cjobinit_report()
-    let n = withUnsafeMutableBytes(of: &report) { read(status[0], $0.baseAddress, $0.count) }
-    var initStatus: Int32 = 0
-    waitpid(pid, &initStatus, 0)
-    close(pidfd)
-
-    #expect(n == MemoryLayout<cjobinit_report>.size)
-    #expect(report.kind == Int32(CJOBINIT_REPORT_FAILED))
-    #expect(report.stage == Int32(CJOBINIT_STAGE_CGROUP))
-    #expect(report.value == EBADF)
-    let error = Job.startError(stage: report.stage, errno: report.value, "/bin/true")
-    #expect(error.message == "joining the job's cgroup: Bad file descriptor")
+    expectBadDescriptorFailure(
+      status: status[0], pid: pid, pidfd: pidfd, stage: Int32(CJOBINIT_STAGE_CGROUP),
+      message: "joining the job's cgroup: Bad file descriptor")
   }
+}
+
+/// Reads the one report a failing init writes on `status`, reaps the init, and checks that
+/// it failed at `stage` with EBADF, and the error the server would show for it.
+private func expectBadDescriptorFailure(
+  status: Int32, pid: pid_t, pidfd: Int32, stage: Int32, message: String
+) {
+  var report = cjobinit_report()
+  let n = withUnsafeMutableBytes(of: &report) { read(status, $0.baseAddress, $0.count) }
+  var initStatus: Int32 = 0
+  waitpid(pid, &initStatus, 0)
+  close(pidfd)
+
+  #expect(n == MemoryLayout<cjobinit_report>.size)
+  #expect(report.kind == Int32(CJOBINIT_REPORT_FAILED))
+  #expect(report.stage == stage)
+  #expect(report.value == EBADF)
+  let error = Job.startError(stage: report.stage, errno: report.value, "/bin/true")
+  #expect(error.message == message)
 }

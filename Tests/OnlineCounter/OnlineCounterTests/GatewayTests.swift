@@ -134,6 +134,32 @@ import Testing
   }
 
   @Test func garbageFrameEndsOnlyThatStream() async throws {
+    try await Self.oneBadStream(serializer: GarbageSerializer()) { failure in
+      #expect(
+        failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
+    }
+  }
+
+  /// Regression (issue 10): an oversized pong was reset by the transport (`RST_STREAM`,
+  /// "cancelled" at the client) instead of an answer that says what is wrong
+  /// (`RequestMessageGuard`).
+  @Test func oversizedPongIsResourceExhaustedAndNamesTheLimit() async throws {
+    try await Self.oneBadStream(serializer: OversizedSerializer()) { failure in
+      #expect(failure?.code == .resourceExhausted, "\(String(describing: failure))")
+      #expect(
+        failure?.message
+          == "request message of 2005 bytes is over this server's limit of 1024 bytes",
+        "\(String(describing: failure))")
+    }
+  }
+
+  /// Runs one stream whose pongs `serializer` writes, next to a well-behaved neighbour, and
+  /// checks with `check` how the gateway ended the bad one (nil: it did not); the neighbour
+  /// must get its three pings.
+  static func oneBadStream(
+    serializer: some MessageSerializer<Tenten_Interview_Pong>,
+    _ check: (RPCError?) -> Void
+  ) async throws {
     try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
       gateway, _, _, _ in
       async let good = Harness.rawStream(
@@ -143,12 +169,12 @@ import Testing
           try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
             request: StreamingClientRequest(metadata: Harness.clientID("vandal")) { writer in
               try await writer.write(Tenten_Interview_Pong())
-              // Keep our side open: only the gateway's answer to the garbage may end the call
-              // (the call ends, and this sleep is cancelled, as soon as it does). The deadline
-              // only bounds a failing test.
+              // Keep our side open: only the gateway's answer may end the call (the call
+              // ends, and this sleep is cancelled, as soon as it does). The deadline only
+              // bounds a failing test.
               try await Task.sleep(for: .seconds(60))
             },
-            serializer: GarbageSerializer(), deserializer: ProtobufDeserializer(),
+            serializer: serializer, deserializer: ProtobufDeserializer(),
             options: .withTimeout(.seconds(60))
           ) { response in
             for try await _ in response.messages {}
@@ -158,46 +184,7 @@ import Testing
           return error
         }
       }
-      #expect(
-        failure != nil && failure?.code != .deadlineExceeded, "\(String(describing: failure))")
-      let neighbour = try await good
-      #expect(
-        neighbour.error == nil && neighbour.pingTimes.count == 3,
-        "\(neighbour.pingTimes.count) pings, \(String(describing: neighbour.error))")
-    }
-  }
-
-  /// Regression (issue 10): an oversized pong was reset by the transport (`RST_STREAM`,
-  /// "cancelled" at the client) instead of an answer that says what is wrong
-  /// (`RequestMessageGuard`).
-  @Test func oversizedPongIsResourceExhaustedAndNamesTheLimit() async throws {
-    try await Harness.withGateway(status: [HostPort(host: "127.0.0.1", port: 1)]) {
-      gateway, _, _, _ in
-      async let good = Harness.rawStream(
-        gateway: gateway, metadata: Harness.clientID("neighbour"), answer: .even, pings: 3)
-      let failure: RPCError? = try await Harness.withConnection(to: gateway) { client in
-        do {
-          try await Tenten_Interview_Gateway.Client(wrapping: client).connect(
-            request: StreamingClientRequest(metadata: Harness.clientID("bulky")) { writer in
-              try await writer.write(Tenten_Interview_Pong())
-              // Keep our side open: only the gateway's answer may end the call.
-              try await Task.sleep(for: .seconds(60))
-            },
-            serializer: OversizedSerializer(), deserializer: ProtobufDeserializer(),
-            options: .withTimeout(.seconds(60))
-          ) { response in
-            for try await _ in response.messages {}
-          }
-          return nil
-        } catch let error as RPCError {
-          return error
-        }
-      }
-      #expect(failure?.code == .resourceExhausted, "\(String(describing: failure))")
-      #expect(
-        failure?.message
-          == "request message of 2005 bytes is over this server's limit of 1024 bytes",
-        "\(String(describing: failure))")
+      check(failure)
       let neighbour = try await good
       #expect(
         neighbour.error == nil && neighbour.pingTimes.count == 3,

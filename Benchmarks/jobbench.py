@@ -1,0 +1,58 @@
+"""What the job worker's benchmark scripts share (job-start.py, job-cli.py): a private
+`jobworker` on loopback with its own certificates, data directory and cgroup name, stopped
+and cleaned up at the end, and percentiles."""
+import os, shutil, signal, socket, subprocess, sys, tempfile
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(samples, p):
+    samples = sorted(samples)
+    return samples[min(len(samples) - 1, int(len(samples) * p))]
+
+
+class Server:
+    """A `jobworker` from BIN_DIR allowing `jobs` running jobs, with `jobctl certs init`
+    certificates in `<work>/pki`. `stop()` stops it (SIGTERM, then SIGKILL after 60 s),
+    removes cgroups a crash left behind (leaves first) and the work directory; use it in a
+    `finally`. SIGTERM to the benchmark exits through that `finally`."""
+
+    def __init__(self, bin_dir, name, jobs):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        self.work = tempfile.mkdtemp(prefix=f"job-{name}-bench.")
+        self.cgroup = f"bench-{name}-{os.getpid()}"
+        self.pki = f"{self.work}/pki"
+        self.process = None
+        subprocess.run([f"{bin_dir}/jobctl", "certs", "init", "--dir", self.pki], check=True,
+                       stdout=subprocess.DEVNULL, timeout=30)
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [f"{bin_dir}/jobworker", "--listen", f"127.0.0.1:{self.port}",
+             "--metrics-listen", f"127.0.0.1:{free_port()}", "--ca", f"{self.pki}/ca.pem",
+             "--cert", f"{self.pki}/server.pem", "--key", f"{self.pki}/server-key.pem",
+             "--data-dir", f"{self.work}/data", "--cgroup-name", self.cgroup,
+             "--log-level", "warning", "--max-jobs-per-user", str(jobs + 10),
+             "--shutdown-grace", "30"],
+            stdout=open(f"{self.work}/server.log", "w"), stderr=subprocess.STDOUT)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        for controller in os.listdir("/sys/fs/cgroup"):
+            root = f"/sys/fs/cgroup/{controller}/{self.cgroup}"
+            if os.path.isdir(root):
+                for path, _, _ in sorted(os.walk(root), key=lambda w: -len(w[0])):
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+        shutil.rmtree(self.work, ignore_errors=True)
