@@ -229,9 +229,7 @@ struct HTTP2PingSplitter {
 
       case .header(var partial):
         // Only ever at the start of a call: the held bytes come first.
-        let count = min(Self.headerLength - partial.readableBytes, input.readableBytes)
-        partial.writeImmutableBuffer(input.readSlice(length: count)!)
-        start = input.readerIndex
+        start = Self.fill(&partial, to: Self.headerLength, from: &input)
         guard partial.readableBytes == Self.headerLength else {
           state = .header(partial)
           return nil
@@ -245,9 +243,7 @@ struct HTTP2PingSplitter {
         }
 
       case .ping(var partial):
-        let count = min(Self.pingLength - partial.readableBytes, input.readableBytes)
-        partial.writeImmutableBuffer(input.readSlice(length: count)!)
-        start = input.readerIndex
+        start = Self.fill(&partial, to: Self.pingLength, from: &input)
         guard partial.readableBytes == Self.pingLength else {
           state = .ping(partial)
           return nil
@@ -266,6 +262,16 @@ struct HTTP2PingSplitter {
   }
 
   /// The bytes of `original` (a read as it came) from `start` to `end`.
+  /// Moves bytes from `input` into `partial` until it holds `length` (or `input` is empty);
+  /// returns `input`'s reader index after them.
+  private static func fill(
+    _ partial: inout ByteBuffer, to length: Int, from input: inout ByteBuffer
+  ) -> Int {
+    let count = min(length - partial.readableBytes, input.readableBytes)
+    partial.writeImmutableBuffer(input.readSlice(length: count)!)
+    return input.readerIndex
+  }
+
   private static func slice(_ original: ByteBuffer, from start: Int, upTo end: Int) -> ByteBuffer {
     original.getSlice(at: start, length: end - start)!
   }
