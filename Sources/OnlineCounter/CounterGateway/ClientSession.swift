@@ -89,16 +89,24 @@ final class ClientSession: Sendable {
 
   /// Pings the client, or ends the stream when it has been silent longer than `timeout`, or
   /// when a ping could not be written for longer than `timeout` (the client does not read).
-  func tick(now: ContinuousClock.Instant, timeout: Duration) -> TickResult {
+  /// Both are counted from `listeningSince` at the earliest: the end of the gateway's last
+  /// stall, during which the client's pongs could not be read nor its pings written.
+  func tick(
+    now: ContinuousClock.Instant, timeout: Duration,
+    listeningSince: ContinuousClock.Instant? = nil
+  ) -> TickResult {
     let expired = state.withLock { state -> Bool? in
       guard state.closeReason == nil, state.taskEnding == nil else { return nil }
-      if let started = state.writeStarted, now - started > timeout {
+      func since(_ instant: ContinuousClock.Instant) -> Duration {
+        now - max(instant, listeningSince ?? instant)
+      }
+      if let started = state.writeStarted, since(started) > timeout {
         state.closeReason = RPCError(
           code: .resourceExhausted,
           message: "the client has not read its pings for more than \(timeout): disconnecting")
         return true
       }
-      guard now - state.lastHeard > timeout else { return false }
+      guard since(state.lastHeard) > timeout else { return false }
       state.closeReason = RPCError(
         code: .deadlineExceeded, message: "no pong for more than \(timeout): disconnecting")
       return true

@@ -48,7 +48,8 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   ) {
     self.config = configuration
     self.scheduler = PingScheduler(
-      maxSessions: configuration.maxClients, pongTimeout: configuration.pongTimeout)
+      maxSessions: configuration.maxClients, pongTimeout: configuration.pongTimeout,
+      logger: logger)
     self.reporter = reporter
     self.health = health
     self.logger = logger

@@ -1,4 +1,5 @@
 import GRPCCore
+import Logging
 import Metrics
 import Synchronization
 
@@ -9,9 +10,21 @@ import Synchronization
 /// firing on one tick, and the cost is one sleeping task for the whole gateway, not one per
 /// client. The same visit checks the pong timeout, so silent clients are found within a
 /// second of their deadline.
+///
+/// **The gateway's own stalls do not count against its clients.** When the timer loop wakes
+/// more than ``stallThreshold`` after it was due (the process was starved of CPU, stopped,
+/// or its cooperative pool was saturated), the pongs of that time may still sit unread in
+/// socket buffers and task queues: silence is then measured from the end of the stall, not
+/// from the last pong handled. Without this, a gateway that stalls for longer than the pong
+/// timeout ends every stream at its next tick, and all its clients reconnect at once into an
+/// overloaded process (etcd extends its leases after a leader change for the same reason).
+/// A silent client is still ended one pong timeout after the last stall.
 final class PingScheduler: Sendable {
   static let slotCount = 100
   static let tick = Duration.milliseconds(10)
+  /// How late the timer loop may wake before it counts as a stall: 50 ticks, far beyond a
+  /// healthy loop's lateness (well under a tick) and far below the pong timeout.
+  static let stallThreshold = Duration.milliseconds(500)
 
   private struct State {
     var slots = [[UInt64: ClientSession]](repeating: [:], count: PingScheduler.slotCount)
@@ -47,10 +60,13 @@ final class PingScheduler: Sendable {
   private let connected = Gauge(label: "gateway_connected_clients")
   private let pingsSent = Counter(label: "gateway_pings_sent_total")
   private let timeouts = Counter(label: "gateway_pong_timeouts_total")
+  private let stalls = Counter(label: "gateway_stalls_total")
+  private let logger: Logger
 
-  init(maxSessions: Int, pongTimeout: Duration) {
+  init(maxSessions: Int, pongTimeout: Duration, logger: Logger = Logger(label: "gateway")) {
     self.maxSessions = maxSessions
     self.pongTimeout = pongTimeout
+    self.logger = logger
   }
 
   var count: Int { state.withLock { $0.count } }
@@ -116,14 +132,36 @@ final class PingScheduler: Sendable {
     let clock = ContinuousClock()
     let start = clock.now
     var fired: Int64 = -1
+    // Since when the loop has run on time: silence before it is not held against clients.
+    var listeningSince = start
     while !Task.isCancelled {
-      let due = Int64((clock.now - start) / Self.tick)
+      let now = clock.now
+      let wake = start + Self.tick * (fired + 1)
+      if let stall = Self.stall(wokeAt: now, dueAt: wake) {
+        listeningSince = now
+        stalls.increment()
+        logger.warning(
+          "gateway stalled: pong deadlines restart now",
+          metadata: [
+            "gateway.stall_ms": "\(stall / .milliseconds(1))", "gateway.clients": "\(count)",
+          ])
+      }
+      let due = Int64((now - start) / Self.tick)
       if let ticks = Self.ticksToVisit(fired: fired, due: due) {
-        visit(ticks: ticks, now: clock.now)
+        visit(ticks: ticks, now: now, listeningSince: listeningSince)
         fired = due
       }
       try? await Task.sleep(until: start + Self.tick * (fired + 1), clock: clock)
     }
+  }
+
+  /// How long the loop stalled when it woke at `now` for a tick due at `dueAt`, if it woke
+  /// more than ``stallThreshold`` late.
+  static func stall(wokeAt now: ContinuousClock.Instant, dueAt: ContinuousClock.Instant)
+    -> Duration?
+  {
+    let late = now - dueAt
+    return late > stallThreshold ? late : nil
   }
 
   /// The ticks to visit when tick `due` is due and `fired` was the last one visited: every
@@ -135,17 +173,22 @@ final class PingScheduler: Sendable {
   }
 
   /// Visits the slots of `ticks` at `now`: pings each session there, or ends those silent for
-  /// longer than the pong timeout. ``run()`` calls it on every 10 ms tick; tests call it with
-  /// times of their own, so the schedule is checked without depending on wall-clock timing.
+  /// longer than the pong timeout since they were last heard or since `listeningSince` (the
+  /// end of the gateway's last stall), whichever is later. ``run()`` calls it on every 10 ms
+  /// tick; tests call it with times of their own, so the schedule is checked without
+  /// depending on wall-clock timing.
   @discardableResult
-  func visit(ticks: ClosedRange<Int64>, now: ContinuousClock.Instant) -> (sent: Int, expired: Int) {
+  func visit(
+    ticks: ClosedRange<Int64>, now: ContinuousClock.Instant,
+    listeningSince: ContinuousClock.Instant? = nil
+  ) -> (sent: Int, expired: Int) {
     var sent = 0
     var expired = 0
     for tick in ticks {
       let slot = Int(tick % Int64(Self.slotCount))
       let sessions = state.withLock { Array($0.slots[slot].values) }
       for session in sessions {
-        switch session.tick(now: now, timeout: pongTimeout) {
+        switch session.tick(now: now, timeout: pongTimeout, listeningSince: listeningSince) {
         case .pinged: sent += 1
         case .expired: expired += 1
         case .closed: break

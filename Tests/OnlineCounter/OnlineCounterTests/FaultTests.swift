@@ -1,7 +1,9 @@
 import CounterClient
 import CounterGateway
 import CounterModel
+import Glibc
 import ServiceKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -132,6 +134,52 @@ import Testing
           }
           let count = try? await reader.onlineUsers()
           #expect(counted, "\(String(describing: count)) of \(ids.count) counted")
+        }
+      }
+    }
+  }
+
+  /// A gateway process stopped for longer than the pong timeout (SIGSTOP: no CPU at all, as
+  /// in a long starvation) keeps its clients: their pongs wait in the sockets meanwhile, and
+  /// silence is counted from the end of the stall (`PingScheduler`). Before, the first tick
+  /// after the stall ended every stream ("no pong for more than 5 seconds") and all the
+  /// clients reconnected at once into the process that had just been starved.
+  @Test(.requires(.product("gateway"))) func aStalledGatewayKeepsItsClients() async throws {
+    try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, _ in
+      try await Harness.withServerProcess("gateway", ["--status", "\(status)"]) {
+        gateway, process in
+        let ids = (0..<20).map { "stalled-gateway-\($0)" }
+        let client = CounterClient(
+          configuration: .init(ids: ids, gateways: [gateway], connections: 1),
+          logger: Harness.logger)
+        try await Harness.withClient(client) {
+          let connected = await eventually(timeout: .seconds(20)) {
+            client.stats.connected == ids.count && client.stats.summary().pingsReceived > 0
+          }
+          try #require(connected, "\(client.stats.connected) of \(ids.count) connected")
+          _ = client.stats.summary()  // what ended before the stall is not counted
+          process.signal(SIGSTOP)
+          // The 5 s pong timeout plus the second between two pings and a margin: every
+          // client is past its deadline when the gateway resumes.
+          try await Task.sleep(for: .seconds(7))
+          process.signal(SIGCONT)
+          // Each summary reports the streams ended since the previous one: add them up.
+          let ended = Mutex((count: 0, reason: ""))
+          let pingsBefore = client.stats.summary().pingsReceived
+          let resumed = await eventually(timeout: .seconds(20)) {
+            let summary = client.stats.summary()
+            ended.withLock { ended in
+              ended.count += summary.streamsEnded
+              if let reason = summary.lastEndReason, summary.streamsEnded > 0 {
+                ended.reason = reason
+              }
+            }
+            // Two more pings each: the gateway has run past its first ticks after the stall.
+            return summary.pingsReceived >= pingsBefore + 2 * UInt64(ids.count)
+          }
+          #expect(resumed, "pings did not resume after the stall")
+          let (count, reason) = ended.withLock { ($0.count, $0.reason) }
+          #expect(count == 0, "\(count) streams ended by the stall: \(reason)")
         }
       }
     }

@@ -69,4 +69,31 @@ import Testing
     #expect(scheduler.visit(ticks: talkerSlot...talkerSlot, now: Self.at(talkerSlot)).sent >= 1)
     #expect(talker.closeReason == nil)
   }
+
+  /// The gateway's own stall (the loop woke late) is not silence of its clients: their pongs
+  /// may sit unread meanwhile. A session last heard 7 s ago, at a visit 2 s after a stall
+  /// ended, is pinged, not ended; once it has been silent a full timeout past the stall, it is.
+  @Test func silenceIsCountedFromTheEndOfTheGatewaysLastStall() throws {
+    #expect(PingScheduler.stall(wokeAt: Self.at(100), dueAt: Self.at(99)) == nil)
+    #expect(
+      PingScheduler.stall(wokeAt: Self.at(800), dueAt: Self.at(100)) == PingScheduler.tick * 700)
+    let scheduler = PingScheduler(maxSessions: 10, pongTimeout: .seconds(5))
+    let session = try scheduler.add(userID: "waiting", now: Self.at(0)).get()
+    let slot = Int64(PingScheduler.slot(of: "waiting"))
+    let stallEnded = Self.at(500)
+    let soon = slot + 700  // 7 s and the slot's offset after the last pong, 2 s after the stall
+    #expect(
+      scheduler.visit(ticks: soon...soon, now: Self.at(soon), listeningSince: stallEnded).sent
+        == 1)
+    #expect(session.closeReason == nil)
+    // Without the stall, that visit would have ended it.
+    let other = try scheduler.add(userID: "waiting", now: Self.at(0)).get()
+    #expect(other.tick(now: Self.at(soon), timeout: .seconds(5)) == .expired)
+    // Silent for more than the timeout after the stall: ended.
+    let late = slot + 1_100
+    #expect(
+      scheduler.visit(ticks: late...late, now: Self.at(late), listeningSince: stallEnded).expired
+        >= 1)
+    #expect(session.closeReason?.code == .deadlineExceeded)
+  }
 }

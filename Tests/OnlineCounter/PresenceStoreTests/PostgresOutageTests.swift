@@ -19,9 +19,11 @@ struct PostgresOutageTests {
         try await store.countOnline(sinceMillis: 0)
       }
       #expect(error?.code == .unavailable)
-      // Fails fast (operation timeout 500 ms) rather than hanging; the bound is loose so that
-      // slow builds (ThreadSanitizer, a loaded CI host) do not make this a timing test.
-      #expect(start.duration(to: clock.now) < .seconds(8))
+      // Fails at the 500 ms operation deadline rather than waiting on the client's connection
+      // retries. 30 s is not a latency claim but the margin for a starved host: the deadline
+      // is a sleeping task on the cooperative pool, and 15 s was measured once with both
+      // cores under stress-ng and four parallel builds (the pool late by up to 8.9 s).
+      #expect(start.duration(to: clock.now) < .seconds(30))
     }
   }
 
