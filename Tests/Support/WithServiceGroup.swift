@@ -1,3 +1,4 @@
+internal import Foundation
 public import Logging
 public import ServiceLifecycle
 
@@ -22,6 +23,14 @@ public func withServiceGroup<T: Sendable>(
     } catch {
       await group.triggerGracefulShutdown()
       tasks.cancelAll()
+      // A service's own failure (a server that could not bind, a store that would not open)
+      // is what explains the body's error (say, no listening address): show it.
+      do {
+        try await tasks.waitForAll()
+      } catch let failure where !(failure is CancellationError) {
+        FileHandle.standardError.write(
+          Data("services failed while the test body threw \(error): \(failure)\n".utf8))
+      } catch {}
       throw error
     }
   }
