@@ -132,7 +132,7 @@ let package = Package(
       name: "CounterGateway",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, logging, metrics, lifecycle, nioCore, tracing,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, nioPosix, tracing,
       ],
       path: "Sources/OnlineCounter/CounterGateway", swiftSettings: swiftSettings),
     .target(

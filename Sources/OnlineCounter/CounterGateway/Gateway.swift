@@ -3,6 +3,7 @@ public import CounterProtos
 public import GRPCCore
 public import Logging
 import Metrics
+public import NIOCore
 public import ServiceKit
 public import ServiceLifecycle
 public import Tracing
@@ -34,17 +35,22 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   private let health: HealthService?
   private let logger: Logger
   private let tracer: any Tracer
+  private let eventLoops: (any EventLoopGroup)?
   private let pongsEven = Counter(label: "gateway_pongs_total", dimensions: [("status", "even")])
   private let pongsOdd = Counter(label: "gateway_pongs_total", dimensions: [("status", "odd")])
   private let pongsUnknown = Counter(
     label: "gateway_pongs_total", dimensions: [("status", "unknown")])
   private let refused = Counter(label: "gateway_streams_refused_total")
 
-  /// - Parameter tracer: each stream is a `gateway.stream` span from admission to end (a
-  ///   child of the client's trace context, if it sent one).
+  /// - Parameters:
+  ///   - tracer: each stream is a `gateway.stream` span from admission to end (a child of
+  ///     the client's trace context, if it sent one).
+  ///   - eventLoops: the event loops that carry the clients' connections, watched for
+  ///     stalls (``PingScheduler``); `nil` watches none.
   public init(
     configuration: Configuration, reporter: PresenceReporter, health: HealthService?,
-    logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer
+    logger: Logger, tracer: any Tracer = InstrumentationSystem.tracer,
+    eventLoops: (any EventLoopGroup)?
   ) {
     self.config = configuration
     self.scheduler = PingScheduler(
@@ -54,6 +60,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
     self.health = health
     self.logger = logger
     self.tracer = tracer
+    self.eventLoops = eventLoops
   }
 
   /// Streams currently open.
@@ -62,6 +69,15 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   public func run() async throws {
     await withDiscardingTaskGroup { group in
       group.addTask { await self.scheduler.run() }
+      if let eventLoops {
+        group.addTask {
+          await EventLoopStallWatch.run(
+            on: eventLoops, threshold: TimeAmount(PingScheduler.stallThreshold)
+          ) { late in
+            self.scheduler.noteStall(of: Duration(late), in: "an event loop", endingAt: .now)
+          }
+        }
+      }
       try? await gracefulShutdown()
       await self.drain()
       group.cancelAll()

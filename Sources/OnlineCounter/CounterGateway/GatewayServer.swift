@@ -1,6 +1,7 @@
 public import ConnectionKit
 import CounterProtos
 public import Logging
+import NIOPosix
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
@@ -92,7 +93,9 @@ public struct GatewayServer: Sendable {
       serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
-      logger: logger, tracer: tracer)
+      logger: logger, tracer: tracer,
+      // The group the server's listener factories use by default.
+      eventLoops: MultiThreadedEventLoopGroup.singleton)
     let server = try GRPCServerService(
       name: "gateway", address: configuration.listen, services: [gateway] + standard.all,
       tls: configuration.tls,

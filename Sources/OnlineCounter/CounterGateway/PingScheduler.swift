@@ -13,9 +13,10 @@ import Synchronization
 ///
 /// **The gateway's own stalls do not count against its clients.** When the timer loop wakes
 /// more than ``stallThreshold`` after it was due (the process was starved of CPU, stopped,
-/// or its cooperative pool was saturated), the pongs of that time may still sit unread in
-/// socket buffers and task queues: silence is then measured from the end of the stall, not
-/// from the last pong handled. Without this, a gateway that stalls for longer than the pong
+/// or its cooperative pool was saturated), or an event loop carrying client connections ran
+/// its tasks that late (``noteStall(of:in:endingAt:)``, from `EventLoopStallWatch`), the
+/// pongs of that time may still sit unread in socket buffers and task queues: silence is
+/// then measured from the end of the stall, not from the last pong handled. Without this, a gateway that stalls for longer than the pong
 /// timeout ends every stream at its next tick, and all its clients reconnect at once into an
 /// overloaded process (etcd extends its leases after a leader change for the same reason).
 /// A silent client is still ended one pong timeout after the last stall.
@@ -62,6 +63,8 @@ final class PingScheduler: Sendable {
   private let timeouts = Counter(label: "gateway_pong_timeouts_total")
   private let stalls = Counter(label: "gateway_stalls_total")
   private let logger: Logger
+  /// The end of the gateway's last stall: silence before it is not held against clients.
+  private let lastStallEnded = Mutex<ContinuousClock.Instant?>(nil)
 
   init(maxSessions: Int, pongTimeout: Duration, logger: Logger = Logger(label: "gateway")) {
     self.maxSessions = maxSessions
@@ -132,27 +135,31 @@ final class PingScheduler: Sendable {
     let clock = ContinuousClock()
     let start = clock.now
     var fired: Int64 = -1
-    // Since when the loop has run on time: silence before it is not held against clients.
-    var listeningSince = start
     while !Task.isCancelled {
       let now = clock.now
-      let wake = start + Self.tick * (fired + 1)
-      if let stall = Self.stall(wokeAt: now, dueAt: wake) {
-        listeningSince = now
-        stalls.increment()
-        logger.warning(
-          "gateway stalled: pong deadlines restart now",
-          metadata: [
-            "gateway.stall_ms": "\(stall / .milliseconds(1))", "gateway.clients": "\(count)",
-          ])
+      if let stall = Self.stall(wokeAt: now, dueAt: start + Self.tick * (fired + 1)) {
+        noteStall(of: stall, in: "the ping timer", endingAt: now)
       }
       let due = Int64((now - start) / Self.tick)
       if let ticks = Self.ticksToVisit(fired: fired, due: due) {
-        visit(ticks: ticks, now: now, listeningSince: listeningSince)
+        visit(ticks: ticks, now: now, listeningSince: lastStallEnded.withLock { $0 })
         fired = due
       }
       try? await Task.sleep(until: start + Self.tick * (fired + 1), clock: clock)
     }
+  }
+
+  /// Records a stall of the gateway (its timer loop, or an event loop carrying its
+  /// connections, ran `length` late) that ended at `end`: every pong deadline restarts there.
+  func noteStall(of length: Duration, in part: String, endingAt end: ContinuousClock.Instant) {
+    lastStallEnded.withLock { $0 = max($0 ?? end, end) }
+    stalls.increment()
+    logger.warning(
+      "gateway stalled: pong deadlines restart now",
+      metadata: [
+        "gateway.stall_ms": "\(length / .milliseconds(1))", "gateway.stalled": "\(part)",
+        "gateway.clients": "\(count)",
+      ])
   }
 
   /// How long the loop stalled when it woke at `now` for a tick due at `dueAt`, if it woke
