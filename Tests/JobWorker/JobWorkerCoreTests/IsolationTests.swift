@@ -55,15 +55,17 @@ struct IsolationTests {
   }
 
   @Test(.requires(.cgroups)) func stopEndsSleepPromptly() async throws {
-    try await withManager(grace: .seconds(5)) { manager in
+    // A grace far beyond how long a stop takes even on a starved host (5.3 s was measured
+    // once, load average 15, with a 5 s grace), so that returning before it means something.
+    try await withManager(grace: .seconds(30)) { manager in
       let job = try await manager.start(JobSpec(command: "sleep", arguments: ["600"]))
       let clock = ContinuousClock()
       let started = clock.now
       let stopped = try await manager.stop(job.id)
-      // Ended by SIGTERM itself, not by the SIGKILL that follows the 5 s grace: the state says
+      // Ended by SIGTERM itself, not by the SIGKILL that follows the grace: the state says
       // which signal ended it, and the stop returned before the grace ran out.
       #expect(stopped.state == .stopped(signal: SIGTERM))
-      #expect(clock.now - started < .seconds(5))
+      #expect(clock.now - started < .seconds(30))
       #expect(stopped.endedAt != nil)
       // Idempotent.
       #expect(try await manager.stop(job.id).state == .stopped(signal: SIGTERM))
