@@ -160,7 +160,7 @@ let package = Package(
       name: "JobWorkerServer",
       dependencies: [
         "ConnectionKit", "JobWorkerCore", "JobWorkerProtos", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, logging, metrics, lifecycle, swiftProtobuf,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, swiftProtobuf,
       ],
       path: "Sources/JobWorker/JobWorkerServer", swiftSettings: swiftSettings),
     .target(

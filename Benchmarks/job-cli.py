@@ -16,7 +16,7 @@ removed at the end, also on failure or Ctrl-C.
 """
 import os, statistics, subprocess, sys, time
 
-from jobbench import Server, pct
+from jobbench import Server, pct, run_timed
 
 bin_dir = os.path.abspath(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 50
@@ -25,17 +25,13 @@ jobctl = f"{bin_dir}/jobctl"
 server = None
 
 
-def timed(argv, env):
-    t = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, timeout=30)
-    return (time.perf_counter() - t) * 1000
-
-
 def row(name, argv, env):
-    timed(argv, env)  # warm-up: page cache
-    samples = [timed(argv, env) for _ in range(runs)]
-    print(f"{name:34s} p50 {pct(samples, .5):7.2f} ms  p90 {pct(samples, .9):7.2f} ms  "
-          f"mean {statistics.mean(samples):7.2f} ms")
+    run_timed(argv, env)  # warm-up: page cache
+    samples = [run_timed(argv, env) for _ in range(runs)]
+    elapsed = [e for e, _ in samples]
+    cpu = [c for _, c in samples]
+    print(f"{name:34s} p50 {pct(elapsed, .5):7.2f} ms  p90 {pct(elapsed, .9):7.2f} ms  "
+          f"mean {statistics.mean(elapsed):7.2f} ms  (CPU p50 {pct(cpu, .5):6.2f} ms)")
 
 
 try:
@@ -59,8 +55,7 @@ try:
     step = max(1, jobs // 10)
     t0 = t = time.perf_counter()
     for i in range(1, jobs + 1):
-        subprocess.run([jobctl, "start", "--", "sleep", "600"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, timeout=30)
+        run_timed([jobctl, "start", "--", "sleep", "600"], env)
         if i % step == 0 or i == jobs:
             now = time.perf_counter()
             n = step if i % step == 0 else i % step

@@ -3,15 +3,18 @@
 # output, what it costs the client (minor page faults, system time), and what 50 followers of
 # one live job get in aggregate while the server's RSS is sampled.
 #
-# usage: Benchmarks/job-output.sh BIN_DIR [SIZE_MIB] [RUNS] [FOLLOWERS]
+# usage: Benchmarks/job-output.sh BIN_DIR [SIZE_MIB] [RUNS] [FOLLOWERS] [STALLED]
 #   BIN_DIR holds jobworker and jobctl (e.g. .build/debug or .build-release/release).
 #   SIZE_MIB: output of each job (64); RUNS: repetitions of `jobctl logs` (5);
-#   FOLLOWERS: concurrent `jobctl logs -f` of one job (50; 0 skips that part).
+#   FOLLOWERS: concurrent `jobctl logs -f` of one job (50; 0 skips that part);
+#   STALLED: `jobctl logs` of the finished job into pipes nobody reads (10; 0 skips that
+#   part): the server's RSS before and 5 s after they connected, i.e. what a stalled reader
+#   holds on the server.
 # Needs root and cgroups (a real jobworker runs the jobs). Loopback only, certificates, data
 # directory and cgroup name private to this run; everything is removed at the end, and every
 # step has a timeout, so the whole run is bounded (about 15 minutes at most).
 set -euo pipefail
-bin=$(cd "$1" && pwd) size_mib=${2:-64} runs=${3:-5} followers=${4:-50}
+bin=$(cd "$1" && pwd) size_mib=${2:-64} runs=${3:-5} followers=${4:-50} stalled=${5:-10}
 size=$((size_mib << 20))
 work=$(mktemp -d /tmp/job-output-bench.XXXXXX)
 cgroup="bench-output-$$"
@@ -85,6 +88,26 @@ for column in 1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7
   echo "median ${column#*:}: $(echo "$values" | median) (min $(echo "$values" | sort -n | head -1)," \
     "max $(echo "$values" | sort -n | tail -1))"
 done
+
+if [ "$stalled" -gt 0 ]; then
+  echo "== $stalled x jobctl logs ID of ${size_mib} MiB into a pipe nobody reads"
+  rss_before=$(rss_kib)
+  # `sleep` never reads its standard input: each jobctl blocks once the pipe (64 KiB) is
+  # full, stops reading its stream, and HTTP/2 flow control should then hold the server.
+  stalled_pids=()
+  for n in $(seq "$stalled"); do
+    ( timeout 60 "$bin/jobctl" logs "$id" 2> /dev/null | sleep 60 ) &
+    stalled_pids+=($!)
+  done
+  sleep 5
+  rss_stalled=$(rss_kib)
+  echo "server RSS KiB: before $rss_before, with $stalled stalled readers $rss_stalled" \
+    "($(( (rss_stalled - rss_before) / stalled )) KiB each)"
+  # End them (the subshells' children: jobctl and sleep), then let the server settle.
+  for pid in "${stalled_pids[@]}"; do pkill -TERM -P "$pid" 2> /dev/null || true; done
+  wait "${stalled_pids[@]}" 2> /dev/null || true
+  sleep 1
+fi
 
 [ "$followers" -gt 0 ] || exit 0
 echo "== $followers x jobctl logs -f of one job writing ${size_mib} MiB"

@@ -21,7 +21,7 @@ and its files removed at the end, also on failure or Ctrl-C.
 import os, statistics, subprocess, sys, time
 
 import grpc
-from jobbench import Server, pct
+from jobbench import Server, pct, run_timed
 
 bin_dir = os.path.abspath(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -83,9 +83,7 @@ try:
             t = time.perf_counter()
             start(true_request, timeout=30)
             starts.append((time.perf_counter() - t) * 1000)
-            t = time.perf_counter()
-            subprocess.run(baseline_cmd, check=True, timeout=30)
-            kernel.append((time.perf_counter() - t) * 1000)
+            kernel.append(run_timed(baseline_cmd)[0])
         return starts, kernel
     starts, kernel = latencies(runs)
     print(f"StartJob /bin/true, {runs} runs:     p50 {pct(starts, .5):6.2f} ms  "

@@ -1,13 +1,36 @@
 """What the job worker's benchmark scripts share (job-start.py, job-cli.py): a private
 `jobworker` on loopback with its own certificates, data directory and cgroup name, stopped
 and cleaned up at the end, and percentiles."""
-import os, shutil, signal, socket, subprocess, sys, tempfile
+import os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_timed(argv, env=None, timeout=30):
+    """Runs argv (output discarded, failure raises) and returns (elapsed ms, CPU ms of the
+    process: user + system).
+
+    The wait blocks in wait4(2). `subprocess.run(..., timeout=)` must not time a program:
+    with a timeout, Popen.wait polls with sleeps of 1, 2, 4, 8, 16, 32 ms, so every sample
+    was rounded up to about 3, 7, 15, 31 or 63 ms (the 32 ms `jobctl list` and `run` figures
+    of earlier runs were that rounding). A watchdog kills a program past `timeout`."""
+    t = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        watchdog.cancel()
+    elapsed = (time.perf_counter() - t) * 1000
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, argv)
+    return elapsed, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def pct(samples, p):

@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <sched.h>
+#include <stdint.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -109,7 +111,7 @@ static _Noreturn void exec_init(void) {
   cjobinit_fail(CJOBINIT_FD_STATUS, CJOBINIT_STAGE_EXEC_INIT, errno, 0);
 }
 
-static int child_main(void *argument) {
+static _Noreturn int child_main(void *argument) {
   const child_arguments *arguments = argument;
   join_cgroup(arguments);
   move_descriptors(arguments);
@@ -122,17 +124,23 @@ pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descri
   return cjobinit_spawn_in_cgroup(job, descriptors, NULL, 0, pidfd);
 }
 
-pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
-                               const int *cgroup_tasks, size_t cgroup_task_count, int *pidfd) {
+// clone() with a new stack, or (cgroup_fd >= 0) clone3() with CLONE_INTO_CGROUP and no new
+// stack: without CLONE_VM the child runs on its own copy of this thread's stack, as after
+// fork, and calls child_main, which never returns.
+static pid_t spawn(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                   const int *cgroup_tasks, size_t cgroup_task_count, int cgroup_fd, int *pidfd) {
   *pidfd = -1;
   int spec = cjobinit_job_encode(job);
   if (spec < 0) return spec;
-  void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
-    int saved = errno;
-    close(spec);
-    return -saved;
+  void *stack = MAP_FAILED;
+  if (cgroup_fd < 0) {
+    stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+      int saved = errno;
+      close(spec);
+      return -saved;
+    }
   }
   // The child starts with every signal blocked, so no handler of the worker ever runs in it;
   // the mask survives the exec and jobinit takes its signals with sigwaitinfo.
@@ -143,16 +151,36 @@ pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descripto
                                .spec = spec,
                                .cgroup_tasks = cgroup_tasks,
                                .cgroup_task_count = cgroup_task_count};
-  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
-              CLONE_PIDFD | SIGCHLD;
-  // Without CLONE_VM the child gets its own copy of the address space (stack and arguments
-  // included), so the parent can unmap its copy right away.
-  pid_t pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE, flags, &arguments, pidfd);
+  int namespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+  pid_t pid;
+  if (cgroup_fd >= 0) {
+    struct clone_args args = {.flags = (uint64_t)namespaces | CLONE_PIDFD | CLONE_INTO_CGROUP,
+                              .pidfd = (uint64_t)(uintptr_t)pidfd,
+                              .exit_signal = SIGCHLD,
+                              .cgroup = (uint64_t)cgroup_fd};
+    pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) child_main(&arguments);
+  } else {
+    // Without CLONE_VM the child gets its own copy of the address space (stack and arguments
+    // included), so the parent can unmap its copy right away.
+    pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE, namespaces | CLONE_PIDFD | SIGCHLD,
+                &arguments, pidfd);
+  }
   int saved = errno;
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  munmap(stack, CHILD_STACK_SIZE);
+  if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
   close(spec);
   return pid < 0 ? -saved : pid;
+}
+
+pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                               const int *cgroup_tasks, size_t cgroup_task_count, int *pidfd) {
+  return spawn(job, descriptors, cgroup_tasks, cgroup_task_count, -1, pidfd);
+}
+
+pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                                 int cgroup_fd, int *pidfd) {
+  return spawn(job, descriptors, NULL, 0, cgroup_fd, pidfd);
 }
 
 int cjobinit_open_executable(const char *path) {

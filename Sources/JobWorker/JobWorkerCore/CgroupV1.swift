@@ -74,6 +74,9 @@ struct CgroupV1: CgroupDriver {
     }
   }
 
+  /// None: `clone3(CLONE_INTO_CGROUP)` takes a cgroup v2 directory only.
+  func cloneDirectory(_ name: String) -> String? { nil }
+
   func joinFiles(_ name: String) -> [String] {
     Self.controllers.map { path($0, name) + "/tasks" }
   }

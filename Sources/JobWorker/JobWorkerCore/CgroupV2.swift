@@ -61,6 +61,10 @@ struct CgroupV2: CgroupDriver {
   /// process moved through cgroup.procs takes the global lock whoever writes it.
   func joinFiles(_ name: String) -> [String] { [] }
 
+  /// The job's directory: the init is cloned into it (`Launcher.Request.cgroupDirectory`),
+  /// and moved with `add(pid:to:)` only on a kernel older than 5.7.
+  func cloneDirectory(_ name: String) -> String? { path(name) }
+
   func add(pid: pid_t, to name: String) throws(FileSystem.SystemError) {
     try FileSystem.write(path(name) + "/cgroup.procs", String(pid))
   }

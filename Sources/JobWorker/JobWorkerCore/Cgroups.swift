@@ -42,6 +42,9 @@ protocol CgroupDriver: Sendable {
   /// worker moves the init with `add(pid:to:)` (cgroup v2, which moves only whole processes
   /// of a domain cgroup).
   func joinFiles(_ name: String) -> [String]
+  /// The job's cgroup directory, for a clone straight into it (`clone3(CLONE_INTO_CGROUP)`,
+  /// cgroup v2 only: the init never runs outside it and nobody moves it); nil: not possible.
+  func cloneDirectory(_ name: String) -> String?
   /// Moves a process into the job's cgroup.
   func add(pid: pid_t, to name: String) throws(FileSystem.SystemError)
   /// Usage so far; fields the kernel does not offer read as 0.

@@ -369,7 +369,7 @@ public final class JobManager: Sendable {
             configuration.scratchBytesPerJob,
             prepared.limits.memoryBytes ?? configuration.scratchBytesPerJob),
           uid: configuration.runAsUser, gid: configuration.runAsGroup,
-          cgroupJoinFiles: joinFiles))
+          cgroupJoinFiles: joinFiles, cgroupDirectory: cgroup.cloneDirectory(name)))
     } catch {
       discard(prepared)
       throw error
@@ -386,7 +386,7 @@ public final class JobManager: Sendable {
         self?.jobEnded(id, owner: owner)
       })
     do {
-      if joinFiles.isEmpty {
+      if joinFiles.isEmpty && !process.clonedIntoCgroup {
         try Self.system(.internalError) { () throws(FileSystem.SystemError) in
           try cgroup.add(pid: process.pid, to: name)
         }

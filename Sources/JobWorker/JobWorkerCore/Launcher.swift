@@ -13,6 +13,9 @@ enum Launcher {
     var status: Int32
     /// Write end of the release pipe: one byte lets the init go on.
     var release: Int32
+    /// Whether the init was created inside `Request.cgroupDirectory` (else the caller moves
+    /// it before `release(_:)`, as without one).
+    var clonedIntoCgroup = false
   }
 
   struct Request {
@@ -30,6 +33,9 @@ enum Launcher {
     /// Files the child writes "0" to before anything else, to join the job's cgroup itself
     /// (`CgroupDriver.joinFiles`); empty: the caller moves it before `release(_:)`.
     var cgroupJoinFiles: [String] = []
+    /// A cgroup v2 directory to create the child in (`CgroupDriver.cloneDirectory`); a
+    /// kernel without `clone3(CLONE_INTO_CGROUP)` clones as without it.
+    var cgroupDirectory: String? = nil
   }
 
   /// Clones the init's child, which then waits for `release(_:)` before it execs `jobinit`.
@@ -84,7 +90,23 @@ enum Launcher {
       init_executable: request.initExecutable.descriptor, output: output[1],
       release: release[0], status: status[1])
     var pidfd: Int32 = -1
-    let pid = cjobinit_spawn_in_cgroup(&job, &descriptors, joins, joins.count, &pidfd)
+    var pid: pid_t = -ENOSYS
+    var clonedIntoCgroup = false
+    if let directory = request.cgroupDirectory {
+      let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+      guard fd >= 0 else {
+        let message = errnoText()
+        closeAll()
+        throw JobError(.internalError, "open \(directory): \(message)")
+      }
+      pid = cjobinit_spawn_into_cgroup(&job, &descriptors, fd, &pidfd)
+      close(fd)
+      clonedIntoCgroup = pid > 0
+    }
+    // No cgroup to clone into, or a kernel before 5.7 (no clone3, or no CLONE_INTO_CGROUP).
+    if pid == -ENOSYS || pid == -E2BIG {
+      pid = cjobinit_spawn_in_cgroup(&job, &descriptors, joins, joins.count, &pidfd)
+    }
     // The child holds its own copies now; the worker keeps only its ends.
     close(output[1])
     close(status[1])
@@ -99,7 +121,8 @@ enum Launcher {
         "cloning the job's init: \(errnoText(-pid))")
     }
     return Launched(
-      pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1])
+      pid: pid, pidfd: pidfd, output: output[0], status: status[0], release: release[1],
+      clonedIntoCgroup: clonedIntoCgroup)
   }
 
   /// Lets the init proceed (it is in its cgroup by now).

@@ -152,9 +152,15 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
         try await context.cancellation.cancelled
         throw RPCError(code: .cancelled, message: "the client cancelled the stream")
       }
+      // Paced on the connection's event loop, so that what waits for a client that stopped
+      // reading is its flow-control window plus a few messages, not megabytes (`WritePacer`).
+      let eventLoop = peers.eventLoop(for: context)
+      let paceInterval = max(limits.maxChunkBytes, Self.paceIntervalBytes)
       group.addTask {
+        var pacer = WritePacer(eventLoop: eventLoop, interval: paceInterval)
         for try await chunk in output {
           try await response.write(.with { $0.output = Data(chunk) })
+          try await pacer.wrote(chunk.count)
         }
         // From the stream's own job: a job forgotten meanwhile (retention) still ends its
         // streams with their final status.
@@ -164,6 +170,10 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
       group.cancelAll()
     }
   }
+
+  /// Output bytes a stream writes between two of its `WritePacer`'s markers: a stream has at
+  /// most about twice this queued on its event loop beyond what HTTP/2 flow control holds.
+  static let paceIntervalBytes = 128 * 1024
 
   /// Output streams being served right now.
   public var activeOutputStreams: Int { openStreams.withLock { $0 } }

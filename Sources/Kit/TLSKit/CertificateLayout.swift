@@ -7,8 +7,10 @@ public struct CertificateLayout: Sendable {
   public init(directory: String) { self.directory = directory }
 
   public static var defaultDirectory: String {
-    let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-    let config = ProcessInfo.processInfo.environment["XDG_CONFIG_HOME"] ?? "\(home)/.config"
+    // getenv: one variable, not a copy of the whole environment (see ServiceKit's
+    // `Environment.raw`, which TLSKit cannot use).
+    let home = getenv("HOME").map { String(cString: $0) } ?? NSHomeDirectory()
+    let config = getenv("XDG_CONFIG_HOME").map { String(cString: $0) } ?? "\(home)/.config"
     return "\(config)/jobctl"
   }
 

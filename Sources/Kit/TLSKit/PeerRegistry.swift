@@ -1,6 +1,6 @@
 public import GRPCCore
 import ConnectionKit
-import NIOCore
+public import NIOCore
 import NIOSSL
 import NIOTLS
 import Synchronization
@@ -25,6 +25,7 @@ public final class PeerRegistry: Sendable {
   private struct Entry {
     var connection: ObjectIdentifier
     var identity: Result<PeerIdentity, PeerIdentityError>
+    var eventLoop: any EventLoop
   }
 
   private let entries = Mutex<[Key: Entry]>([:])
@@ -74,13 +75,23 @@ public final class PeerRegistry: Sendable {
     return identity
   }
 
+  /// The event loop that does the I/O of the caller's connection (and of all its HTTP/2
+  /// streams), or nil once the connection closed. A handler that writes faster than that loop
+  /// sends can pace itself on it (see `JobWorkerAPI`'s output streams).
+  public func eventLoop(for context: ServerContext) -> (any EventLoop)? {
+    entries.withLock { $0[Key(local: context.localPeer, remote: context.remotePeer)]?.eventLoop }
+  }
+
   /// Live connections with a recorded certificate (for tests and metrics).
   public var count: Int { entries.withLock { $0.count } }
 
   func record(
-    _ identity: Result<PeerIdentity, PeerIdentityError>, key: Key, connection: ObjectIdentifier
+    _ identity: Result<PeerIdentity, PeerIdentityError>, key: Key, connection: ObjectIdentifier,
+    eventLoop: any EventLoop
   ) {
-    entries.withLock { $0[key] = Entry(connection: connection, identity: identity) }
+    entries.withLock {
+      $0[key] = Entry(connection: connection, identity: identity, eventLoop: eventLoop)
+    }
   }
 
   /// Removes the entry only if it still belongs to `connection`, so a late close of an old
@@ -141,7 +152,9 @@ final class PeerCertificateRecorder: ChannelInboundHandler, RemovableChannelHand
           code: .noCertificate, message: "unreadable client certificate: \(error)"))
     }
     self.key = key
-    registry.record(identity, key: key, connection: ObjectIdentifier(context.channel))
+    registry.record(
+      identity, key: key, connection: ObjectIdentifier(context.channel),
+      eventLoop: context.eventLoop)
   }
 
   private func forget(context: ChannelHandlerContext) {

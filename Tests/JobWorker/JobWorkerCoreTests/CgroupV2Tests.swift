@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 @testable import JobWorkerCore
@@ -64,5 +65,54 @@ struct CgroupV2Tests {
     #expect(driver.throttledPeriods("job") == 7)
     driver.killAll("job")
     #expect(FileSystem.read(root + "/jw/job/cgroup.kill") == "1")
+    // The init is cloned into this directory (see CloneIntoCgroupTests), not moved.
+    #expect(driver.cloneDirectory("job") == root + "/jw/job")
+    #expect(driver.joinFiles("job").isEmpty)
+  }
+}
+
+/// The clone into a cgroup v2 directory, for real: on a host whose v2 hierarchy is mounted
+/// (here the hybrid `/sys/fs/cgroup/unified`, without controllers, next to v1), the init is
+/// created inside a fresh cgroup of it, so it never runs outside (`clone3(CLONE_INTO_CGROUP)`).
+@Suite("clone into a cgroup v2 directory")
+struct CloneIntoCgroupTests {
+  static let hierarchy =
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].first {
+      FileManager.default.fileExists(atPath: $0 + "/cgroup.procs")
+        && FileManager.default.fileExists(atPath: $0 + "/cgroup.controllers")
+    }
+
+  @Test(
+    .requires(.root), .requires(.product("jobinit")),
+    .enabled(if: hierarchy != nil, "no cgroup v2 hierarchy mounted"))
+  func initStartsInsideItsCgroup() throws {
+    let hierarchy = try #require(Self.hierarchy)
+    let name = "jobworker-clone-test-\(UUID().uuidString.prefix(8))"
+    let directory = hierarchy + "/" + name
+    try #require(mkdir(directory, 0o755) == 0, "mkdir \(directory): \(errnoText())")
+    defer { rmdir(directory) }
+    let launched = try Launcher.spawn(
+      Launcher.Request(
+        initExecutable: try InitExecutable(path: builtProduct("jobinit")),
+        program: try ProgramSearch(command: "/bin/false", environment: []), arguments: [],
+        environment: [], workingDirectory: "/", hostname: "job-test", scratchBytes: 1 << 20,
+        uid: 65534, gid: 65534, cgroupDirectory: directory))
+    // Before its release the child has done nothing but wait: it was born in the cgroup.
+    let membership = FileSystem.read("/proc/\(launched.pid)/cgroup") ?? ""
+    let inside = FileSystem.read(directory + "/cgroup.procs")
+    guard launched.clonedIntoCgroup else {
+      Launcher.abandon(launched)
+      Issue.record("not cloned into \(directory)")
+      return
+    }
+    #expect(membership.split(separator: "\n").contains("0::/\(name)"), "\(membership)")
+    #expect(inside == "\(launched.pid)\n")
+    // Released, the init runs the program as from any other clone: jobinit exits with the
+    // program's status, 1 for /bin/false (a failure of the init itself would be 127 or 2).
+    try Launcher.release(launched)
+    var status: Int32 = 0
+    while waitpid(launched.pid, &status, 0) < 0 && errno == EINTR {}
+    for fd in [launched.pidfd, launched.output, launched.status] { close(fd) }
+    #expect(status & 0x7f == 0 && (status >> 8) & 0xff == 1, "wait status \(status)")
   }
 }

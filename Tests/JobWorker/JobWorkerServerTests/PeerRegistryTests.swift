@@ -1,10 +1,13 @@
 import Foundation
+import NIOPosix
 import Testing
 
 @testable import TLSKit
 
 @Suite("Peer registry")
 struct PeerRegistryTests {
+  let loop = MultiThreadedEventLoopGroup.singleton.next()
+
   @Test("a late close of an old connection never erases a newer connection's entry")
   func staleRemoval() throws {
     let registry = PeerRegistry()
@@ -14,8 +17,11 @@ struct PeerRegistryTests {
     let newChannel = NSObject()
     let old = ObjectIdentifier(oldChannel)
     let new = ObjectIdentifier(newChannel)
-    registry.record(.success(PeerIdentity(name: "alice", role: .user)), key: key, connection: old)
-    registry.record(.success(PeerIdentity(name: "bob", role: .user)), key: key, connection: new)
+    registry.record(
+      .success(PeerIdentity(name: "alice", role: .user)), key: key, connection: old,
+      eventLoop: loop)
+    registry.record(
+      .success(PeerIdentity(name: "bob", role: .user)), key: key, connection: new, eventLoop: loop)
     registry.remove(key: key, connection: old)
     let identity = try registry.identity(localPeer: key.local, remotePeer: key.remote)
     #expect(identity.name == "bob")
@@ -32,7 +38,8 @@ struct PeerRegistryTests {
     let registry = PeerRegistry()
     let key = PeerRegistry.Key(local: "l", remote: "r")
     let reason = PeerIdentityError(code: .invalidRole, message: "no role")
-    registry.record(.failure(reason), key: key, connection: ObjectIdentifier(NSObject()))
+    registry.record(
+      .failure(reason), key: key, connection: ObjectIdentifier(NSObject()), eventLoop: loop)
     do {
       _ = try registry.identity(localPeer: "l", remotePeer: "r")
       Issue.record("expected a failure")

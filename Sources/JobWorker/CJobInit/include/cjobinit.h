@@ -168,6 +168,14 @@ pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descri
 pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                                const int *cgroup_tasks, size_t cgroup_task_count, int *pidfd);
 
+/// cjobinit_spawn, with the child created inside the cgroup v2 directory `cgroup_fd` (an
+/// O_RDONLY|O_DIRECTORY descriptor) by clone3(CLONE_INTO_CGROUP): it never runs outside the
+/// job's cgroup, and nobody writes cgroup.procs (a parent moving a process there waits for
+/// an RCU grace period). -ENOSYS or -E2BIG: the kernel has no clone3 or no CLONE_INTO_CGROUP
+/// (before Linux 5.7); the caller then spawns without it and moves the child.
+pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
+                                 int cgroup_fd, int *pidfd);
+
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
 
