@@ -9,20 +9,11 @@ import urllib.parse
 
 import grpc
 
+from jobbench import free_port, pct  # noqa: F401 (re-exported to the scripts)
+
 REPORT = "/tenten.interview.PresenceIngest/ReportPresence"
 FETCH = "/tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"
 HZ = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(samples, p):
-    samples = sorted(samples)
-    return samples[min(len(samples) - 1, int(len(samples) * p))]
 
 
 def varint(n):

@@ -89,13 +89,7 @@ struct CachedCountTests {
   /// After a write, readers get the previous answer at once while the refresher runs one new
   /// query; its answer then serves everyone, with no further query.
   @Test func theRefresherRenewsAStaleAnswerOnce() async throws {
-    let answers = Mutex<UInt64>(0)
-    let cache = CachedCount(maxAge: .seconds(60)) { _ in
-      answers.withLock { value in
-        value += 1
-        return value
-      }
-    }
+    let cache = CachedCount(maxAge: .seconds(60), fetch: Self.oneMoreEachTime())
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { await cache.refreshAhead(interval: .milliseconds(10)) }
       defer { group.cancelAll() }
@@ -115,16 +109,10 @@ struct CachedCountTests {
 
   /// An answer past half its max age is still served, and refreshed ahead of its expiry.
   @Test func aHalfExpiredAnswerIsRefreshedAhead() async throws {
-    let answers = Mutex<UInt64>(0)
     let start = ContinuousClock.now
     let elapsed = Mutex(Duration.zero)
-    let cache = CachedCount(maxAge: .seconds(10), now: { start + elapsed.withLock { $0 } }) {
-      _ in
-      answers.withLock { value in
-        value += 1
-        return value
-      }
-    }
+    let cache = CachedCount(
+      maxAge: .seconds(10), now: { start + elapsed.withLock { $0 } }, fetch: Self.oneMoreEachTime())
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { await cache.refreshAhead(interval: .milliseconds(10)) }
       defer { group.cancelAll() }
@@ -135,6 +123,17 @@ struct CachedCountTests {
       elapsed.withLock { $0 = .seconds(6) }
       #expect(try await cache.count(sinceMillis: 0) == 1)
       try await Self.waitForCount(2, from: cache)
+    }
+  }
+
+  /// A fetch answering 1, 2, 3, … : each answer tells which query it came from.
+  static func oneMoreEachTime() -> CachedCount.Fetch {
+    let answers = Mutex<UInt64>(0)
+    return { _ in
+      answers.withLock { value in
+        value += 1
+        return value
+      }
     }
   }
 

@@ -15,8 +15,11 @@ let benchmarks: @Sendable () -> Void = {
   Benchmark.defaultConfiguration = .init(
     metrics: [.wallClock, .cpuTotal, .throughput, .mallocCountTotal],
     maxDuration: .seconds(3), maxIterations: 100_000)
-  var logger = Logger(label: "micro-benchmarks")
-  logger.logLevel = .critical
+  let logger = {
+    var logger = Logger(label: "micro-benchmarks")
+    logger.logLevel = .critical
+    return logger
+  }()
   let users = (0..<5_000).map { "user-\($0)" }
 
   // One pong: the gateway marks its user seen (a dictionary upsert under a mutex). 5,000
@@ -45,52 +48,45 @@ let benchmarks: @Sendable () -> Void = {
     return users.map { PresenceRecord(userID: $0, lastSeenMillis: now) }
   }
 
-  Benchmark(
-    "SQLitePresenceStore.record, batch of 5,000 updates",
-    configuration: .init(maxDuration: .seconds(5), maxIterations: 200)
-  ) { (benchmark: Benchmark, store: SQLitePresenceStore) async in
-    let batch = nextBatch()
-    benchmark.startMeasurement()
-    do { try await store.record(batch) } catch { benchmark.error("\(error)") }
-    benchmark.stopMeasurement()
-  } setup: {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-      "micro-\(getpid())")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    let store = try SQLitePresenceStore(
-      path: directory.appendingPathComponent("presence.sqlite").path, logger: logger)
-    try await store.record(nextBatch())
-    return store
-  }
-
-  if let url = ProcessInfo.processInfo.environment["POSTGRES_URL"] {
-    // Schema `micro_bench` of that database (created, kept between runs).
-    final class Running: Sendable {
-      let store: PostgresPresenceStore
-      let task: Task<Void, Never>
-      init(_ store: PostgresPresenceStore) {
-        self.store = store
-        self.task = Task { await store.run() }
-      }
-    }
-    let running = LockedBox<Running?>(nil)
+  func upsertBenchmark(
+    _ store: String, teardown: (@Sendable () -> Void)? = nil,
+    open: @escaping @Sendable () async throws -> any PresenceStore
+  ) {
     Benchmark(
-      "PostgresPresenceStore.record, batch of 5,000 updates",
+      "\(store)PresenceStore.record, batch of 5,000 updates",
       configuration: .init(maxDuration: .seconds(5), maxIterations: 200)
-    ) { (benchmark: Benchmark, store: PostgresPresenceStore) async in
+    ) { (benchmark: Benchmark, store: any PresenceStore) async in
       let batch = nextBatch()
       benchmark.startMeasurement()
       do { try await store.record(batch) } catch { benchmark.error("\(error)") }
       benchmark.stopMeasurement()
     } setup: {
-      var configuration = try PostgresPresenceStore.Configuration(url: url)
-      try configuration.setSchema("micro_bench")
-      let store = PostgresPresenceStore(configuration: configuration, logger: logger)
-      running.update { $0 = Running(store) }
+      let store = try await open()
       try await store.record(nextBatch())
       return store
     } teardown: {
-      running.update { $0?.task.cancel(); $0 = nil }
+      teardown?()
+    }
+  }
+
+  upsertBenchmark("SQLite") {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "micro-\(getpid())")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return try SQLitePresenceStore(
+      path: directory.appendingPathComponent("presence.sqlite").path, logger: logger)
+  }
+
+  if let url = ProcessInfo.processInfo.environment["POSTGRES_URL"] {
+    // Schema `micro_bench` of that database (created, kept between runs); the store's pool
+    // runs in a task of the benchmark's own, cancelled at its teardown.
+    let running = LockedBox<Task<Void, Never>?>(nil)
+    upsertBenchmark("Postgres", teardown: { running.update { $0?.cancel(); $0 = nil } }) {
+      var configuration = try PostgresPresenceStore.Configuration(url: url)
+      try configuration.setSchema("micro_bench")
+      let store = PostgresPresenceStore(configuration: configuration, logger: logger)
+      running.update { $0 = Task { await store.run() } }
+      return store
     }
   }
 
