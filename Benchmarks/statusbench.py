@@ -225,14 +225,15 @@ class Status:
 
 
 def report_at_rate(port, users, rate, done, written):
-    """Re-reports users u0… (at most 200,000 of them) in batches of 5,000 at `rate` records a
+    """Re-reports users u0… (at most 200,000 of them) in batches of ≤ 5,000 at `rate` records a
     second until `done` is set; adds what status accepted to `written` (for a process of its
     own: multiprocessing objects)."""
     with channel(port) as connection:
         report = raw(connection, REPORT)
-        batches = [report_request("fetch-bench", [f"u{j}" for j in range(i, i + 5000)])
-                   for i in range(0, min(users, 200_000) - 4999, 5000)]
-        period, i, next_at = 5000 / rate, 0, time.monotonic()
+        size = min(5000, users)
+        batches = [report_request("fetch-bench", [f"u{j}" for j in range(i, i + size)])
+                   for i in range(0, min(users, 200_000) - size + 1, size)]
+        period, i, next_at = size / rate, 0, time.monotonic()
         while not done.is_set():
             response = decode_varints(report(batches[i % len(batches)], timeout=10))
             with written.get_lock():
