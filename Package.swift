@@ -48,6 +48,11 @@ let package = Package(
     .executable(name: "jobctl", targets: ["jobctl"]),
     .executable(name: "jobinit", targets: ["jobinit"]),
     .executable(name: "demo", targets: ["demo"]),
+    // For Benchmarks/Micro, a package of its own that depends on this one by path (the
+    // micro-benchmarks stay out of this package's build).
+    .library(name: "PresenceStore", targets: ["PresenceStore"]),
+    .library(name: "CounterGateway", targets: ["CounterGateway"]),
+    .library(name: "ServiceKit", targets: ["ServiceKit"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),

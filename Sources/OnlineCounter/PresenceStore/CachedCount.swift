@@ -1,6 +1,6 @@
 internal import Synchronization
 
-/// A single-flight, short-lived cache for the online count.
+/// A single-flight, short-lived cache for the online count, refreshed ahead of its readers.
 ///
 /// A burst of reads costs one query: callers that arrive while a query runs wait for its
 /// answer instead of issuing their own, and for `maxAge` after a query started its answer is
@@ -9,8 +9,13 @@ internal import Synchronization
 /// injected clock) always gets a fresh count.
 ///
 /// Staleness is measured from when the query *started*, so no answer is ever older than
-/// `maxAge` plus nothing. ``invalidate()`` drops the cache after a local write, so one
-/// process reads its own writes.
+/// `maxAge`. ``invalidate()`` (a local write) marks the answer stale without dropping it:
+/// readers keep getting it, never older than `maxAge`, while ``refreshAhead(interval:)`` (run by
+/// the owner, e.g. ``CachedPresenceStore/run()``) queries again in the background, at most once
+/// per `interval`. A reader also asks for that refresh once its answer is half `maxAge` old, so
+/// a steady reader never waits for a query. Issue 12 measured why: at 1,000,000 users online
+/// and 100,000 presence updates a second, dropping the answer on every write made nearly every
+/// read a real query (p50 34 ms on SQLite, 84 ms on PostgreSQL, instead of under 1 ms).
 public final class CachedCount: Sendable {
   public typealias Fetch = @Sendable (_ sinceMillis: Int64) async throws -> UInt64
 
@@ -18,6 +23,8 @@ public final class CachedCount: Sendable {
     var sinceMillis: Int64
     var value: UInt64
     var startedAt: ContinuousClock.Instant
+    /// ``State/generation`` when its query started: older means a write may be missing.
+    var generation: UInt64
   }
 
   private struct Flight {
@@ -35,10 +42,12 @@ public final class CachedCount: Sendable {
     var nextID: UInt64 = 0
     var generation: UInt64 = 0
     var queries: UInt64 = 0
+    /// The window of the refresh a reader asked for and the refresher has not started yet.
+    var refreshWanted: Int64?
   }
 
   private enum Step {
-    case answered(UInt64)
+    case answered(UInt64, refresh: Bool)
     case lead(flightID: UInt64, generation: UInt64)
     case join(flightID: UInt64)
   }
@@ -48,6 +57,9 @@ public final class CachedCount: Sendable {
   private let maxAgeMillis: Int64
   private let now: @Sendable () -> ContinuousClock.Instant
   private let state = Mutex(State())
+  /// Wakes ``refreshAhead(interval:)``; holds at most one wake-up.
+  private let refreshes: AsyncStream<Void>
+  private let refreshRequests: AsyncStream<Void>.Continuation
 
   /// - Parameters:
   ///   - maxAge: how stale an answer may be; 1 s by default, as the contract allows.
@@ -63,17 +75,42 @@ public final class CachedCount: Sendable {
     self.maxAge = maxAge
     let (seconds, attoseconds) = maxAge.components
     self.maxAgeMillis = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    (refreshes, refreshRequests) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
   }
 
   /// How many real queries ran so far (for tests and metrics).
   public var queryCount: UInt64 { state.withLock { $0.queries } }
 
-  /// Forgets the cached answer and detaches any query in flight from new callers.
+  /// Marks the cached answer stale (a write happened): it is still served, never older than
+  /// `maxAge`, and the next reader asks the refresher for a new one. Detaches any query in
+  /// flight from new callers.
   public func invalidate() {
     state.withLock { state in
-      state.answer = nil
       state.current = nil
       state.generation &+= 1
+    }
+  }
+
+  /// Runs queries that readers asked for ahead of need (see the type's documentation), one at
+  /// a time and at most one per `interval`, until cancelled. Run it once, by the cache's owner;
+  /// without it a stale answer is simply served until it is `maxAge` old.
+  public func refreshAhead(interval: Duration = .milliseconds(250)) async {
+    var last: ContinuousClock.Instant?
+    for await _ in refreshes {
+      if let last {
+        do { try await Task.sleep(until: last + interval) } catch { return }
+      }
+      last = .now
+      let flight: (id: UInt64, generation: UInt64, sinceMillis: Int64)? = state.withLock {
+        state in
+        guard let sinceMillis = state.refreshWanted else { return nil }
+        state.refreshWanted = nil
+        return (beginFlight(&state, sinceMillis: sinceMillis), state.generation, sinceMillis)
+      }
+      guard let flight else { continue }
+      // A failure reaches the readers that joined; the next reader asks again.
+      _ = try? await lead(
+        flightID: flight.id, generation: flight.generation, sinceMillis: flight.sinceMillis)
     }
   }
 
@@ -82,7 +119,8 @@ public final class CachedCount: Sendable {
     while true {
       try Task.checkCancellation()
       switch nextStep(sinceMillis: sinceMillis) {
-      case .answered(let value):
+      case .answered(let value, let refresh):
+        if refresh { refreshRequests.yield() }
         return value
       case .lead(let flightID, let generation):
         // The flight is for our own window.
@@ -104,7 +142,14 @@ public final class CachedCount: Sendable {
       if let answer = state.answer, answer.startedAt.duration(to: now) <= maxAge,
         abs(answer.sinceMillis - sinceMillis) <= maxAgeMillis
       {
-        return .answered(answer.value)
+        // Stale (a write since its query started) or half its life gone: ask for a new one,
+        // unless a query that new callers may join already runs or one is asked for.
+        let stale =
+          answer.generation != state.generation
+          || answer.startedAt.duration(to: now) * 2 > maxAge
+        let refresh = stale && state.current == nil && state.refreshWanted == nil
+        if refresh { state.refreshWanted = sinceMillis }
+        return .answered(answer.value, refresh: refresh)
       }
       if let id = state.current, let flight = state.flights[id],
         flight.startedAt.duration(to: now) <= maxAge,
@@ -112,13 +157,19 @@ public final class CachedCount: Sendable {
       {
         return .join(flightID: id)
       }
-      let id = state.nextID
-      state.nextID += 1
-      state.flights[id] = Flight(sinceMillis: sinceMillis, startedAt: now)
-      state.current = id
-      state.queries += 1
+      let id = beginFlight(&state, sinceMillis: sinceMillis)
       return .lead(flightID: id, generation: state.generation)
     }
+  }
+
+  /// Registers a new query that later callers may join; returns its id.
+  private func beginFlight(_ state: inout State, sinceMillis: Int64) -> UInt64 {
+    let id = state.nextID
+    state.nextID += 1
+    state.flights[id] = Flight(sinceMillis: sinceMillis, startedAt: now())
+    state.current = id
+    state.queries += 1
+    return id
   }
 
   private func lead(
@@ -135,9 +186,14 @@ public final class CachedCount: Sendable {
         return [UInt64: CheckedContinuation<UInt64, any Error>]()
       }
       if state.current == flightID { state.current = nil }
-      if case .success(let value) = result, state.generation == generation {
+      // Kept even when a write came meanwhile (marked stale by its generation), unless a
+      // query that started later already answered.
+      if case .success(let value) = result,
+        state.answer.map({ $0.startedAt <= flight.startedAt }) ?? true
+      {
         state.answer = Answer(
-          sinceMillis: flight.sinceMillis, value: value, startedAt: flight.startedAt)
+          sinceMillis: flight.sinceMillis, value: value, startedAt: flight.startedAt,
+          generation: generation)
       }
       return flight.waiters
     }
@@ -177,8 +233,9 @@ public final class CachedCount: Sendable {
 }
 
 /// A ``PresenceStore`` whose counts go through a ``CachedCount``; writes and prunes made
-/// through it invalidate the cache, so this process reads its own writes while other
-/// replicas' writes show within `maxAge`.
+/// through it mark the cached count stale, and ``run()`` refreshes it in the background, so
+/// this process's writes show within the refresh interval (250 ms) plus one query, and other
+/// replicas' within `maxAge`; a read never waits for a query while answers stay fresh.
 public final class CachedPresenceStore: PresenceStore {
   public let base: any PresenceStore
   public let cache: CachedCount
@@ -190,8 +247,14 @@ public final class CachedPresenceStore: PresenceStore {
     }
   }
 
+  /// Runs the base store and the cache's refresher until the base store returns (graceful
+  /// shutdown) or the task is cancelled.
   public func run() async throws {
-    try await base.run()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { await self.cache.refreshAhead() }
+      defer { group.cancelAll() }
+      try await base.run()
+    }
   }
 
   public func record(_ records: [PresenceRecord]) async throws {

@@ -76,14 +76,73 @@ struct CachedCountTests {
     #expect(fetch.sinceValues == [10_000, 11_001])
   }
 
-  @Test func invalidateForcesAFreshQuery() async throws {
+  @Test func invalidateKeepsServingTheAnswerWithoutARefresher() async throws {
     let fetch = GatedFetch(answer: 1)
     fetch.release()
     let cache = CachedCount(maxAge: .seconds(60)) { try await fetch.fetch($0) }
     _ = try await cache.count(sinceMillis: 0)
     cache.invalidate()
-    _ = try await cache.count(sinceMillis: 0)
-    #expect(cache.queryCount == 2)
+    #expect(try await cache.count(sinceMillis: 0) == 1)
+    #expect(cache.queryCount == 1)
+  }
+
+  /// After a write, readers get the previous answer at once while the refresher runs one new
+  /// query; its answer then serves everyone, with no further query.
+  @Test func theRefresherRenewsAStaleAnswerOnce() async throws {
+    let cache = CachedCount(maxAge: .seconds(60), fetch: Self.oneMoreEachTime())
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { await cache.refreshAhead(interval: .milliseconds(10)) }
+      defer { group.cancelAll() }
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      // Fresh and not written since: served, nothing refreshed.
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      cache.invalidate()
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      try await Self.waitForCount(2, from: cache)
+      for _ in 0..<20 {
+        #expect(try await cache.count(sinceMillis: 0) == 2)
+        try await Task.sleep(for: .milliseconds(2))
+      }
+      #expect(cache.queryCount == 2)
+    }
+  }
+
+  /// An answer past half its max age is still served, and refreshed ahead of its expiry.
+  @Test func aHalfExpiredAnswerIsRefreshedAhead() async throws {
+    let start = ContinuousClock.now
+    let elapsed = Mutex(Duration.zero)
+    let cache = CachedCount(
+      maxAge: .seconds(10), now: { start + elapsed.withLock { $0 } }, fetch: Self.oneMoreEachTime())
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { await cache.refreshAhead(interval: .milliseconds(10)) }
+      defer { group.cancelAll() }
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      elapsed.withLock { $0 = .seconds(4) }
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      #expect(cache.queryCount == 1)
+      elapsed.withLock { $0 = .seconds(6) }
+      #expect(try await cache.count(sinceMillis: 0) == 1)
+      try await Self.waitForCount(2, from: cache)
+    }
+  }
+
+  /// A fetch answering 1, 2, 3, … : each answer tells which query it came from.
+  static func oneMoreEachTime() -> CachedCount.Fetch {
+    let answers = Mutex<UInt64>(0)
+    return { _ in
+      answers.withLock { value in
+        value += 1
+        return value
+      }
+    }
+  }
+
+  static func waitForCount(_ expected: UInt64, from cache: CachedCount) async throws {
+    let deadline = ContinuousClock.now + .seconds(5)
+    while try await cache.count(sinceMillis: 0) != expected, ContinuousClock.now < deadline {
+      try await Task.sleep(for: .milliseconds(2))
+    }
+    #expect(try await cache.count(sinceMillis: 0) == expected)
   }
 
   @Test func errorsReachEveryWaiterAndAreNotCached() async throws {

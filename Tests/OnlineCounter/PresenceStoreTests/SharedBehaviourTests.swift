@@ -36,7 +36,7 @@ struct SharedBehaviourTests {
       .init(name: "largeBatchesAndChunkedPrune", check: SharedBehaviourTests.largeBatchesAndChunkedPrune),
       .init(name: "dataSurvivesReopening", check: SharedBehaviourTests.dataSurvivesReopening),
       .init(name: "concurrentWritersConverge", check: SharedBehaviourTests.concurrentWritersConverge),
-      .init(name: "cachedCountsAreSingleFlightAndReadTheirWrites", check: SharedBehaviourTests.cachedCountsAreSingleFlightAndReadTheirWrites)
+      .init(name: "cachedCountsAreSingleFlightAndShowTheirWritesSoon", check: SharedBehaviourTests.cachedCountsAreSingleFlightAndShowTheirWritesSoon)
     ]
   }
 
@@ -176,7 +176,7 @@ struct SharedBehaviourTests {
     }
   }
 
-  static func cachedCountsAreSingleFlightAndReadTheirWrites(_ location: StoreLocation) async throws {
+  static func cachedCountsAreSingleFlightAndShowTheirWritesSoon(_ location: StoreLocation) async throws {
     try await location.withStore(cacheMaxAge: .seconds(30)) { store in
       let cached = try #require(store as? CachedPresenceStore)
       try await store.record(Self.records([("a", Self.t0), ("b", Self.t0)]))
@@ -188,9 +188,17 @@ struct SharedBehaviourTests {
       }
       #expect(counts == Array(repeating: 2, count: 100))
       #expect(cached.cache.queryCount == 1)
-      // A write through this store invalidates the cache.
+      // A write through this store marks the count stale: it is still served (within the
+      // 30 s max age) while the store's refresher (run by the harness) queries again, once.
       try await store.record(Self.records([("c", Self.t0)]))
-      #expect(try await store.countOnline(sinceMillis: Self.t0) == 3)
+      let deadline = ContinuousClock.now + .seconds(5)
+      var count = try await store.countOnline(sinceMillis: Self.t0)
+      #expect(count == 2 || count == 3)
+      while count != 3, ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(5))
+        count = try await store.countOnline(sinceMillis: Self.t0)
+      }
+      #expect(count == 3)
       #expect(cached.cache.queryCount == 2)
       // A window far from the cached one is not served from the cache.
       #expect(try await store.countOnline(sinceMillis: Self.t0 + 60_000) == 0)

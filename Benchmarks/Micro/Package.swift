@@ -1,0 +1,36 @@
+// swift-tools-version:6.1
+// Micro-benchmarks of the online counter's hot paths, with allocation counts, using
+// ordo-one/package-benchmark (as swift-nio does). A package of its own, depending on the main
+// package by path, so the main build and its dependency graph are unaffected. Run with
+// Benchmarks/Micro/run.sh (it sets what this needs; see docs/benchmarks.md).
+import PackageDescription
+
+let package = Package(
+  name: "tenten-micro-benchmarks",
+  platforms: [.macOS(.v15)],
+  dependencies: [
+    // Named: a path dependency is otherwise known by its directory name, which varies.
+    .package(name: "tenten-platform", path: "../.."),
+    // Malloc counts come from its malloc interposer; the runtime interposer (retain/release
+    // counts) is not in the local mirror: see Placeholders/swift-runtime-interposer.
+    .package(
+      url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1",
+      traits: ["MallocInterposer"]),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+  ],
+  targets: [
+    .executableTarget(
+      name: "CounterHotPaths",
+      dependencies: [
+        .product(name: "Benchmark", package: "package-benchmark"),
+        .product(name: "PresenceStore", package: "tenten-platform"),
+        .product(name: "CounterGateway", package: "tenten-platform"),
+        .product(name: "ServiceKit", package: "tenten-platform"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      path: "Benchmarks/CounterHotPaths",
+      swiftSettings: [.swiftLanguageMode(.v6)],
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+    )
+  ]
+)
