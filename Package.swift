@@ -132,7 +132,11 @@ let package = Package(
       name: "CounterGateway",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, logging, metrics, lifecycle, nioCore, tracing,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, nioPosix, nioSSL, swiftProtobuf,
+        tracing,
+        // `Connect` is served on our own HTTP/2 pipeline (ConnectListener).
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Sources/OnlineCounter/CounterGateway", swiftSettings: swiftSettings),
     .target(

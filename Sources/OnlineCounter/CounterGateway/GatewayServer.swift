@@ -40,6 +40,10 @@ public struct GatewayServer: Sendable {
     /// `ConnectionGuard`). Clients multiplex many streams over few connections, so these cap
     /// connections, not clients: ``Gateway/Configuration/maxClients`` bounds the streams.
     public var connectionLimits: ConnectionLimits
+    /// Experimental: also serve `Connect` here on the gateway's own HTTP/2 pipeline
+    /// (``ConnectListener``: no task per stream), with the same TLS, limits and caps as
+    /// ``listen``; `nil` (the default) serves it only through grpc-swift on ``listen``.
+    public var connectListen: HostPort?
 
     /// - Parameters:
     ///   - listen: Where clients connect.
@@ -55,6 +59,7 @@ public struct GatewayServer: Sendable {
       self.maxConcurrentStreams = nil
       self.maxUnsentPings = 8
       self.connectionLimits = ConnectionLimits()
+      self.connectListen = nil
     }
 
     /// ``maxConcurrentStreams``, or its default derived from the client limit.
@@ -71,11 +76,15 @@ public struct GatewayServer: Sendable {
   public let server: GRPCServerService
   /// Health, `NOT_SERVING` once the gateway drains.
   public let health: HealthService
+  /// `Connect` on the gateway's own HTTP/2 pipeline, when configured.
+  public let connectListener: ConnectListener?
 
   /// The services to run in one `ServiceGroup`, in start order. Graceful shutdown runs in
   /// reverse: the gateway drains its streams first (clients go elsewhere), then the server
   /// stops, and the reporter flushes last.
-  public var services: [any Service] { [reporter, server, gateway] }
+  public var services: [any Service] {
+    [reporter, server] + (connectListener.map { [$0] } ?? []) + [gateway]
+  }
 
   /// Builds a gateway; nothing listens or connects until ``services`` run.
   ///
@@ -101,7 +110,18 @@ public struct GatewayServer: Sendable {
         maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
         maxUnsentResponseMessages: configuration.maxUnsentPings),
       connectionLimits: configuration.connectionLimits, logger: logger)
+    let connectListener = try configuration.connectListen.map { address in
+      try ConnectListener(
+        configuration: .init(
+          address: address, tls: configuration.tls,
+          maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
+          maxRequestBytes: configuration.maxRequestBytes,
+          maxUnsentPings: configuration.maxUnsentPings,
+          connectionLimits: configuration.connectionLimits),
+        gateway: gateway, logger: logger)
+    }
     return GatewayServer(
-      gateway: gateway, reporter: reporter, server: server, health: standard.health)
+      gateway: gateway, reporter: reporter, server: server, health: standard.health,
+      connectListener: connectListener)
   }
 }
