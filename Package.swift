@@ -134,7 +134,9 @@ let package = Package(
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
         grpcHTTP2, logging, metrics, lifecycle, nioCore, nioPosix, nioSSL, swiftProtobuf,
         tracing,
-        // `Connect` is served on our own HTTP/2 pipeline (ConnectListener).
+        // The gateway's port is our own HTTP/2 pipeline (GatewayListener): `Connect` without
+        // a task per stream, every other method passed to grpc-swift in process.
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
         .product(name: "NIOHTTP2", package: "swift-nio-http2"),
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],

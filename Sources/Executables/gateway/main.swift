@@ -20,13 +20,6 @@ struct GatewayCommand: AsyncParsableCommand {
   var listen: HostPort = Environment.value(
     "GATEWAY_LISTEN", default: HostPort(host: "0.0.0.0", port: 50051))
 
-  @Option(
-    help: """
-      Experimental: also serve Connect on this address from the gateway's own HTTP/2 \
-      pipeline, no task per stream (env: GATEWAY_CONNECT_LISTEN).
-      """)
-  var connectListen = Environment.string("GATEWAY_CONNECT_LISTEN", default: "")
-
   @Option(help: "Prometheus /metrics listen address (env: GATEWAY_METRICS_LISTEN).")
   var metricsListen: HostPort = Environment.value(
     "GATEWAY_METRICS_LISTEN", default: HostPort(host: "0.0.0.0", port: 9101))
@@ -78,9 +71,6 @@ struct GatewayCommand: AsyncParsableCommand {
       throw ValidationError("--pong-timeout must be between 1 and 3600 seconds")
     }
     guard maxClients >= 1 else { throw ValidationError("--max-clients must be at least 1") }
-    guard connectListen.isEmpty || HostPort(connectListen) != nil else {
-      throw ValidationError("--connect-listen must be HOST:PORT")
-    }
     _ = try security()
   }
 
@@ -111,7 +101,6 @@ struct GatewayCommand: AsyncParsableCommand {
     var configuration = GatewayServer.Configuration(
       listen: listen, gatewayID: gatewayID, statusEndpoints: status.endpoints)
     configuration.tls = security.server
-    configuration.connectListen = HostPort(connectListen)
     configuration.reporter.security = security.status
     configuration.gateway.pongTimeout = .seconds(pongTimeout)
     configuration.gateway.maxClients = maxClients

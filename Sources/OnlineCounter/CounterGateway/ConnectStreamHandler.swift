@@ -1,5 +1,6 @@
 import CounterProtos
 import GRPCCore
+import GRPCInProcessTransport
 import NIOCore
 import NIOHPACK
 import NIOHTTP2
@@ -15,8 +16,9 @@ import SwiftProtobuf
 /// ``ClientSession`` in the scheduler, the span. Compare grpc-swift's per-stream tasks, async
 /// sequences and writers (see `docs/benchmarks.md`).
 ///
-/// Any other method on the stream is answered `UNIMPLEMENTED`; a listener that serves more
-/// routes those streams elsewhere before this handler is added.
+/// A call for any other method (health, reflection) is handed to an ``InProcessCallHandler``
+/// that takes this handler's place in the stream's pipeline, when the listener serves other
+/// methods; otherwise it is answered `UNIMPLEMENTED`.
 final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler {
   typealias InboundIn = HTTP2Frame.FramePayload
   typealias OutboundOut = HTTP2Frame.FramePayload
@@ -38,10 +40,14 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     case open(ConnectStream)
     /// Trailers sent (or the stream reset); nothing more is read or written.
     case ended
+    /// Another method: the stream is served by the handler after this one.
+    case routed
   }
 
   private let gateway: Gateway
   private let limits: Limits
+  /// Where calls for other methods go.
+  private let otherMethods: InProcessTransport.Client?
   private var state = State.idle
   private var reader: GRPCMessageReader
   /// Pings written whose write has not completed.
@@ -53,9 +59,10 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     ":status": "200", "content-type": "application/grpc",
   ]
 
-  init(gateway: Gateway, limits: Limits) {
+  init(gateway: Gateway, limits: Limits, otherMethods: InProcessTransport.Client? = nil) {
     self.gateway = gateway
     self.limits = limits
+    self.otherMethods = otherMethods
     self.reader = GRPCMessageReader(maxMessageBytes: limits.maxMessageBytes)
   }
 
@@ -69,7 +76,13 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     switch (unwrapInboundIn(data), state) {
+    case (_, .routed):
+      context.fireChannelRead(data)
     case (.headers(let headers), .idle):
+      if let otherMethods, headers.headers.first(name: ":path") != Self.path {
+        route(to: otherMethods, data, context: context)
+        return
+      }
       open(headers.headers, context: context)
       if headers.endStream, case .open = state { clientLeft(context: context) }
     case (.headers(let trailers), .open) where trailers.endStream:
@@ -102,6 +115,23 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   }
 
   // MARK: Opening
+
+  /// Puts an ``InProcessCallHandler`` in this handler's place and passes it the headers.
+  private func route(
+    to transport: InProcessTransport.Client, _ headers: NIOAny, context: ChannelHandlerContext
+  ) {
+    state = .routed
+    do {
+      try context.pipeline.syncOperations.addHandler(
+        InProcessCallHandler(transport: transport, maxMessageBytes: limits.maxMessageBytes),
+        position: .after(self))
+    } catch {
+      context.close(promise: nil)
+      return
+    }
+    context.fireChannelRead(headers)
+    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+  }
 
   private func open(_ headers: HPACKHeaders, context: ChannelHandlerContext) {
     guard headers.first(name: ":method") == "POST",
@@ -206,7 +236,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   private func finish(context: ChannelHandlerContext, status: Int, message: String?) {
     let started: Bool
     switch state {
-    case .ended: return
+    case .ended, .routed: return
     case .idle: started = false
     case .open(let stream):
       started = true

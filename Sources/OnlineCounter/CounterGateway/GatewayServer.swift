@@ -40,10 +40,6 @@ public struct GatewayServer: Sendable {
     /// `ConnectionGuard`). Clients multiplex many streams over few connections, so these cap
     /// connections, not clients: ``Gateway/Configuration/maxClients`` bounds the streams.
     public var connectionLimits: ConnectionLimits
-    /// Experimental: also serve `Connect` here on the gateway's own HTTP/2 pipeline
-    /// (``ConnectListener``: no task per stream), with the same TLS, limits and caps as
-    /// ``listen``; `nil` (the default) serves it only through grpc-swift on ``listen``.
-    public var connectListen: HostPort?
 
     /// - Parameters:
     ///   - listen: Where clients connect.
@@ -59,7 +55,6 @@ public struct GatewayServer: Sendable {
       self.maxConcurrentStreams = nil
       self.maxUnsentPings = 8
       self.connectionLimits = ConnectionLimits()
-      self.connectListen = nil
     }
 
     /// ``maxConcurrentStreams``, or its default derived from the client limit.
@@ -72,18 +67,17 @@ public struct GatewayServer: Sendable {
   public let gateway: Gateway
   /// Flushes presence to status.
   public let reporter: PresenceReporter
-  /// The gRPC server: the gateway, health and reflection.
-  public let server: GRPCServerService
+  /// The gRPC port: `Connect` on the gateway's own HTTP/2 pipeline, health and reflection
+  /// through grpc-swift in process.
+  public let server: GatewayListener
   /// Health, `NOT_SERVING` once the gateway drains.
   public let health: HealthService
-  /// `Connect` on the gateway's own HTTP/2 pipeline, when configured.
-  public let connectListener: ConnectListener?
 
   /// The services to run in one `ServiceGroup`, in start order. Graceful shutdown runs in
   /// reverse: the gateway drains its streams first (clients go elsewhere), then the server
   /// stops, and the reporter flushes last.
   public var services: [any Service] {
-    [reporter, server] + (connectListener.map { [$0] } ?? []) + [gateway]
+    [reporter, server, gateway]
   }
 
   /// Builds a gateway; nothing listens or connects until ``services`` run.
@@ -102,26 +96,15 @@ public struct GatewayServer: Sendable {
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
       logger: logger, tracer: tracer)
-    let server = try GRPCServerService(
-      name: "gateway", address: configuration.listen, services: [gateway] + standard.all,
-      tls: configuration.tls,
-      config: GRPCServerService.hardenedConfig(
-        maxRequestBytes: configuration.maxRequestBytes,
+    let server = try GatewayListener(
+      configuration: .init(
+        address: configuration.listen, tls: configuration.tls,
         maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
-        maxUnsentResponseMessages: configuration.maxUnsentPings),
-      connectionLimits: configuration.connectionLimits, logger: logger)
-    let connectListener = try configuration.connectListen.map { address in
-      try ConnectListener(
-        configuration: .init(
-          address: address, tls: configuration.tls,
-          maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
-          maxRequestBytes: configuration.maxRequestBytes,
-          maxUnsentPings: configuration.maxUnsentPings,
-          connectionLimits: configuration.connectionLimits),
-        gateway: gateway, logger: logger)
-    }
+        maxRequestBytes: configuration.maxRequestBytes,
+        maxUnsentPings: configuration.maxUnsentPings,
+        connectionLimits: configuration.connectionLimits),
+      gateway: gateway, otherServices: standard.all, logger: logger)
     return GatewayServer(
-      gateway: gateway, reporter: reporter, server: server, health: standard.health,
-      connectListener: connectListener)
+      gateway: gateway, reporter: reporter, server: server, health: standard.health)
   }
 }

@@ -1,4 +1,6 @@
 public import ConnectionKit
+public import GRPCCore
+import GRPCInProcessTransport
 public import Logging
 import NIOCore
 import NIOHTTP2
@@ -9,17 +11,23 @@ public import ServiceLifecycle
 import Synchronization
 public import TLSKit
 
-/// Serves `Connect` on its own HTTP/2 pipeline, with no task per stream: swift-nio-http2's
-/// multiplexer gives each stream a channel, and a ``ConnectStreamHandler`` there serves the
-/// call on the connection's event loop (pings written by the gateway's timer, pongs handled as
-/// they are read).
+/// The gateway's gRPC port. `Connect` is served on the gateway's own HTTP/2 pipeline, with no
+/// task per stream: swift-nio-http2's multiplexer gives each stream a channel, and a
+/// ``ConnectStreamHandler`` there serves the call on the connection's event loop (pings
+/// written by the gateway's timer, pongs handled as they are read). Every other method
+/// (health, reflection) is served by grpc-swift services on an in-process transport, each call
+/// passed through by an ``InProcessCallHandler``.
 ///
 /// Each connection: the ``ConnectionGuard`` (caps at accept, handshake deadline), TLS when
 /// configured, ``DeferredFlushHandler`` (the pings of one timer tick leave in one write per
 /// connection), ping pacing (grpc-go's BDP pings served, not refused), `NIOHTTP2Handler`
 /// (max concurrent streams, flow control) and `NIOHTTP2ServerConnectionManagementHandler`
-/// (keepalive pings 30 s / 10 s, idle connections closed, GOAWAY on drain).
-public final class ConnectListener: Service, Sendable {
+/// (keepalive pings 30 s / 10 s, idle connections closed after 5 minutes, GOAWAY on drain).
+///
+/// As a `Service`: listens until graceful shutdown, then stops accepting, ends health watches,
+/// sends every connection GOAWAY and waits (≤ ``Configuration/maxGraceTime``) for them to close.
+/// List it before the ``Gateway``, which drains the streams first.
+public final class GatewayListener: Service, Sendable {
   public struct Configuration: Sendable {
     public var address: HostPort
     public var tls: ServerTLSConfiguration?
@@ -54,17 +62,28 @@ public final class ConnectListener: Service, Sendable {
 
   private let configuration: Configuration
   private let gateway: Gateway
+  private let inProcess = InProcessTransport()
+  private let otherServices: GRPCServer<InProcessTransport.Server>
+  private let health: [HealthService]
+  private let name: String
   private let connectionGuard: ConnectionGuard
   private let sslContext: NIOSSLContext?
   private let logger: Logger
   private let state = Mutex(State())
 
   /// - Throws: When a TLS certificate, key or CA file cannot be loaded.
+  ///
+  /// - Parameter otherServices: Served for every method but `Connect` (health, reflection); a
+  ///   served ``HealthService`` has its watches ended when the listener drains.
   public init(
-    configuration: Configuration, gateway: Gateway, name: String = "gateway", logger: Logger
+    configuration: Configuration, gateway: Gateway, otherServices: [any RegistrableRPCService],
+    name: String = "gateway", logger: Logger
   ) throws {
     self.configuration = configuration
     self.gateway = gateway
+    self.otherServices = GRPCServer(transport: inProcess.server, services: otherServices)
+    self.health = otherServices.compactMap { $0 as? HealthService }
+    self.name = name
     self.connectionGuard = ConnectionGuard(
       name: name, limits: configuration.connectionLimits, logger: logger)
     self.sslContext = try configuration.tls.map {
@@ -89,28 +108,52 @@ public final class ConnectListener: Service, Sendable {
   }
 
   public func run() async throws {
+    try await withThrowingDiscardingTaskGroup { group in
+      group.addTask { try await self.otherServices.serve() }
+      group.addTask { try await self.inProcess.client.connect() }
+      try await serve()
+      group.cancelAll()
+    }
+  }
+
+  private func serve() async throws {
     let server: any Channel
     do {
       server = try await bind()
     } catch {
       resolveBound(.failure(error))
-      throw error
+      let failure = ServerError(name: name, address: configuration.address, cause: error)
+      logger.error(
+        "gRPC server failed",
+        metadata: [
+          "server.name": "\(name)", "server.address": "\(configuration.address)",
+          "error": "\(failure.reason)",
+        ])
+      throw failure
     }
     resolveBound(.success(server.localAddress))
     state.withLock { $0.server = server }
+    let bound = await listeningAddress.map { "\($0)" } ?? "?"
     logger.info(
-      "Connect listener up",
+      "gRPC server listening",
       metadata: [
-        "server.address": "\(server.localAddress.map { "\($0)" } ?? "?")",
+        "server.name": "\(name)", "server.address": "\(bound)",
         "server.security": "\(configuration.tls == nil ? "plaintext" : "TLS 1.3")",
       ])
-    // Serve until graceful shutdown (the gateway, after it, has already ended every stream
-    // by then: it drains first), then stop accepting and tell each connection to go away.
+    // Serve until graceful shutdown (the gateway has ended every `Connect` stream by then: it
+    // drains first), then stop accepting, end the other calls and tell each connection to go.
     try? await gracefulShutdown()
+    logger.info("gRPC server draining", metadata: ["server.name": "\(name)"])
     try? await server.close()
+    for service in health { service.endWatches() }
+    otherServices.beginGracefulShutdown()
+    inProcess.client.beginGracefulShutdown()
     let connections = state.withLock { Array($0.connections.values) }
+    let grace = TimeAmount(configuration.maxGraceTime)
     for connection in connections {
       connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+      // A peer that never acknowledges the GOAWAY's ping does not hold the shutdown.
+      connection.eventLoop.scheduleTask(in: grace) { connection.close(promise: nil) }
     }
     for connection in connections { try? await connection.closeFuture.get() }
   }
@@ -164,6 +207,7 @@ public final class ConnectListener: Service, Sendable {
       HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
     ]
     let gateway = self.gateway
+    let otherMethods = inProcess.client
     let limits = ConnectStreamHandler.Limits(
       maxMessageBytes: configuration.maxRequestBytes,
       maxUnsentPings: configuration.maxUnsentPings)
@@ -174,7 +218,7 @@ public final class ConnectListener: Service, Sendable {
     ) { stream in
       stream.eventLoop.makeCompletedFuture {
         try stream.pipeline.syncOperations.addHandler(
-          ConnectStreamHandler(gateway: gateway, limits: limits))
+          ConnectStreamHandler(gateway: gateway, limits: limits, otherMethods: otherMethods))
       }
     }
     try sync.addHandler(management)
