@@ -247,7 +247,10 @@ let package = Package(
         "CounterModel", "CounterStatus", "CounterGateway", "CounterClient", "CounterProtos",
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
         tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
-        .product(name: "MetricsTestKit", package: "swift-metrics"),
+        .product(name: "MetricsTestKit", package: "swift-metrics"), nioCore,
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Tests/OnlineCounter/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(
