@@ -44,7 +44,8 @@ final class PingPacingHandler: ChannelInboundHandler, RemovableChannelHandler {
 
   private let configuration: Configuration
   private var splitter = HTTP2PingSplitter()
-  private var held = CircularBuffer<ByteBuffer>()
+  /// Small: most connections never hold a ping (NIO's default capacity is 16, per connection).
+  private var held = CircularBuffer<ByteBuffer>(initialCapacity: 1)
   /// When the next ping may be passed on.
   private var nextRelease = NIODeadline.uptimeNanoseconds(0)
   private var timer: Scheduled<Void>?

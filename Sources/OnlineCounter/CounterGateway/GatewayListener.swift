@@ -21,8 +21,9 @@ public import TLSKit
 /// Each connection: the ``ConnectionGuard`` (caps at accept, handshake deadline), TLS when
 /// configured, ``DeferredFlushHandler`` (the pings of one timer tick leave in one write per
 /// connection), ping pacing (grpc-go's BDP pings served, not refused), `NIOHTTP2Handler`
-/// (max concurrent streams, flow control) and `NIOHTTP2ServerConnectionManagementHandler`
-/// (keepalive pings 30 s / 10 s, idle connections closed after 5 minutes, GOAWAY on drain).
+/// (max concurrent streams, flow control), `NIOHTTP2ServerConnectionManagementHandler` (idle
+/// connections closed after 5 minutes, GOAWAY on drain) and ``KeepaliveHandler`` (a PING
+/// after 30 s with nothing read, the connection closed without an answer within 10 s).
 ///
 /// As a `Service`: listens until graceful shutdown, then stops accepting, ends health watches,
 /// sends every connection GOAWAY and waits (≤ ``Configuration/maxGraceTime``) for them to close.
@@ -178,6 +179,11 @@ public final class GatewayListener: Service, Sendable {
         }
       }
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      // Each connection keeps its receive buffer between reads: 512 bytes to start (a pong
+      // and its frame are ~20 bytes) rather than NIO's 2 KiB, growing when reads fill it.
+      .childChannelOption(
+        .recvAllocator,
+        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
       }
@@ -200,7 +206,7 @@ public final class GatewayListener: Service, Sendable {
       configuration: .init(
         maxIdleTime: TimeAmount(configuration.maxIdleTime), maxAge: nil,
         maxGraceTime: TimeAmount(configuration.maxGraceTime),
-        keepalive: .init(pingInterval: .seconds(30), ackTimeout: .seconds(10))))
+        keepalive: nil))
     var connection = NIOHTTP2Handler.ConnectionConfiguration()
     connection.initialSettings = [
       HTTP2Setting(parameter: .maxConcurrentStreams, value: configuration.maxConcurrentStreams),
@@ -222,6 +228,7 @@ public final class GatewayListener: Service, Sendable {
       }
     }
     try sync.addHandler(management)
+    try sync.addHandler(KeepaliveHandler(interval: .seconds(30), timeout: .seconds(10)))
     try sync.addPingPacing()
   }
 }
