@@ -34,6 +34,12 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     var maxUnsentPings = 8
   }
 
+  /// The ping scheduler's slot of every stream of this handler's connection: all of a
+  /// connection's pings are due on the same tick, so they leave in one write (one system
+  /// call) a second rather than one each, and the connections spread the load over the
+  /// second instead of the users.
+  private let slot: Int
+
   private enum State {
     /// Before the request headers.
     case idle
@@ -59,8 +65,12 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     ":status": "200", "content-type": "application/grpc",
   ]
 
-  init(gateway: Gateway, limits: Limits, otherMethods: InProcessTransport.Client? = nil) {
+  init(
+    gateway: Gateway, limits: Limits, slot: Int = 0,
+    otherMethods: InProcessTransport.Client? = nil
+  ) {
     self.gateway = gateway
+    self.slot = slot
     self.limits = limits
     self.otherMethods = otherMethods
     self.reader = GRPCMessageReader(maxMessageBytes: limits.maxMessageBytes)
@@ -152,7 +162,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     let loop = NIOLoopBound(self, eventLoop: context.eventLoop)
     let sink = PingSink(
       eventLoop: context.eventLoop, ping: { loop.value.ping() }, end: { loop.value.sessionEnded() })
-    switch gateway.openStream(metadata: Self.metadata(headers), sink: sink) {
+    switch gateway.openStream(metadata: Self.metadata(headers), slot: slot, sink: sink) {
     case .failure(let error):
       finish(context: context, status: error.code.rawValue, message: error.message)
     case .success(let stream):

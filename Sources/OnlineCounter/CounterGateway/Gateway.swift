@@ -159,8 +159,11 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
   // MARK: Streams served on an event loop (`ConnectStreamHandler`)
 
   /// Admits a `Connect` stream whose request carried `metadata`: validates the user id, then
-  /// registers a session whose pings go to `sink`; the error to answer otherwise.
-  func openStream(metadata: Metadata, sink: PingSink) -> Result<ConnectStream, RPCError> {
+  /// registers a session pinged on `slot` whose pings go to `sink`; the error to answer
+  /// otherwise.
+  func openStream(
+    metadata: Metadata, slot: Int, sink: PingSink
+  ) -> Result<ConnectStream, RPCError> {
     let userID: String
     do {
       userID = try UserIDMetadata.userID(from: metadata)
@@ -168,7 +171,7 @@ public final class Gateway: Tenten_Interview_Gateway.ServiceProtocol, Service, S
       return .failure(error)
     }
     let caller = TraceContextMetadata.extract(from: metadata, tracer: tracer)
-    switch scheduler.add(userID: userID, sink: sink) {
+    switch scheduler.add(userID: userID, slot: slot, sink: sink) {
     case .failure(let error):
       refused.increment()
       return .failure(error.rpcError)

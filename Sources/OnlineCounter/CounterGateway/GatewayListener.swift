@@ -59,6 +59,8 @@ public final class GatewayListener: Service, Sendable {
     var bound: Result<SocketAddress?, any Error>?
     var waiting: [CheckedContinuation<SocketAddress?, Never>] = []
     var connections: [ObjectIdentifier: any Channel] = [:]
+    /// Connections accepted so far: their ping slots go round robin.
+    var accepted = 0
   }
 
   private let configuration: Configuration
@@ -193,7 +195,11 @@ public final class GatewayListener: Service, Sendable {
   /// The connection pipeline; see the type's documentation. On the channel's event loop.
   private func configure(_ channel: any Channel) throws {
     let id = ObjectIdentifier(channel)
-    state.withLock { $0.connections[id] = channel }
+    let slot = state.withLock { state in
+      state.connections[id] = channel
+      state.accepted += 1
+      return state.accepted % PingScheduler.slotCount
+    }
     channel.closeFuture.whenComplete { [self] _ in
       _ = state.withLock { $0.connections.removeValue(forKey: id) }
     }
@@ -224,7 +230,8 @@ public final class GatewayListener: Service, Sendable {
     ) { stream in
       stream.eventLoop.makeCompletedFuture {
         try stream.pipeline.syncOperations.addHandler(
-          ConnectStreamHandler(gateway: gateway, limits: limits, otherMethods: otherMethods))
+          ConnectStreamHandler(
+            gateway: gateway, limits: limits, slot: slot, otherMethods: otherMethods))
       }
     }
     try sync.addHandler(management)

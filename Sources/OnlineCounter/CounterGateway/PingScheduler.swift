@@ -79,11 +79,13 @@ final class PingScheduler: Sendable {
 
   /// Registers a session for `userID`, or refuses when full or draining.
   ///
-  /// - Parameter sink: For a stream served on an event loop: where its pings go.
+  /// - Parameters:
+  ///   - slot: The slot that pings it; by default the one `userID` hashes to.
+  ///   - sink: For a stream served on an event loop: where its pings go.
   func add(
-    userID: String, now: ContinuousClock.Instant = .now, sink: PingSink? = nil
+    userID: String, slot: Int? = nil, now: ContinuousClock.Instant = .now, sink: PingSink? = nil
   ) -> Result<ClientSession, AdmissionError> {
-    let slot = Self.slot(of: userID)
+    let slot = slot ?? Self.slot(of: userID)
     return state.withLock { state -> Result<ClientSession, AdmissionError> in
       if let refusal = state.refusal(limit: maxSessions) { return .failure(refusal) }
       let session = ClientSession(
