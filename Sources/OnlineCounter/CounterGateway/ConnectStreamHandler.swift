@@ -241,8 +241,8 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     }
   }
 
-  /// Ends the call with `status`: trailers (or a trailers-only response), then the stream
-  /// closes, which resets it if the client has not ended its side.
+  /// Ends the call with `status`: trailers (or a trailers-only response); the stream closes
+  /// when the client ends its side, or after ``closeGrace``.
   private func finish(context: ChannelHandlerContext, status: Int, message: String?) {
     let started: Bool
     switch state {
@@ -264,11 +264,18 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 
   private func write(_ headers: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
     state = .ended
-    // Closed once the status is written: a client that has not ended its side gets a reset
-    // after it, which ends the stream without taking the status away.
-    let written = context.eventLoop.makePromise(of: Void.self)
-    written.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
     context.writeAndFlush(
-      wrapOutboundOut(.headers(.init(headers: headers, endStream: endStream))), promise: written)
+      wrapOutboundOut(.headers(.init(headers: headers, endStream: endStream))), promise: nil)
+    // The client ends its side once it has the status (gRPC clients send END_STREAM or reset
+    // the stream), which closes this channel. Resetting it here at once would make the pongs
+    // it sent meanwhile arrive on a stream swift-nio-http2 has forgotten (it remembers the 32
+    // last reset streams of a connection), each one a "glitch", 200 of which close the whole
+    // connection. A client that never ends its side is reset after a grace period.
+    context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) {
+      context.close(promise: nil)
+    }
   }
+
+  /// How long a call's stream may stay open after its status, for the client to end it.
+  static let closeGrace = TimeAmount.seconds(5)
 }
