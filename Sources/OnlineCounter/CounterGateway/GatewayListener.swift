@@ -23,7 +23,8 @@ public import TLSKit
 /// connection), ping pacing (grpc-go's BDP pings served, not refused), `NIOHTTP2Handler`
 /// (max concurrent streams, flow control), `NIOHTTP2ServerConnectionManagementHandler` (idle
 /// connections closed after 5 minutes, GOAWAY on drain) and ``KeepaliveHandler`` (a PING
-/// after 30 s with nothing read, the connection closed without an answer within 10 s).
+/// after 30 s without a connection-level frame, the connection closed without an answer
+/// within 10 s).
 ///
 /// As a `Service`: listens until graceful shutdown, then stops accepting, ends health watches,
 /// sends every connection GOAWAY and waits (≤ ``Configuration/maxGraceTime``) for them to close.

@@ -5,6 +5,11 @@ import NIOHTTP2
 /// the server sends a PING, and closes the connection unless something (the ack, or anything
 /// else) is read within `timeout`.
 ///
+/// It sits after `NIOHTTP2Handler`, so "read" means connection-level frames (PING, SETTINGS,
+/// WINDOW_UPDATE on stream 0): stream frames go to the stream channels. So a busy connection
+/// is pinged every `interval` too (one PING and its ack per 30 s: at 10,000 connections,
+/// ~330 a second, in the measured CPU), which also proves the peer alive at the HTTP/2 level.
+///
 /// **Why not `NIOHTTP2ServerConnectionManagementHandler`'s keepalive.** It restarts its timer
 /// at the end of every read, i.e. cancels a scheduled task and schedules another, and NIO
 /// finds a cancelled task in its event loop's heap by a linear search: with 10,000
