@@ -137,7 +137,13 @@ let package = Package(
       name: "CounterGateway",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "ServiceKit", "TLSKit", grpcCore,
-        grpcHTTP2, logging, metrics, lifecycle, nioCore, nioPosix, tracing,
+        grpcHTTP2, logging, metrics, lifecycle, nioCore, nioPosix, nioSSL, swiftProtobuf,
+        tracing,
+        // The gateway's port is our own HTTP/2 pipeline (GatewayListener): `Connect` without
+        // a task per stream, every other method passed to grpc-swift in process.
+        .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Sources/OnlineCounter/CounterGateway", swiftSettings: swiftSettings),
     .target(
@@ -246,7 +252,10 @@ let package = Package(
         "CounterModel", "CounterStatus", "CounterGateway", "CounterClient", "CounterProtos",
         "PresenceStore", "ServiceKit", "TLSKit", "TestSupport", grpcCore, grpcHTTP2, logging,
         tracing, .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
-        .product(name: "MetricsTestKit", package: "swift-metrics"),
+        .product(name: "MetricsTestKit", package: "swift-metrics"), nioCore,
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Tests/OnlineCounter/OnlineCounterTests", swiftSettings: swiftSettings),
     .testTarget(

@@ -20,6 +20,7 @@
 #   SOURCES: local addresses to connect from (default: 127.0.0.1 up to 5,000 connections, then
 #   one 127.0.0.x per 5,000 connections). LOAD: the load generator (default
 #   Benchmarks/interop/bin/gatewayscale, built by interop/build-go.sh). GRPCURL: grpcurl.
+#   STATUS_PORT / SWIFT_PORT / GO_PORT: loopback ports (default 23072 / 23071 / 23081).
 #   SERVER_CPUS / LOAD_CPUS: CPU lists (taskset -c) for the servers and the load generator,
 #   e.g. SERVER_CPUS=0,1 LOAD_CPUS=2-15 on a 16-core host: a 2-core gateway, and a generator
 #   that cannot be the bottleneck.
@@ -47,6 +48,10 @@ if [[ -z ${SOURCES:-} ]]; then
   SOURCES=127.0.0.1
   for ((i = 2; i <= (connections + 4999) / 5000; i++)); do SOURCES+=",127.0.0.$i"; done
 fi
+# Below the kernel's ephemeral range (32768–60999 by default): a run opens tens of thousands
+# of client connections, whose local ports (still in TIME_WAIT or closing when the next server
+# starts) made a listener on 50081 fail with "address in use".
+status_port=${STATUS_PORT:-23072} swift_port=${SWIFT_PORT:-23071} go_port=${GO_PORT:-23081}
 ramp=5000
 settle=10
 hz=$(getconf CLK_TCK)
@@ -83,7 +88,7 @@ measure() {  # name, server pid, port
   rss1=$(rss_kib "$pid")
   local counted
   if [[ $name == swift ]]; then
-    counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:50072 \
+    counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:$status_port \
       tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins \
       | awk -F'"' '/onlineUsers/ {print $4}')
   else
@@ -103,26 +108,26 @@ measure() {  # name, server pid, port
 for server in $servers; do
   case $server in
   swift)
-    "${on_server_cpus[@]}" "$bin/status" --listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:9172 \
+    "${on_server_cpus[@]}" "$bin/status" --listen 127.0.0.1:$status_port --metrics-listen 127.0.0.1:9172 \
       --store "sqlite:$work/status.sqlite" --log-level warning >"$work/status.log" 2>&1 &
     pids+=($!)
-    "${on_server_cpus[@]}" "$bin/gateway" --listen 127.0.0.1:50071 --metrics-listen 127.0.0.1:9171 \
-      --status 127.0.0.1:50072 --max-clients $((clients + 1000)) \
+    "${on_server_cpus[@]}" "$bin/gateway" --listen 127.0.0.1:$swift_port --metrics-listen 127.0.0.1:9171 \
+      --status 127.0.0.1:$status_port --max-clients $((clients + 1000)) \
       --max-connections $((connections + 1000)) \
       --max-connections-per-address $((connections + 1000)) \
       --log-level warning >"$work/swift.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
-    wait_port 50072
-    wait_port 50071
-    measure swift "$gateway" 50071
+    wait_port "$status_port"
+    wait_port "$swift_port"
+    measure swift "$gateway" "$swift_port"
     ;;
   go)
-    "${on_server_cpus[@]}" "$go_gateway" --listen 127.0.0.1:50081 --stats-interval 5s >"$work/go.log" 2>&1 &
+    "${on_server_cpus[@]}" "$go_gateway" --listen 127.0.0.1:$go_port --stats-interval 5s >"$work/go.log" 2>&1 &
     gateway=$!
     pids+=("$gateway")
-    wait_port 50081
-    measure go "$gateway" 50081
+    wait_port "$go_port"
+    measure go "$gateway" "$go_port"
     ;;
   *) echo "unknown server $server (swift, go)" >&2; exit 2 ;;
   esac

@@ -230,7 +230,7 @@ public struct ServerError: Error, CustomStringConvertible {
   /// The innermost cause, as the system reported it.
   public var reason: String
 
-  init(name: String, address: HostPort, cause: any Error) {
+  public init(name: String, address: HostPort, cause: any Error) {
     self.name = name
     self.address = address
     self.reason = ServerError.innermost(cause)

@@ -1,4 +1,4 @@
-import NIOCore
+public import NIOCore
 import NIOHTTP2
 
 /// Paces a client's HTTP/2 PING frames before swift-nio-http2 counts them, so that clients
@@ -44,7 +44,8 @@ final class PingPacingHandler: ChannelInboundHandler, RemovableChannelHandler {
 
   private let configuration: Configuration
   private var splitter = HTTP2PingSplitter()
-  private var held = CircularBuffer<ByteBuffer>()
+  /// Small: most connections never hold a ping (NIO's default capacity is 16, per connection).
+  private var held = CircularBuffer<ByteBuffer>(initialCapacity: 1)
   /// When the next ping may be passed on.
   private var nextRelease = NIODeadline.uptimeNanoseconds(0)
   private var timer: Scheduled<Void>?
@@ -63,10 +64,7 @@ final class PingPacingHandler: ChannelInboundHandler, RemovableChannelHandler {
     on channel: any Channel, configuration: Configuration = Configuration()
   ) -> EventLoopFuture<Void> {
     channel.eventLoop.submit {
-      let pipeline = channel.pipeline.syncOperations
-      let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
-      try pipeline.addHandler(
-        PingPacingHandler(configuration: configuration), position: .before(http2))
+      try channel.pipeline.syncOperations.addPingPacing(configuration: configuration)
     }
   }
 
@@ -134,6 +132,19 @@ final class PingPacingHandler: ChannelInboundHandler, RemovableChannelHandler {
     nextRelease = context.eventLoop.now + configuration.interval
     context.fireChannelRead(wrapInboundOut(ping))
     scheduleRelease(context: context)
+  }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+  /// Adds a ``PingPacingHandler`` right in front of the pipeline's `NIOHTTP2Handler` (behind
+  /// TLS, if any), for servers that build their HTTP/2 pipeline themselves.
+  public func addPingPacing() throws {
+    try addPingPacing(configuration: PingPacingHandler.Configuration())
+  }
+
+  func addPingPacing(configuration: PingPacingHandler.Configuration) throws {
+    let http2 = try handler(type: NIOHTTP2Handler.self)
+    try addHandler(PingPacingHandler(configuration: configuration), position: .before(http2))
   }
 }
 

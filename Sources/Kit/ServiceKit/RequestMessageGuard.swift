@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 import NIOHTTP2
 
 /// Answers a request message that the server will not take with a gRPC status, before
@@ -141,13 +140,8 @@ final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func refuse(context: ChannelHandlerContext, _ refusal: Refusal) {
     refused = true
-    var headers = HPACKHeaders()
-    if !responseStarted {
-      headers.add(name: ":status", value: "200")
-      headers.add(name: "content-type", value: "application/grpc")
-    }
-    headers.add(name: "grpc-status", value: "\(refusal.status)")
-    headers.add(name: "grpc-message", value: Self.percentEncoded(refusal.message))
+    let headers = GRPCStatusTrailers.trailers(
+      status: refusal.status, message: refusal.message, responseStarted: responseStarted)
     let trailers = HTTP2Frame.FramePayload.headers(.init(headers: headers, endStream: true))
     // Closing after the trailers (in order on the stream) cancels the RPC on our side; the
     // client has its status first.
@@ -155,22 +149,7 @@ final class RequestMessageGuard: ChannelDuplexHandler, RemovableChannelHandler {
     context.close(promise: nil)
   }
 
-  /// `grpc-message` is percent-encoded: every byte outside printable ASCII, and `%`.
   static func percentEncoded(_ message: String) -> String {
-    var encoded = ""
-    for byte in message.utf8 {
-      if (0x20...0x7E).contains(byte) && byte != UInt8(ascii: "%") {
-        encoded.unicodeScalars.append(Unicode.Scalar(byte))
-      } else {
-        encoded += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
-      }
-    }
-    return encoded
-  }
-}
-
-extension String {
-  fileprivate func leftPadded(to width: Int) -> String {
-    count >= width ? self : String(repeating: "0", count: width - count) + self
+    GRPCStatusTrailers.percentEncoded(message)
   }
 }

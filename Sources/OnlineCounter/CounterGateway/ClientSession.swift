@@ -1,5 +1,17 @@
 import GRPCCore
+import NIOCore
 import Synchronization
+
+/// Where the pings and the end of a stream served on an event loop go (``ConnectStreamHandler``,
+/// no task per stream): the scheduler calls ``ping`` on ``eventLoop`` for every due ping, many
+/// streams in one event-loop task, and ``end`` once when the stream ends for any reason.
+struct PingSink: Sendable {
+  let eventLoop: any EventLoop
+  /// Writes one ping; runs on ``eventLoop``.
+  let ping: @Sendable () -> Void
+  /// The session ended (its reason is ``ClientSession/endError``); runs on ``eventLoop``.
+  let end: @Sendable () -> Void
+}
 
 /// One open `Connect` stream, as the ping scheduler sees it.
 ///
@@ -15,6 +27,9 @@ final class ClientSession: Sendable {
   /// Which of the scheduler's slots pings this session.
   let slot: Int
   let pings: AsyncStream<Void>
+  /// Set for a stream served on an event loop: the scheduler delivers its pings there, and
+  /// ``pings`` and ``closed`` are unused.
+  let sink: PingSink?
   private let outbox: AsyncStream<Void>.Continuation
   private let state: Mutex<State>
 
@@ -33,10 +48,13 @@ final class ClientSession: Sendable {
     var writeStarted: ContinuousClock.Instant?
   }
 
-  init(id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant) {
+  init(
+    id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant, sink: PingSink? = nil
+  ) {
     self.id = id
     self.userID = userID
     self.slot = slot
+    self.sink = sink
     (pings, outbox) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     (closed, closedSignal) = AsyncStream.makeStream(of: Void.self)
     state = Mutex(State(lastHeard: now, pongs: PongBudget(now: now)))
@@ -113,11 +131,11 @@ final class ClientSession: Sendable {
     }
     switch expired {
     case false?:
-      outbox.yield()
+      // A sink's pings are delivered by the scheduler, grouped per event loop.
+      if sink == nil { outbox.yield() }
       return .pinged
     case true?:
-      outbox.finish()
-      closedSignal.finish()
+      ended()
       return .expired
     case nil:
       return .closed
@@ -142,10 +160,15 @@ final class ClientSession: Sendable {
       record(&state)
       return true
     }
-    if first {
-      outbox.finish()
-      closedSignal.finish()
-    }
+    if first { ended() }
+  }
+
+  private func ended() {
+    outbox.finish()
+    closedSignal.finish()
+    // Always a later event-loop task, also on the loop itself: the handler may be in the
+    // middle of a read that decided the end.
+    if let sink { sink.eventLoop.execute { sink.end() } }
   }
 
   /// A ping outside the schedule: the first one, right after the stream opens.

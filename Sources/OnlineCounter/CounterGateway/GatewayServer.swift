@@ -68,15 +68,18 @@ public struct GatewayServer: Sendable {
   public let gateway: Gateway
   /// Flushes presence to status.
   public let reporter: PresenceReporter
-  /// The gRPC server: the gateway, health and reflection.
-  public let server: GRPCServerService
+  /// The gRPC port: `Connect` on the gateway's own HTTP/2 pipeline, health and reflection
+  /// through grpc-swift in process.
+  public let server: GatewayListener
   /// Health, `NOT_SERVING` once the gateway drains.
   public let health: HealthService
 
   /// The services to run in one `ServiceGroup`, in start order. Graceful shutdown runs in
   /// reverse: the gateway drains its streams first (clients go elsewhere), then the server
   /// stops, and the reporter flushes last.
-  public var services: [any Service] { [reporter, server, gateway] }
+  public var services: [any Service] {
+    [reporter, server, gateway]
+  }
 
   /// Builds a gateway; nothing listens or connects until ``services`` run.
   ///
@@ -94,16 +97,16 @@ public struct GatewayServer: Sendable {
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
       logger: logger, tracer: tracer,
-      // The group the server's listener factories use by default.
+      // The group GatewayListener serves the clients' connections on.
       eventLoops: MultiThreadedEventLoopGroup.singleton)
-    let server = try GRPCServerService(
-      name: "gateway", address: configuration.listen, services: [gateway] + standard.all,
-      tls: configuration.tls,
-      config: GRPCServerService.hardenedConfig(
-        maxRequestBytes: configuration.maxRequestBytes,
+    let server = try GatewayListener(
+      configuration: .init(
+        address: configuration.listen, tls: configuration.tls,
         maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
-        maxUnsentResponseMessages: configuration.maxUnsentPings),
-      connectionLimits: configuration.connectionLimits, logger: logger)
+        maxRequestBytes: configuration.maxRequestBytes,
+        maxUnsentPings: configuration.maxUnsentPings,
+        connectionLimits: configuration.connectionLimits),
+      gateway: gateway, otherServices: standard.all, logger: logger)
     return GatewayServer(
       gateway: gateway, reporter: reporter, server: server, health: standard.health)
   }

@@ -1,6 +1,7 @@
 import GRPCCore
 import Logging
 import Metrics
+import NIOCore
 import Synchronization
 
 /// Pings every registered session once a second from a single timer loop.
@@ -96,13 +97,18 @@ final class PingScheduler: Sendable {
   }
 
   /// Registers a session for `userID`, or refuses when full or draining.
+  ///
+  /// - Parameters:
+  ///   - slot: The slot that pings it; by default the one `userID` hashes to.
+  ///   - sink: For a stream served on an event loop: where its pings go.
   func add(
-    userID: String, now: ContinuousClock.Instant = .now
+    userID: String, slot: Int? = nil, now: ContinuousClock.Instant = .now, sink: PingSink? = nil
   ) -> Result<ClientSession, AdmissionError> {
-    let slot = Self.slot(of: userID)
+    let slot = slot ?? Self.slot(of: userID)
     return state.withLock { state -> Result<ClientSession, AdmissionError> in
       if let refusal = state.refusal(limit: maxSessions) { return .failure(refusal) }
-      let session = ClientSession(id: state.nextID, userID: userID, slot: slot, now: now)
+      let session = ClientSession(
+        id: state.nextID, userID: userID, slot: slot, now: now, sink: sink)
       state.nextID += 1
       state.slots[slot][session.id] = session
       state.count += 1
@@ -191,15 +197,32 @@ final class PingScheduler: Sendable {
   ) -> (sent: Int, expired: Int) {
     var sent = 0
     var expired = 0
+    // Pings of streams served on event loops, one batch per loop: one event-loop task each,
+    // whose writes the connections flush together.
+    var batches: [(loop: any EventLoop, sinks: [PingSink])] = []
     for tick in ticks {
       let slot = Int(tick % Int64(Self.slotCount))
       let sessions = state.withLock { Array($0.slots[slot].values) }
       for session in sessions {
         switch session.tick(now: now, timeout: pongTimeout, listeningSince: listeningSince) {
-        case .pinged: sent += 1
+        case .pinged:
+          sent += 1
+          if let sink = session.sink {
+            if let index = batches.firstIndex(where: { $0.loop === sink.eventLoop }) {
+              batches[index].sinks.append(sink)
+            } else {
+              batches.append((sink.eventLoop, [sink]))
+            }
+          }
         case .expired: expired += 1
         case .closed: break
         }
+      }
+    }
+    for batch in batches {
+      let sinks = batch.sinks
+      batch.loop.execute {
+        for sink in sinks { sink.ping() }
       }
     }
     if sent > 0 { pingsSent.increment(by: sent) }

@@ -98,6 +98,11 @@ enum Harness {
     return address
   }
 
+  private static func listeningAddress(of server: GatewayListener) async throws -> HostPort {
+    guard let address = await server.listeningAddress else { throw HarnessError.notListening }
+    return address
+  }
+
   /// The real `status` executable, built next to this test bundle, on the store `storeURL`;
   /// `body` starts once it answers, and may kill it (it is killed after `body` otherwise).
   static func withStatusProcess<T: Sendable>(
