@@ -26,7 +26,7 @@ import Tracing
       logger: Harness.logger)
     return Gateway(
       configuration: configuration, reporter: reporter, health: nil, logger: Harness.logger,
-      tracer: NoOpTracer())
+      tracer: NoOpTracer(), eventLoops: nil)
   }
 
   static func channel(_ gateway: Gateway, maxMessageBytes: Int = 1024) throws -> EmbeddedChannel {
