@@ -13,54 +13,40 @@ struct PingSink: Sendable {
   let end: @Sendable () -> Void
 }
 
-/// One open `Connect` stream, as the ping scheduler sees it.
+/// One open `Connect` stream, as the ping scheduler sees it: who, which slot pings it, where its
+/// pings go (``sink``), when it was last heard and why it ended.
 ///
-/// The scheduler pushes ping tokens into a one-slot outbox: if the stream's writer is slow,
-/// pings coalesce instead of queueing. Below the outbox, a gRPC write returns once the HTTP/2
-/// layer has buffered the frame; ServiceKit's `RequestMessageGuard` resets a stream with more
-/// than `GatewayServer.Configuration.maxUnsentPings` pings written but not sent (a client that
-/// stopped reading). A write that does not return (a connection that does not drain at all)
-/// and stays blocked longer than the pong timeout ends the stream (``tick(now:timeout:)``).
+/// A client that stops reading is caught below the session: its ``ConnectStreamHandler``
+/// resets a stream with more than `GatewayServer.Configuration.maxUnsentPings` pings written
+/// but not sent. The session catches the silent one (``tick(now:timeout:listeningSince:)``)
+/// and the flooding one (``heard(at:)``).
 final class ClientSession: Sendable {
   let id: UInt64
   let userID: String
   /// Which of the scheduler's slots pings this session.
   let slot: Int
-  let pings: AsyncStream<Void>
-  /// Set for a stream served on an event loop: the scheduler delivers its pings there, and
-  /// ``pings`` and ``closed`` are unused.
-  let sink: PingSink?
-  private let outbox: AsyncStream<Void>.Continuation
+  /// Where the scheduler delivers the session's pings and its end, on the stream's event loop.
+  let sink: PingSink
   private let state: Mutex<State>
-
-  private let closedSignal: AsyncStream<Void>.Continuation
-  /// Finishes when the stream ends: by the gateway (``close(_:)``, a timeout) or by one of
-  /// its own tasks (``taskEnded(_:)``: the client left, the transport failed).
-  let closed: AsyncStream<Void>
 
   private struct State {
     var lastHeard: ContinuousClock.Instant
     var closeReason: RPCError?
-    /// Set when one of the stream's tasks ended it first; its error, if it had one.
+    /// Set when the stream's handler ended it first (the client left, the transport failed);
+    /// its error, if it had one.
     var taskEnding: TaskEnding?
     var pongs: PongBudget
-    /// When the write in progress started; `nil` between writes.
-    var writeStarted: ContinuousClock.Instant?
   }
 
-  init(
-    id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant, sink: PingSink? = nil
-  ) {
+  init(id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant, sink: PingSink) {
     self.id = id
     self.userID = userID
     self.slot = slot
     self.sink = sink
-    (pings, outbox) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    (closed, closedSignal) = AsyncStream.makeStream(of: Void.self)
     state = Mutex(State(lastHeard: now, pongs: PongBudget(now: now)))
   }
 
-  /// How one of the stream's own tasks ended it.
+  /// How the stream's handler ended it.
   struct TaskEnding {
     /// `nil` when the client half-closed (it is leaving): the RPC ends with OK.
     var error: (any Error)?
@@ -69,8 +55,8 @@ final class ClientSession: Sendable {
   /// Why the gateway ended the stream, once it did.
   var closeReason: RPCError? { state.withLock { $0.closeReason } }
 
-  /// What the RPC ends with, once the stream ended: the gateway's reason, else the error of
-  /// the task that ended it; `nil` for a client that left (OK).
+  /// What the RPC ends with, once the stream ended: the gateway's reason, else the error the
+  /// handler ended it with; `nil` for a client that left (OK).
   var endError: (any Error)? {
     state.withLock { $0.closeReason ?? $0.taskEnding?.error }
   }
@@ -93,46 +79,27 @@ final class ClientSession: Sendable {
     return withinBudget
   }
 
-  /// Brackets each ping write, so that ``tick(now:timeout:)`` can see a write that does not
-  /// return: the client stopped reading its stream.
-  func writeStarted(at now: ContinuousClock.Instant) {
-    state.withLock { $0.writeStarted = now }
-  }
-
-  func writeFinished() {
-    state.withLock { $0.writeStarted = nil }
-  }
-
   enum TickResult { case pinged, expired, closed }
 
-  /// Pings the client, or ends the stream when it has been silent longer than `timeout`, or
-  /// when a ping could not be written for longer than `timeout` (the client does not read).
-  /// Both are counted from `listeningSince` at the earliest: the end of the gateway's last
-  /// stall, during which the client's pongs could not be read nor its pings written.
+  /// Decides the session's ping: due (the scheduler delivers it to ``sink``, grouped per event
+  /// loop), or the end of a stream silent for longer than `timeout`, counted from
+  /// `listeningSince` at the earliest: the end of the gateway's last stall, during which the
+  /// client's pongs could not be read.
   func tick(
     now: ContinuousClock.Instant, timeout: Duration,
     listeningSince: ContinuousClock.Instant? = nil
   ) -> TickResult {
     let expired = state.withLock { state -> Bool? in
       guard state.closeReason == nil, state.taskEnding == nil else { return nil }
-      func since(_ instant: ContinuousClock.Instant) -> Duration {
-        now - max(instant, listeningSince ?? instant)
+      guard now - max(state.lastHeard, listeningSince ?? state.lastHeard) > timeout else {
+        return false
       }
-      if let started = state.writeStarted, since(started) > timeout {
-        state.closeReason = RPCError(
-          code: .resourceExhausted,
-          message: "the client has not read its pings for more than \(timeout): disconnecting")
-        return true
-      }
-      guard since(state.lastHeard) > timeout else { return false }
       state.closeReason = RPCError(
         code: .deadlineExceeded, message: "no pong for more than \(timeout): disconnecting")
       return true
     }
     switch expired {
     case false?:
-      // A sink's pings are delivered by the scheduler, grouped per event loop.
-      if sink == nil { outbox.yield() }
       return .pinged
     case true?:
       ended()
@@ -147,9 +114,8 @@ final class ClientSession: Sendable {
     end { $0.closeReason = reason }
   }
 
-  /// One of the stream's own tasks ended: the pong reader when the client half-closes
-  /// (`error` nil) or its read fails, the ping writer when its write fails. Ends the stream
-  /// (the first ending wins), so that the handler stops the other task.
+  /// The stream's handler ended it: the client half-closed (`error` nil), or the stream or
+  /// its connection failed. The first ending wins.
   func taskEnded(_ error: (any Error)?) {
     end { $0.taskEnding = TaskEnding(error: error) }
   }
@@ -164,13 +130,9 @@ final class ClientSession: Sendable {
   }
 
   private func ended() {
-    outbox.finish()
-    closedSignal.finish()
     // Always a later event-loop task, also on the loop itself: the handler may be in the
     // middle of a read that decided the end.
-    if let sink { sink.eventLoop.execute { sink.end() } }
+    let sink = self.sink
+    sink.eventLoop.execute { sink.end() }
   }
-
-  /// A ping outside the schedule: the first one, right after the stream opens.
-  func pingNow() { outbox.yield() }
 }

@@ -205,7 +205,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 
   private func clientLeft(context: ChannelHandlerContext) {
     guard case .open(let stream) = state else { return }
-    // The client ended its side: it is leaving. OK, as the task-based handler answered.
+    // The client ended its side: it is leaving. OK.
     stream.session.taskEnded(nil)
     finish(context: context, status: 0, message: nil)
   }

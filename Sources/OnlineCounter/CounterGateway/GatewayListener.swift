@@ -65,6 +65,9 @@ public final class GatewayListener: Service, Sendable {
   }
 
   private let configuration: Configuration
+  /// The event loops that carry the clients' connections, and that the listener watches for
+  /// stalls on the gateway's behalf (``Gateway/eventLoopStalled(late:)``).
+  private let eventLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
   private let gateway: Gateway
   private let inProcess = InProcessTransport()
   private let otherServices: GRPCServer<InProcessTransport.Server>
@@ -115,6 +118,13 @@ public final class GatewayListener: Service, Sendable {
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask { try await self.otherServices.serve() }
       group.addTask { try await self.inProcess.client.connect() }
+      group.addTask {
+        await EventLoopStallWatch.run(
+          on: self.eventLoops, threshold: TimeAmount(PingScheduler.stallThreshold)
+        ) { late in
+          self.gateway.eventLoopStalled(late: Duration(late))
+        }
+      }
       try await serve()
       group.cancelAll()
     }
@@ -173,9 +183,11 @@ public final class GatewayListener: Service, Sendable {
 
   private func bind() async throws -> any Channel {
     let connectionGuard = self.connectionGuard
-    return try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    return try await ServerBootstrap(group: eventLoops)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-      .serverChannelOption(.backlog, value: Int32(clamping: configuration.connectionLimits.acceptBacklog))
+      .serverChannelOption(
+        .backlog, value: Int32(clamping: configuration.connectionLimits.acceptBacklog)
+      )
       .serverChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try connectionGuard.addAdmissionHandler(to: channel)
@@ -186,7 +198,8 @@ public final class GatewayListener: Service, Sendable {
       // and its frame are ~20 bytes) rather than NIO's 2 KiB, growing when reads fill it.
       .childChannelOption(
         .recvAllocator,
-        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536))
+        value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536)
+      )
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture { try self.configure(channel) }
       }

@@ -1,7 +1,6 @@
 public import ConnectionKit
 import CounterProtos
 public import Logging
-import NIOPosix
 public import ServiceKit
 public import ServiceLifecycle
 public import TLSKit
@@ -96,9 +95,7 @@ public struct GatewayServer: Sendable {
       serving: [Gateway.serviceName], descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
-      logger: logger, tracer: tracer,
-      // The group GatewayListener serves the clients' connections on.
-      eventLoops: MultiThreadedEventLoopGroup.singleton)
+      logger: logger, tracer: tracer)
     let server = try GatewayListener(
       configuration: .init(
         address: configuration.listen, tls: configuration.tls,

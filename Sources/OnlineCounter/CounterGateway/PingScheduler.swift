@@ -15,11 +15,12 @@ import Synchronization
 /// **The gateway's own stalls do not count against its clients.** When the timer loop wakes
 /// more than ``stallThreshold`` after it was due (the process was starved of CPU, stopped,
 /// or its cooperative pool was saturated), or an event loop carrying client connections ran
-/// its tasks that late (``noteStall(of:in:endingAt:)``, from `EventLoopStallWatch`), the
-/// pongs of that time may still sit unread in socket buffers and task queues: silence is
-/// then measured from the end of the stall, not from the last pong handled. Without this, a gateway that stalls for longer than the pong
-/// timeout ends every stream at its next tick, and all its clients reconnect at once into an
-/// overloaded process (etcd extends its leases after a leader change for the same reason).
+/// its tasks that late (``noteStall(of:in:endingAt:)``, from the listener's
+/// `EventLoopStallWatch`), the pongs of that time may still sit unread in socket buffers and
+/// task queues: silence is then measured from the end of the stall, not from the last pong
+/// handled. Without this, a gateway that stalls for longer than the pong timeout ends every
+/// stream at its next tick, and all its clients reconnect at once into an overloaded process
+/// (etcd extends its leases after a leader change for the same reason).
 /// A silent client is still ended one pong timeout after the last stall.
 final class PingScheduler: Sendable {
   static let slotCount = 100
@@ -100,9 +101,9 @@ final class PingScheduler: Sendable {
   ///
   /// - Parameters:
   ///   - slot: The slot that pings it; by default the one `userID` hashes to.
-  ///   - sink: For a stream served on an event loop: where its pings go.
+  ///   - sink: Where its pings and its end go.
   func add(
-    userID: String, slot: Int? = nil, now: ContinuousClock.Instant = .now, sink: PingSink? = nil
+    userID: String, slot: Int? = nil, now: ContinuousClock.Instant = .now, sink: PingSink
   ) -> Result<ClientSession, AdmissionError> {
     let slot = slot ?? Self.slot(of: userID)
     return state.withLock { state -> Result<ClientSession, AdmissionError> in
@@ -207,12 +208,11 @@ final class PingScheduler: Sendable {
         switch session.tick(now: now, timeout: pongTimeout, listeningSince: listeningSince) {
         case .pinged:
           sent += 1
-          if let sink = session.sink {
-            if let index = batches.firstIndex(where: { $0.loop === sink.eventLoop }) {
-              batches[index].sinks.append(sink)
-            } else {
-              batches.append((sink.eventLoop, [sink]))
-            }
+          let sink = session.sink
+          if let index = batches.firstIndex(where: { $0.loop === sink.eventLoop }) {
+            batches[index].sinks.append(sink)
+          } else {
+            batches.append((sink.eventLoop, [sink]))
           }
         case .expired: expired += 1
         case .closed: break

@@ -1,59 +1,84 @@
 import GRPCCore
+import NIOEmbedded
+import Synchronization
 import Testing
 
 @testable import CounterGateway
+
+/// Where a test's sessions deliver their pings and their end: counted on an embedded event
+/// loop, run by the test.
+final class RecordingSink: Sendable {
+  let loop = EmbeddedEventLoop()
+  private let counts = Mutex((pings: 0, ends: 0))
+
+  var pings: Int { counts.withLock { $0.pings } }
+  var ends: Int { counts.withLock { $0.ends } }
+
+  var sink: PingSink {
+    PingSink(
+      eventLoop: loop, ping: { self.counts.withLock { $0.pings += 1 } },
+      end: { self.counts.withLock { $0.ends += 1 } })
+  }
+}
 
 /// A session's defences, on instants the test chooses (no wall-clock timing).
 @Suite struct ClientSessionTests {
   static let t0 = ContinuousClock.now
   static let timeout = Duration.seconds(5)
 
-  static func session() -> ClientSession {
-    ClientSession(id: 1, userID: "u", slot: 0, now: t0)
+  static func session(_ recorder: RecordingSink) -> ClientSession {
+    ClientSession(id: 1, userID: "u", slot: 0, now: t0, sink: recorder.sink)
   }
 
   @Test func aClientAnsweringEachPingIsNeverCut() {
-    let session = Self.session()
+    let recorder = RecordingSink()
+    let session = Self.session(recorder)
     for second in 0..<600 {
-      #expect(session.heard(at: Self.t0 + .seconds(second)))
+      let now = Self.t0 + .seconds(second)
+      #expect(session.heard(at: now))
+      #expect(session.tick(now: now, timeout: Self.timeout) == .pinged)
     }
+    recorder.loop.run()
     #expect(session.closeReason == nil)
+    #expect(recorder.ends == 0)
   }
 
-  @Test func aPongFloodEndsTheStreamAfterTheBurst() async {
-    let session = Self.session()
+  @Test func aPongFloodEndsTheStreamAfterTheBurst() {
+    let recorder = RecordingSink()
+    let session = Self.session(recorder)
     let answers = (0..<20).map { session.heard(at: Self.t0 + .milliseconds($0)) }
     // The burst of 10 is allowed, the 11th pong within the same few milliseconds is not.
     #expect(answers.prefix(10).allSatisfy { $0 })
     #expect(answers[10] == false)
     #expect(session.closeReason?.code == .resourceExhausted)
-    // The gateway's watcher task sees the end.
-    for await _ in session.closed {}
+    // The stream's handler learns the end once, in a later event-loop task.
+    #expect(recorder.ends == 0)
+    recorder.loop.run()
+    #expect(recorder.ends == 1)
+    #expect(session.tick(now: Self.t0 + .seconds(1), timeout: Self.timeout) == .closed)
   }
 
-  @Test func aWriteBlockedLongerThanThePongTimeoutEndsTheStream() async {
-    let session = Self.session()
+  @Test func aSilentClientIsEndedPastThePongTimeoutOnce() {
+    let recorder = RecordingSink()
+    let session = Self.session(recorder)
     session.heard(at: Self.t0)
-    session.writeStarted(at: Self.t0)
-    // Pongs keep coming (the client writes but never reads): the pong timeout cannot see it.
-    session.heard(at: Self.t0 + .seconds(4))
-    #expect(session.tick(now: Self.t0 + .seconds(4), timeout: Self.timeout) == .pinged)
-    session.heard(at: Self.t0 + .seconds(6))
+    #expect(session.tick(now: Self.t0 + .seconds(5), timeout: Self.timeout) == .pinged)
     #expect(session.tick(now: Self.t0 + .seconds(6), timeout: Self.timeout) == .expired)
-    #expect(session.closeReason?.code == .resourceExhausted)
-    #expect(session.closeReason?.message.contains("has not read its pings") == true)
-    for await _ in session.closed {}
+    #expect(session.closeReason?.code == .deadlineExceeded)
+    // Ended once: a later close or handler ending changes nothing.
+    session.taskEnded(nil)
+    session.close(RPCError(code: .unavailable, message: "draining"))
+    recorder.loop.run()
+    #expect(recorder.ends == 1)
+    #expect(session.endError.map { ($0 as? RPCError)?.code } == .deadlineExceeded)
   }
 
-  @Test func writesThatReturnKeepTheStream() {
-    let session = Self.session()
-    for second in 0..<60 {
-      let now = Self.t0 + .seconds(second)
-      session.heard(at: now)
-      session.writeStarted(at: now)
-      session.writeFinished()
-      #expect(session.tick(now: now, timeout: Self.timeout) == .pinged)
-    }
-    #expect(session.closeReason == nil)
+  @Test func aClientThatLeftEndsWithoutAnError() {
+    let recorder = RecordingSink()
+    let session = Self.session(recorder)
+    session.taskEnded(nil)
+    recorder.loop.run()
+    #expect(recorder.ends == 1)
+    #expect(session.endError == nil && session.closeReason == nil)
   }
 }

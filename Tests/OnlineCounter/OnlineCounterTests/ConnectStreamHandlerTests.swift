@@ -26,7 +26,7 @@ import Tracing
       logger: Harness.logger)
     return Gateway(
       configuration: configuration, reporter: reporter, health: nil, logger: Harness.logger,
-      tracer: NoOpTracer(), eventLoops: nil)
+      tracer: NoOpTracer())
   }
 
   static func channel(_ gateway: Gateway, maxMessageBytes: Int = 1024) throws -> EmbeddedChannel {
@@ -37,7 +37,9 @@ import Tracing
     return channel
   }
 
-  static func request(path: String = connect, clientID: String? = "user-1") -> HTTP2Frame.FramePayload {
+  static func request(path: String = connect, clientID: String? = "user-1")
+    -> HTTP2Frame.FramePayload
+  {
     var headers: HPACKHeaders = [
       ":method": "POST", ":scheme": "http", ":path": path, "content-type": "application/grpc",
       "te": "trailers",
@@ -46,7 +48,9 @@ import Tracing
     return .headers(.init(headers: headers))
   }
 
-  static func message(_ body: [UInt8], flag: UInt8 = 0, length: Int? = nil) -> HTTP2Frame.FramePayload {
+  static func message(_ body: [UInt8], flag: UInt8 = 0, length: Int? = nil)
+    -> HTTP2Frame.FramePayload
+  {
     let length = length ?? body.count
     let prefix: [UInt8] = [
       flag, UInt8(length >> 24 & 0xff), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff),
@@ -98,11 +102,13 @@ import Tracing
     one.writeImmutableBuffer(one)
     try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(one))))
     let split = [UInt8](one.readableBytesView.prefix(3))
-    try channel.writeInbound(HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(bytes: split)))))
+    try channel.writeInbound(
+      HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(bytes: split)))))
     #expect(try Self.written(channel).isEmpty)
     let rest = [UInt8](one.readableBytesView.dropFirst(3).prefix(even.count + 5 - 3))
     try channel.writeInbound(
-      HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(ByteBuffer(bytes: rest)), endStream: true)))
+      HTTP2Frame.FramePayload.data(
+        .init(data: .byteBuffer(ByteBuffer(bytes: rest)), endStream: true)))
     let end = try Self.written(channel)
     #expect(Self.status(end)?.code == 0, "\(end)")
     #expect(gateway.connectedClients == 0)
@@ -156,6 +162,32 @@ import Tracing
     #expect(gateway.connectedClients == 0)
   }
 
+  /// A client that stops reading (its connection does not drain): its pings are written but
+  /// never sent. The stream is reset once more than `maxUnsentPings` are held, so it costs a
+  /// few pings, not what fits below HTTP/2's watermarks.
+  @Test func aClientThatDoesNotReadItsPingsIsResetAfterTheCap() throws {
+    let gateway = try Self.gateway()
+    let channel = EmbeddedChannel()
+    try channel.pipeline.syncOperations.addHandlers(
+      HeldWrites(),
+      ConnectStreamHandler(
+        gateway: gateway, limits: .init(maxMessageBytes: 1024, maxUnsentPings: 8)))
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    try channel.writeInbound(Self.request())
+    #expect(gateway.connectedClients == 1)
+    // The first ping went out at once; seven more visits of every slot make eight held.
+    for _ in 0..<7 {
+      gateway.scheduler.visit(ticks: 0...99, now: .now)
+      channel.embeddedEventLoop.run()
+    }
+    #expect(channel.isActive)
+    // The ninth unsent ping resets the stream.
+    gateway.scheduler.visit(ticks: 0...99, now: .now)
+    channel.embeddedEventLoop.run()
+    #expect(!channel.isActive)
+    #expect(gateway.connectedClients == 0)
+  }
+
   @Test func aFullGatewayRefusesWithResourceExhausted() throws {
     let gateway = try Self.gateway(maxClients: 1)
     let first = try Self.channel(gateway)
@@ -165,5 +197,24 @@ import Tracing
     let status = try #require(Self.status(try Self.written(second)))
     #expect(status.code == 8 && status.message?.contains("limit of 1 clients") == true)
     #expect(gateway.connectedClients == 1)
+  }
+}
+
+/// Holds every write without sending it or completing its promise: a peer whose connection
+/// does not drain.
+private final class HeldWrites: ChannelOutboundHandler {
+  typealias OutboundIn = HTTP2Frame.FramePayload
+  private var held: [EventLoopPromise<Void>?] = []
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    held.append(promise)
+  }
+
+  func flush(context: ChannelHandlerContext) {}
+
+  /// Fails what it held, as a closing connection does (a promise must not be dropped).
+  func handlerRemoved(context: ChannelHandlerContext) {
+    for promise in held { promise?.fail(ChannelError.ioOnClosedChannel) }
+    held = []
   }
 }

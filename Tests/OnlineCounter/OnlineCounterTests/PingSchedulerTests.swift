@@ -11,8 +11,9 @@ import Testing
   static func at(_ tick: Int64) -> ContinuousClock.Instant { t0 + PingScheduler.tick * tick }
 
   @Test func eachSessionIsPingedOncePerSecondOnItsSlot() throws {
+    let recorder = RecordingSink()
     let scheduler = PingScheduler(maxSessions: 10, pongTimeout: .seconds(5))
-    let session = try scheduler.add(userID: "cadence", now: Self.at(0)).get()
+    let session = try scheduler.add(userID: "cadence", now: Self.at(0), sink: recorder.sink).get()
     var pingedAt: [Int64] = []
     for tick in Int64(0)..<1_000 {
       if tick % 50 == 0 { session.heard(at: Self.at(tick)) }  // an attentive client
@@ -24,17 +25,26 @@ import Testing
     // Ten seconds of schedule: ten pings, exactly 100 ticks (1 s) apart, on the session's slot.
     #expect(pingedAt == (0..<10).map { slot + 100 * $0 })
     #expect(scheduler.count == 1)
+    // Delivered on the stream's event loop, in the visits' batches.
+    #expect(recorder.pings == 0)
+    recorder.loop.run()
+    #expect(recorder.pings == 10)
   }
 
   @Test func sessionsAreSpreadOverTheSecond() {
+    let recorder = RecordingSink()
     let scheduler = PingScheduler(maxSessions: 1_000, pongTimeout: .seconds(5))
-    for index in 0..<1_000 { _ = scheduler.add(userID: "spread-\(index)", now: Self.at(0)) }
+    for index in 0..<1_000 {
+      _ = scheduler.add(userID: "spread-\(index)", now: Self.at(0), sink: recorder.sink)
+    }
     var perTick: [Int] = []
     for tick in Int64(0)..<100 {
       perTick.append(scheduler.visit(ticks: tick...tick, now: Self.at(tick)).sent)
     }
     // Every session once per revolution, and no tick carries a large share of them.
     #expect(perTick.reduce(0, +) == 1_000)
+    recorder.loop.run()
+    #expect(recorder.pings == 1_000)
     #expect(perTick.max()! < 40, "the busiest 10 ms tick pinged \(perTick.max()!) of 1,000")
   }
 
@@ -43,15 +53,17 @@ import Testing
     #expect(PingScheduler.ticksToVisit(fired: 9, due: 12) == 10...12)
     // 3.5 s late: the last 100 ticks, i.e. each slot once, not 350 visits.
     #expect(PingScheduler.ticksToVisit(fired: 0, due: 350) == 251...350)
+    let recorder = RecordingSink()
     let scheduler = PingScheduler(maxSessions: 10, pongTimeout: .seconds(5))
-    _ = scheduler.add(userID: "stalled", now: Self.at(0))
+    _ = scheduler.add(userID: "stalled", now: Self.at(0), sink: recorder.sink)
     let ticks = PingScheduler.ticksToVisit(fired: 0, due: 350)!
     #expect(scheduler.visit(ticks: ticks, now: Self.at(350)).sent == 1)
   }
 
   @Test func silentSessionsExpireAtTheirFirstVisitAfterTheTimeout() throws {
+    let recorder = RecordingSink()
     let scheduler = PingScheduler(maxSessions: 10, pongTimeout: .seconds(1))
-    let silent = try scheduler.add(userID: "silent", now: Self.at(0)).get()
+    let silent = try scheduler.add(userID: "silent", now: Self.at(0), sink: recorder.sink).get()
     let slot = Int64(PingScheduler.slot(of: "silent"))
     // At its slot within the timeout: pinged, still open.
     #expect(scheduler.visit(ticks: slot...slot, now: Self.at(slot)).sent == 1)
@@ -63,7 +75,7 @@ import Testing
     #expect(result.expired == 1 && result.sent == 0)
     #expect(silent.closeReason?.code == .deadlineExceeded)
     // Never early: a session heard just now is pinged, not expired.
-    let talker = try scheduler.add(userID: "talker", now: Self.at(later)).get()
+    let talker = try scheduler.add(userID: "talker", now: Self.at(later), sink: recorder.sink).get()
     let talkerSlot = Int64(PingScheduler.slot(of: "talker")) + 300
     talker.heard(at: Self.at(talkerSlot - 1))
     #expect(scheduler.visit(ticks: talkerSlot...talkerSlot, now: Self.at(talkerSlot)).sent >= 1)
@@ -77,8 +89,9 @@ import Testing
     #expect(PingScheduler.stall(wokeAt: Self.at(100), dueAt: Self.at(99)) == nil)
     #expect(
       PingScheduler.stall(wokeAt: Self.at(800), dueAt: Self.at(100)) == PingScheduler.tick * 700)
+    let recorder = RecordingSink()
     let scheduler = PingScheduler(maxSessions: 10, pongTimeout: .seconds(5))
-    let session = try scheduler.add(userID: "waiting", now: Self.at(0)).get()
+    let session = try scheduler.add(userID: "waiting", now: Self.at(0), sink: recorder.sink).get()
     let slot = Int64(PingScheduler.slot(of: "waiting"))
     let stallEnded = Self.at(500)
     let soon = slot + 700  // 7 s and the slot's offset after the last pong, 2 s after the stall
@@ -87,7 +100,7 @@ import Testing
         == 1)
     #expect(session.closeReason == nil)
     // Without the stall, that visit would have ended it.
-    let other = try scheduler.add(userID: "waiting", now: Self.at(0)).get()
+    let other = try scheduler.add(userID: "waiting", now: Self.at(0), sink: recorder.sink).get()
     #expect(other.tick(now: Self.at(soon), timeout: .seconds(5)) == .expired)
     // Silent for more than the timeout after the stall: ended.
     let late = slot + 1_100
