@@ -17,6 +17,8 @@ let package = Package(
       url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1",
       traits: ["MallocInterposer"]),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+    .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
   ],
   targets: [
     .executableTarget(
@@ -27,6 +29,10 @@ let package = Package(
         .product(name: "CounterGateway", package: "tenten-platform"),
         .product(name: "ServiceKit", package: "tenten-platform"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Benchmarks/CounterHotPaths",
       swiftSettings: [.swiftLanguageMode(.v6)],
