@@ -7,7 +7,15 @@
 #   - server RSS per stream: (RSS at the window's end − RSS before any client) / CLIENTS;
 #   - server CPU per 1,000 clients, as % of one core, over the window (from /proc/PID/stat);
 #   - the load generator's own CPU over the window;
-#   - that every client is counted: StatusReader for ours (grpcurl), the baseline's own log.
+#   - that every client is counted: StatusReader for ours (grpcurl), the baseline's own log;
+#   - an independent probe: PROBE clients (default 20, one connection each) from a second
+#     generator process, whose window is the same and whose intervals are reported apart. A
+#     late ping the probe sees too is the server's (or the shared CPUs'); one that only the
+#     big generator sees is the generator's own (its Go scheduler and GC with 50,000 streams);
+#   - ours only: when the gateway's pings left, from its /metrics over the window: how late
+#     its ping timer woke (gateway_ping_timer_lateness_seconds) and how long each event
+#     loop's batch of pings took from the timer's visit to its last write
+#     (gateway_ping_batch_delay_seconds), as cumulative bucket counts.
 # Then prints both rows and our/baseline ratios (< 1 means ours costs less). Exits 1 when a
 # server did not count every client (a correctness failure; streams ended by a timeout on an
 # overloaded host are reported, not failed: no timing is checked). CI runs a short form:
@@ -21,6 +29,7 @@
 #   one 127.0.0.x per 5,000 connections). LOAD: the load generator (default
 #   Benchmarks/interop/bin/gatewayscale, built by interop/build-go.sh). GRPCURL: grpcurl.
 #   STATUS_PORT / SWIFT_PORT / GO_PORT: loopback ports (default 23072 / 23071 / 23081).
+#   PROBE: the probe's clients (default 20; 0: none), on PROBE_CPUS (default LOAD_CPUS).
 #   SERVER_CPUS / LOAD_CPUS: CPU lists (taskset -c) for the servers and the load generator,
 #   e.g. SERVER_CPUS=0,1 LOAD_CPUS=2-15 on a 16-core host: a 2-core gateway, and a generator
 #   that cannot be the bottleneck.
@@ -35,6 +44,10 @@ grpcurl=${GRPCURL:-grpcurl}
 on_server_cpus=() on_load_cpus=()
 [[ -n ${SERVER_CPUS:-} ]] && on_server_cpus=(taskset -c "$SERVER_CPUS")
 [[ -n ${LOAD_CPUS:-} ]] && on_load_cpus=(taskset -c "$LOAD_CPUS")
+probe=${PROBE:-20}
+on_probe_cpus=("${on_load_cpus[@]}")
+[[ -n ${PROBE_CPUS:-} ]] && on_probe_cpus=(taskset -c "$PROBE_CPUS")
+expected=$((clients + probe))
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -71,21 +84,47 @@ wait_line() {  # file, text, seconds
   return 1
 }
 
+# The gateway's ping-lateness histograms (cumulative bucket counts by upper bound), for ours.
+lateness() {  # metrics port
+  curl -s --max-time 5 "http://127.0.0.1:$1/metrics" \
+    | awk '/^gateway_ping_(timer_lateness|batch_delay)_seconds_(bucket|count)/' || true
+}
+# Bucket counts of the window: the second scrape minus the first.
+lateness_delta() {  # before, after
+  awk 'NR == FNR { split($0, f, " "); before[f[1]] = f[2]; next }
+    { split($0, f, " "); name = f[1]; sub(/^gateway_ping_/, "", name); sub(/_seconds/, "", name)
+      printf "%s %d\n", name, f[2] - before[f[1]] }' "$1" "$2" \
+    | awk '{ metric = $1; sub(/_(bucket|count).*/, "", metric); le = $1
+      if (le ~ /le=/) { sub(/.*le="/, "", le); sub(/".*/, "", le) } else le = "count"
+      line[metric] = line[metric] " " le ":" $2 }
+      END { for (m in line) print "   " m ":" line[m] }'
+}
+
 declare -A row
-measure() {  # name, server pid, port
-  local name=$1 pid=$2 port=$3
+measure() {  # name, server pid, port, [metrics port]
+  local name=$1 pid=$2 port=$3 metrics_port=${4:-}
   sleep 2  # started and idle
   local rss0 cpu0 cpu1 rss1
   rss0=$(rss_kib "$pid")
   "${on_load_cpus[@]}" "$load" -target "127.0.0.1:$port" -clients "$clients" -connections "$connections" \
     -sources "$SOURCES" -ramp "$ramp" -settle "$settle" -window "$window" -id-prefix "$name" \
     >"$work/$name.json" 2>"$work/$name.err" &
-  local load_pid=$!
+  local load_pid=$! probe_pid=
+  if ((probe > 0)); then
+    # Its own process and connections, ramped at once, its window opening with the big one's.
+    "${on_probe_cpus[@]}" "$load" -target "127.0.0.1:$port" \
+      -clients "$probe" -connections "$probe" -ramp "$ramp" \
+      -settle $((clients / ramp + settle)) -window "$window" -id-prefix "$name-probe" \
+      >"$work/$name-probe.json" 2>"$work/$name-probe.err" &
+    probe_pid=$!
+  fi
   wait_line "$work/$name.err" "window open" $((clients / ramp + settle + 60))
   cpu0=$(cpu_ticks "$pid")
+  [[ -n $metrics_port ]] && lateness "$metrics_port" >"$work/$name.lateness0"
   wait_line "$work/$name.err" "window closed" $((window + 60))
   cpu1=$(cpu_ticks "$pid")
   rss1=$(rss_kib "$pid")
+  [[ -n $metrics_port ]] && lateness "$metrics_port" >"$work/$name.lateness1"
   local counted
   if [[ $name == swift ]]; then
     counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:$status_port \
@@ -95,14 +134,21 @@ measure() {  # name, server pid, port
     counted=$(grep -o 'users_seen=[0-9]*' "$work/go.log" | tail -1 | cut -d= -f2)
   fi
   wait "$load_pid" || echo "$name: the load generator reports streams ended (see below)"
+  [[ -z $probe_pid ]] || wait "$probe_pid" \
+    || echo "$name: the probe reports streams ended (see below)"
   local cores per_stream per_thousand
   cores=$(awk "BEGIN {printf \"%.4f\", ($cpu1 - $cpu0) / $hz / $window}")
-  per_stream=$(awk "BEGIN {printf \"%.2f\", ($rss1 - $rss0) / $clients}")
-  per_thousand=$(awk "BEGIN {printf \"%.3f\", $cores * 100 * 1000 / $clients}")
+  per_stream=$(awk "BEGIN {printf \"%.2f\", ($rss1 - $rss0) / $expected}")
+  per_thousand=$(awk "BEGIN {printf \"%.3f\", $cores * 100 * 1000 / $expected}")
   row[$name]="$per_stream $per_thousand $cores $rss0 $rss1 ${counted:-?}"
   echo "== $name: $(cat "$work/$name.json")"
+  ((probe == 0)) || echo "== $name probe: $(cat "$work/$name-probe.json")"
   echo "   server: RSS $rss0 KiB idle → $rss1 KiB loaded; CPU $cores cores over ${window} s;" \
-    "counted ${counted:-?} of $clients"
+    "counted ${counted:-?} of $expected"
+  if [[ -s $work/$name.lateness1 ]]; then
+    echo "   gateway ping lateness over the window (bucket upper bound in s: count):"
+    lateness_delta "$work/$name.lateness0" "$work/$name.lateness1"
+  fi
 }
 
 for server in $servers; do
@@ -120,7 +166,7 @@ for server in $servers; do
     pids+=("$gateway")
     wait_port "$status_port"
     wait_port "$swift_port"
-    measure swift "$gateway" "$swift_port"
+    measure swift "$gateway" "$swift_port" 9171
     ;;
   go)
     "${on_server_cpus[@]}" "$go_gateway" --listen 127.0.0.1:$go_port --stats-interval 5s >"$work/go.log" 2>&1 &
@@ -136,7 +182,8 @@ for server in $servers; do
 done
 
 echo
-echo "clients=$clients connections=$connections window=${window}s sources=$SOURCES" \
+echo "clients=$clients (+ probe $probe) connections=$connections window=${window}s" \
+  "sources=$SOURCES" \
   "host=$(nproc) cores server_cpus=${SERVER_CPUS:-all} load_cpus=${LOAD_CPUS:-all}" \
   "$(date -u +%FT%TZ)"
 printf '%-6s %16s %22s %12s %10s\n' server "RSS/stream KiB" "CPU/1000 clients %core" "cores" counted
@@ -148,8 +195,8 @@ done
 miscounted=0
 for server in $servers; do
   read -r _ _ _ _ _ counted <<<"${row[$server]}"
-  if [[ $counted != "$clients" ]]; then
-    echo "$server counted $counted of $clients clients" >&2
+  if [[ $counted != "$expected" ]]; then
+    echo "$server counted $counted of $expected clients" >&2
     miscounted=1
   fi
 done

@@ -64,6 +64,11 @@ final class PingScheduler: Sendable {
   private let pingsSent = Counter(label: "gateway_pings_sent_total")
   private let timeouts = Counter(label: "gateway_pong_timeouts_total")
   private let stalls = Counter(label: "gateway_stalls_total")
+  /// How late the timer loop woke for its tick (the whole second's schedule rests on it).
+  private let timerLateness = Timer(label: "gateway_ping_timer_lateness_seconds")
+  /// From the timer's visit to the end of a loop's batch of pings: the event loop's queue
+  /// and the batch's own writes. With ``timerLateness``, when a tick's last ping leaves.
+  private let batchDelay = Timer(label: "gateway_ping_batch_delay_seconds")
   private let logger: Logger
   /// The end of the gateway's last stall: silence before it is not held against clients.
   private let lastStallEnded = Mutex<ContinuousClock.Instant?>(nil)
@@ -144,7 +149,9 @@ final class PingScheduler: Sendable {
     var fired: Int64 = -1
     while !Task.isCancelled {
       let now = clock.now
-      if let stall = Self.stall(wokeAt: now, dueAt: start + Self.tick * (fired + 1)) {
+      let dueAt = start + Self.tick * (fired + 1)
+      timerLateness.recordInterval(since: dueAt, now: now)
+      if let stall = Self.stall(wokeAt: now, dueAt: dueAt) {
         noteStall(of: stall, in: "the ping timer", endingAt: now)
       }
       let due = Int64((now - start) / Self.tick)
@@ -219,14 +226,28 @@ final class PingScheduler: Sendable {
         }
       }
     }
+    let batchDelay = self.batchDelay
     for batch in batches {
       let sinks = batch.sinks
       batch.loop.execute {
         for sink in sinks { sink.ping() }
+        batchDelay.recordInterval(since: now, now: .now)
       }
     }
     if sent > 0 { pingsSent.increment(by: sent) }
     if expired > 0 { timeouts.increment(by: expired) }
     return (sent, expired)
+  }
+}
+
+extension Timer {
+  /// Records the time from `start` to `now` (nothing when `now` is earlier).
+  fileprivate func recordInterval(
+    since start: ContinuousClock.Instant, now: ContinuousClock.Instant
+  ) {
+    let elapsed = now - start
+    guard elapsed > .zero else { return }
+    let (seconds, attoseconds) = elapsed.components
+    recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
   }
 }

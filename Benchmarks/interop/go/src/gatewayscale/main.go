@@ -6,18 +6,27 @@
 // Usage:
 //
 //	gatewayscale -target HOST:PORT -clients 50000 -connections 500 \
-//	  [-sources 127.0.0.1,127.0.0.2] [-ramp 5000] [-settle 10] [-window 60] [-id-prefix s]
+//	  [-sources 127.0.0.1,127.0.0.2] [-ramp 5000] [-settle 10] [-window 60] [-id-prefix s] \
+//	  [-window-gc=false] [-window-memory-mb 4096]
 //
 // Streams are spread round-robin over the connections, connections round-robin over the
 // source addresses (past ~28,000 connections one source address runs out of ephemeral
 // ports). Windows are fixed (64 KiB), as a phone's client would set them, which also turns
 // off grpc-go's BDP pings: the generator costs the same against every server.
 //
+// Go's garbage collector is off during the window (-window-gc=false, the default), with
+// -window-memory-mb as the heap's limit: with 50,000 streams the generator holds ~500 MB of
+// goroutine stacks, which each collection scans; on one core a cycle took ~0.8 s of wall
+// clock, during which its goroutines ran late and the pings they read looked late by as much
+// (gctrace; docs/benchmarks.md). It collects once before the window opens, and allocates
+// ~13 MB a second at 50,000 streams, so a 60 s window stays far below the limit.
+//
 // Prints one JSON line: clients, connected (streams that got a ping in the window),
 // ended_by_server, errors ("CODE: message" → count), interval_ms p50/p99/p999/max over the
 // window, pings in the window, and the generator's own CPU (user+system seconds over the
-// window, and as a fraction of one core). Writes "window open" and "window closed" to stderr
-// as the window opens and closes. Exits 0 when every stream stayed up.
+// window, and as a fraction of one core) and its garbage collections in the window. Writes
+// "window open" and "window closed" to stderr as the window opens and closes. Exits 0 when
+// every stream stayed up.
 package main
 
 import (
@@ -27,6 +36,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -108,6 +119,8 @@ func main() {
 	settle := flag.Float64("settle", 10, "seconds between the last stream opened and the window")
 	window := flag.Float64("window", 60, "seconds of steady state measured")
 	prefix := flag.String("id-prefix", "scale", "client-id prefix (ids are PREFIX-N)")
+	windowGC := flag.Bool("window-gc", false, "let Go's garbage collector run during the window")
+	windowMemory := flag.Int64("window-memory-mb", 4096, "heap limit while the collector is off")
 	flag.Parse()
 	if *connections < 1 || *connections > *clients {
 		fmt.Fprintln(os.Stderr, "need 1 <= connections <= clients")
@@ -161,13 +174,22 @@ func main() {
 	rampS := time.Since(start).Seconds()
 	time.Sleep(time.Duration(*settle * float64(time.Second)))
 
+	gcs := func() uint32 { var m runtime.MemStats; runtime.ReadMemStats(&m); return m.NumGC }
+	if !*windowGC {
+		runtime.GC()
+		debug.SetMemoryLimit(*windowMemory << 20)
+		debug.SetGCPercent(-1)
+	}
+	gc0 := gcs()
 	cpu0, t0 := cpuSeconds(), time.Now()
 	phase.Store(1)
 	fmt.Fprintln(os.Stderr, "window open") // markers for a script that samples the server
 	time.Sleep(time.Duration(*window * float64(time.Second)))
 	phase.Store(2)
 	cpu1, elapsed := cpuSeconds(), time.Since(t0).Seconds()
+	gcInWindow := gcs() - gc0
 	fmt.Fprintln(os.Stderr, "window closed")
+	debug.SetGCPercent(100)
 	cancel()
 	wg.Wait()
 	for _, c := range conns {
@@ -199,6 +221,7 @@ func main() {
 			"p999": percentile(all, 0.999), "max": percentile(all, 1),
 		},
 		"generator_cpu_s": round(cpu1 - cpu0), "generator_cores": round((cpu1 - cpu0) / elapsed),
+		"generator_gcs": gcInWindow,
 	}
 	line, _ := json.Marshal(report)
 	fmt.Println(string(line))
