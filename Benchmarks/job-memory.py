@@ -32,6 +32,8 @@ rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 settle = 3 if jobs >= 50 else 1
 FIELDS = ["AnonPages", "Shmem", "Slab", "SReclaimable", "SUnreclaim", "Percpu", "PageTables",
           "KernelStack"]
+# The parts that add up to what a process or job holds (Slab = SReclaimable + SUnreclaim).
+PARTS = ["AnonPages", "Shmem", "Slab", "Percpu", "PageTables", "KernelStack"]
 
 
 def meminfo():
@@ -128,6 +130,10 @@ try:
     print(f"worker RSS growth per job: {rss:.1f} KiB (part of AnonPages above)")
     overhead = job["used"] - plain["used"]
     print(f"host memory per job above the program: {overhead:.1f} KiB (target <= 256 KiB)")
+    # MemAvailable also moves with every other process's page cache and heap; the kernel's
+    # own counters (and the anonymous pages) are steadier on a shared host.
+    parts = sum(job[k] - plain[k] for k in PARTS)
+    print(f"the same as the sum of {' + '.join(PARTS)}: {parts:.1f} KiB")
     print("slab caches grown most per job, above a plain sleep (bytes, median of rounds):")
     names = set().union(*(j[1] for j in runs))
     extra = {k: median([j[1].get(k, 0) for j in runs]) - median([p[1].get(k, 0) for p in plains])

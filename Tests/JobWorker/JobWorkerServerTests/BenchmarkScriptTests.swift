@@ -43,7 +43,7 @@ struct BenchmarkScriptTests {
     #expect(result.status == 0, "\(result.output)")
     for row in [
       "MemTotal-MemAvailable", "SUnreclaim", "PageTables", "worker RSS growth per job:",
-      "host memory per job above the program:", "slab caches grown most per job",
+      "host memory per job above the program:", "the same as the sum of", "slab caches grown most per job",
       "(server shutdown with the jobs:",
     ] {
       #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
