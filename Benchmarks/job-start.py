@@ -20,8 +20,7 @@ and its files removed at the end, also on failure or Ctrl-C.
 """
 import os, statistics, subprocess, sys, time
 
-import grpc
-from jobbench import Server, pct, run_timed
+from jobbench import Server, pct, proc_stat, rss_mib, run_timed, start_request
 
 bin_dir = os.path.abspath(sys.argv[1])
 runs = int(sys.argv[2]) if len(sys.argv) > 2 else 200
@@ -29,44 +28,9 @@ jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 300
 server = None
 
 
-def field(number, payload: bytes):
-    """A length-delimited protobuf field (wire type 2)."""
-    key, size, out = (number << 3) | 2, len(payload), bytearray()
-    out.append(key)
-    while size >= 0x80:
-        out.append((size & 0x7F) | 0x80)
-        size >>= 7
-    out.append(size)
-    return bytes(out) + payload
-
-
-def start_request(command, *args):
-    return field(1, command.encode()) + b"".join(field(2, a.encode()) for a in args)
-
-
-def proc_stat(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 try:
     server = Server(bin_dir, "start", jobs)
-    pki, port = server.pki, server.port
-    read = lambda name: open(f"{pki}/{name}", "rb").read()
-    credentials = grpc.ssl_channel_credentials(
-        read("ca.pem"), read("admin-key.pem"), read("admin.pem"))
-    channel = grpc.secure_channel(f"127.0.0.1:{port}", credentials)
-    grpc.channel_ready_future(channel).result(timeout=30)
-    start = channel.unary_unary("/jobworker.v1.JobWorker/StartJob")
+    channel, start = server.start_job_call()
     print(f"== {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, {os.cpu_count()} cores, "
           f"load {open('/proc/loadavg').read().split()[:3]}, {bin_dir}")
 

@@ -33,6 +33,37 @@ def run_timed(argv, env=None, timeout=30):
     return elapsed, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+def field(number, payload: bytes):
+    """A length-delimited protobuf field (wire type 2)."""
+    key, size, out = (number << 3) | 2, len(payload), bytearray()
+    out.append(key)
+    while size >= 0x80:
+        out.append((size & 0x7F) | 0x80)
+        size >>= 7
+    out.append(size)
+    return bytes(out) + payload
+
+
+def start_request(command, *args):
+    """A serialized `StartJobRequest` (command = 1, arguments = 2)."""
+    return field(1, command.encode()) + b"".join(field(2, a.encode()) for a in args)
+
+
+def proc_stat(pid):
+    """utime + stime of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pct(samples, p):
     samples = sorted(samples)
     return samples[min(len(samples) - 1, int(len(samples) * p))]
@@ -61,6 +92,17 @@ class Server:
              "--log-level", "warning", "--max-jobs-per-user", str(jobs + 10),
              "--shutdown-grace", "30"],
             stdout=open(f"{self.work}/server.log", "w"), stderr=subprocess.STDOUT)
+
+    def start_job_call(self):
+        """One mutual-TLS grpcio channel to the server (as the admin client) and its raw
+        `StartJob` call, which takes `start_request(...)` bytes. Needs the grpcio module."""
+        import grpc
+        read = lambda name: open(f"{self.pki}/{name}", "rb").read()
+        credentials = grpc.ssl_channel_credentials(
+            read("ca.pem"), read("admin-key.pem"), read("admin.pem"))
+        channel = grpc.secure_channel(f"127.0.0.1:{self.port}", credentials)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        return channel, channel.unary_unary("/jobworker.v1.JobWorker/StartJob")
 
     def stop(self):
         if self.process and self.process.poll() is None:

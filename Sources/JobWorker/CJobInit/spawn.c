@@ -1,5 +1,6 @@
 // The worker's half of a launch: clone the child, which becomes the job's init by exec'ing
-// jobinit. See include/cjobinit.h for why everything after clone() is async-signal-safe.
+// jobinit. See include/cjobinit.h for why everything after clone() is async-signal-safe, and
+// why the child shares the worker's memory until its exec (CLONE_VM | CLONE_VFORK).
 #define _GNU_SOURCE
 #include "cjobinit.h"
 
@@ -10,6 +11,7 @@
 #include <stdint.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,9 +19,9 @@
 // The child's stack until it execs: it only calls into the kernel, so a small one is plenty.
 #define CHILD_STACK_SIZE (64 * 1024)
 
-// Where the child keeps the two descriptors that must not reach jobinit: the release pipe
-// (closed once read) and the executable (close-on-exec, consumed by execveat itself).
-enum { CHILD_FD_RELEASE = CJOBINIT_FD_SPEC + 1, CHILD_FD_INIT = CJOBINIT_FD_SPEC + 2 };
+// Where the child keeps the executable, which must not reach jobinit: close-on-exec, consumed
+// by execveat itself.
+enum { CHILD_FD_INIT = CJOBINIT_FD_RELEASE + 1 };
 
 typedef struct {
   const cjobinit_descriptors *descriptors;
@@ -48,7 +50,7 @@ static void join_cgroup(const child_arguments *arguments) {
 }
 
 // Step 1. Moves what jobinit needs to its fixed numbers (/dev/null on 0, the output on 1 and
-// 2, status CJOBINIT_FD_STATUS, spec CJOBINIT_FD_SPEC) and the release pipe and the
+// 2, status CJOBINIT_FD_STATUS, spec CJOBINIT_FD_SPEC, release CJOBINIT_FD_RELEASE) and the
 // executable just above, and closes every other descriptor the worker had open (sockets,
 // other jobs' pipes, instance locks): they never reach the job. STDIO failures are reported
 // on the status pipe wherever it is at that moment.
@@ -78,7 +80,7 @@ static void move_descriptors(const child_arguments *arguments) {
   const int status = lifted[STATUS], spec = lifted[SPEC], release = lifted[RELEASE];
   const int init = lifted[INIT], null = lifted[DEVNULL], output = lifted[OUTPUT];
   if (dup2(status, CJOBINIT_FD_STATUS) < 0) cjobinit_fail(status, CJOBINIT_STAGE_STDIO, errno, 0);
-  if (dup2(spec, CJOBINIT_FD_SPEC) < 0 || dup2(release, CHILD_FD_RELEASE) < 0 ||
+  if (dup2(spec, CJOBINIT_FD_SPEC) < 0 || dup2(release, CJOBINIT_FD_RELEASE) < 0 ||
       dup3(init, CHILD_FD_INIT, O_CLOEXEC) < 0 || dup2(null, 0) < 0 || dup2(output, 1) < 0 ||
       dup2(output, 2) < 0) {
     cjobinit_fail(CJOBINIT_FD_STATUS, CJOBINIT_STAGE_STDIO, errno, 0);
@@ -86,23 +88,10 @@ static void move_descriptors(const child_arguments *arguments) {
   close_range(CHILD_FD_INIT + 1, ~0U, 0);
 }
 
-// Step 2. Waits until the worker has placed the child in the job's cgroup, so that the init
-// (its pages included) and every process it starts are charged to the job. EOF means the
-// worker gave up on the launch (ECANCELED in the report).
-static void wait_for_release(void) {
-  char go;
-  ssize_t n;
-  do {
-    n = read(CHILD_FD_RELEASE, &go, 1);
-  } while (n < 0 && errno == EINTR);
-  if (n != 1) {
-    cjobinit_fail(CJOBINIT_FD_STATUS, CJOBINIT_STAGE_RELEASE, n == 0 ? ECANCELED : errno, 0);
-  }
-  close(CHILD_FD_RELEASE);
-}
-
-// Step 3. Becomes jobinit. Its argument vector is the one word every user may see in
-// /proc/1/cmdline and `ps`; its environment is empty; the job comes on CJOBINIT_FD_SPEC.
+// Step 2. Becomes jobinit, whose first step is to wait for its release (CJOBINIT_FD_RELEASE).
+// Its argument vector is the one word every user may see in /proc/1/cmdline and `ps`; its
+// environment is empty; the job comes on CJOBINIT_FD_SPEC. A successful exec is also what
+// lets the worker's thread go on (CLONE_VFORK).
 static _Noreturn void exec_init(void) {
   static char name[] = "jobinit";
   char *const argv[] = {name, NULL};
@@ -115,7 +104,6 @@ static _Noreturn int child_main(void *argument) {
   const child_arguments *arguments = argument;
   join_cgroup(arguments);
   move_descriptors(arguments);
-  wait_for_release();
   exec_init();
 }
 
@@ -124,23 +112,69 @@ pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descri
   return cjobinit_spawn_in_cgroup(job, descriptors, NULL, 0, pidfd);
 }
 
-// clone() with a new stack, or (cgroup_fd >= 0) clone3() with CLONE_INTO_CGROUP and no new
-// stack: without CLONE_VM the child runs on its own copy of this thread's stack, as after
-// fork, and calls child_main, which never returns.
+#if defined(__x86_64__)
+// clone3() whose child calls fn(arg) on the new stack given in args and exits with its
+// result; the parent gets the child's PID or -errno. glibc exports no clone3 wrapper, and
+// syscall(SYS_clone3, ...) cannot start a child on another stack: the child would return
+// from syscall() through a frame on the parent's stack. (Linux x86-64 ABI: the kernel sets
+// the child's stack pointer to stack + stack_size; syscall clobbers only rcx and r11, so fn
+// and arg survive in r8 and r9; the stack top is page-aligned, so fn starts with the stack
+// aligned as after a call.)
+long cjobinit_clone3_on_stack(struct clone_args *args, size_t size, int (*fn)(void *),
+                              void *arg) __attribute__((visibility("hidden")));
+__asm__(".text\n"
+        ".globl cjobinit_clone3_on_stack\n"
+        ".hidden cjobinit_clone3_on_stack\n"
+        ".type cjobinit_clone3_on_stack, @function\n"
+        "cjobinit_clone3_on_stack:\n"
+        "  mov %rdx, %r8\n"
+        "  mov %rcx, %r9\n"
+        "  mov $435, %eax\n"  // SYS_clone3
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jz 1f\n"
+        "  ret\n"
+        "1:\n"
+        "  xor %ebp, %ebp\n"
+        "  mov %r9, %rdi\n"
+        "  call *%r8\n"
+        "  mov %eax, %edi\n"
+        "  mov $60, %eax\n"  // SYS_exit (child_main never returns)
+        "  syscall\n"
+        "  hlt\n"
+        ".size cjobinit_clone3_on_stack, .-cjobinit_clone3_on_stack\n");
+#define SHARED_CLONE3 1
+#else
+#define SHARED_CLONE3 0
+#endif
+
+// Clones the child with CLONE_VM | CLONE_VFORK, as glibc's posix_spawn does: the child runs on
+// its own small stack in the worker's address space, and the calling thread waits until the
+// child has exec'd jobinit (or exited). Nothing of the worker's memory is copied: without
+// CLONE_VM every start copied the worker's page tables (dup_mmap, growing with the worker's
+// mappings) and then paid copy-on-write faults in the worker until the child's exec.
+//
+// Sharing the memory is safe because the child writes only its own stack and the calling
+// thread's errno (it runs with that thread's TLS; the thread is suspended until the exec,
+// and reads errno only when the clone failed, when no child ran), calls only raw system
+// calls and their libc wrappers (no locks, no malloc), and runs with every signal blocked,
+// so no handler of the worker runs in it. The other threads of the worker never touch the
+// suspended thread's stack or TLS.
+//
+// cgroup_fd >= 0: clone3() with CLONE_INTO_CGROUP (on other architectures than x86-64,
+// without CLONE_VM: the child then runs on its own copy of this thread's stack, as after
+// fork, and calls child_main, which never returns).
 static pid_t spawn(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                    const int *cgroup_tasks, size_t cgroup_task_count, int cgroup_fd, int *pidfd) {
   *pidfd = -1;
   int spec = cjobinit_job_encode(job);
   if (spec < 0) return spec;
-  void *stack = MAP_FAILED;
-  if (cgroup_fd < 0) {
-    stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-      int saved = errno;
-      close(spec);
-      return -saved;
-    }
+  void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) {
+    int saved = errno;
+    close(spec);
+    return -saved;
   }
   // The child starts with every signal blocked, so no handler of the worker ever runs in it;
   // the mask survives the exec and jobinit takes its signals with sigwaitinfo.
@@ -153,24 +187,34 @@ static pid_t spawn(const cjobinit_job *job, const cjobinit_descriptors *descript
                                .cgroup_task_count = cgroup_task_count};
   int namespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
   pid_t pid;
+  int error = 0;
   if (cgroup_fd >= 0) {
     struct clone_args args = {.flags = (uint64_t)namespaces | CLONE_PIDFD | CLONE_INTO_CGROUP,
                               .pidfd = (uint64_t)(uintptr_t)pidfd,
                               .exit_signal = SIGCHLD,
                               .cgroup = (uint64_t)cgroup_fd};
+#if SHARED_CLONE3
+    args.flags |= CLONE_VM | CLONE_VFORK;
+    args.stack = (uint64_t)(uintptr_t)stack;
+    args.stack_size = CHILD_STACK_SIZE;
+    long rc = cjobinit_clone3_on_stack(&args, sizeof args, child_main, &arguments);
+    pid = rc < 0 ? -1 : (pid_t)rc;
+    error = rc < 0 ? (int)-rc : 0;
+#else
     pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
     if (pid == 0) child_main(&arguments);
+    error = errno;
+#endif
   } else {
-    // Without CLONE_VM the child gets its own copy of the address space (stack and arguments
-    // included), so the parent can unmap its copy right away.
-    pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE, namespaces | CLONE_PIDFD | SIGCHLD,
-                &arguments, pidfd);
+    pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE,
+                namespaces | CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &arguments, pidfd);
+    error = errno;
   }
-  int saved = errno;
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
-  if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
+  // The child has exec'd or exited: its stack is free.
+  munmap(stack, CHILD_STACK_SIZE);
   close(spec);
-  return pid < 0 ? -saved : pid;
+  return pid < 0 ? -error : pid;
 }
 
 pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
@@ -204,3 +248,16 @@ int cjobinit_pidfd_signal(int pidfd, int signal) {
 }
 
 int cjobinit_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
+
+int cjobinit_release_channel(int fds[2]) {
+  return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0 ? 0 : -errno;
+}
+
+int cjobinit_release(int fd) {
+  static const char go = 1;
+  ssize_t n;
+  do {
+    n = send(fd, &go, 1, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n == 1 ? 0 : -(n < 0 ? errno : EIO);
+}

@@ -40,8 +40,11 @@ struct CgroupV1: CgroupDriver {
     return stale.sorted()
   }
 
-  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError) {
+  func make(_ name: String) throws(FileSystem.SystemError) {
     for controller in Self.controllers { try FileSystem.makeDirectory(path(controller, name)) }
+  }
+
+  func applyLimits(_ name: String, _ limits: CgroupLimits) throws(FileSystem.SystemError) {
     if let millicores = limits.cpuMillicores {
       // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
       try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")

@@ -32,9 +32,12 @@ struct CgroupV2: CgroupDriver {
     return stale.sorted()
   }
 
-  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError) {
+  func make(_ name: String) throws(FileSystem.SystemError) {
+    try FileSystem.makeDirectory(path(name))
+  }
+
+  func applyLimits(_ name: String, _ limits: CgroupLimits) throws(FileSystem.SystemError) {
     let dir = path(name)
-    try FileSystem.makeDirectory(dir)
     if let millicores = limits.cpuMillicores {
       try FileSystem.write(dir + "/cpu.max", "\(UInt64(millicores) * 100) 100000")
     }

@@ -33,8 +33,10 @@ protocol CgroupDriver: Sendable {
   /// Kills and removes the job cgroups that a crashed previous run left under the parent.
   /// Only for the holder of the parent's lock. Returns the names of the cgroups removed.
   func removeStale() throws(FileSystem.SystemError) -> [String]
-  /// Creates the job's cgroup and applies its limits.
-  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError)
+  /// Creates the job's cgroup, without limits (`create(_:limits:)` does both).
+  func make(_ name: String) throws(FileSystem.SystemError)
+  /// Applies a job's limits to its cgroup, before any process is in it.
+  func applyLimits(_ name: String, _ limits: CgroupLimits) throws(FileSystem.SystemError)
   /// Files the job's init (still single-threaded, before it runs anything) writes "0" to, to
   /// join the job's cgroup itself: cgroup v1's `tasks`, one per hierarchy. A thread that
   /// moves itself does not make the kernel wait for an RCU grace period, as moving another
@@ -61,6 +63,14 @@ protocol CgroupDriver: Sendable {
   func remove(_ name: String) throws(FileSystem.SystemError)
   /// Removes the parent cgroup if it is empty (at shutdown, by the holder of its lock).
   func removeParent()
+}
+
+extension CgroupDriver {
+  /// Creates the job's cgroup and applies its limits.
+  func create(_ name: String, limits: CgroupLimits) throws(FileSystem.SystemError) {
+    try make(name)
+    try applyLimits(name, limits)
+  }
 }
 
 enum Cgroups {

@@ -11,7 +11,7 @@ enum Launcher {
     /// Read ends (non-blocking) of the output and status pipes.
     var output: Int32
     var status: Int32
-    /// Write end of the release pipe: one byte lets the init go on.
+    /// The worker's end of the release channel: one byte lets the init go on.
     var release: Int32
     /// Whether the init was created inside `Request.cgroupDirectory` (else the caller moves
     /// it before `release(_:)`, as without one).
@@ -38,13 +38,16 @@ enum Launcher {
     var cgroupDirectory: String? = nil
   }
 
-  /// Clones the init's child, which then waits for `release(_:)` before it execs `jobinit`.
+  /// Clones the init's child and returns once it has exec'd `jobinit`, which then waits for
+  /// `release(_:)`.
   static func spawn(_ request: Request) throws(JobError) -> Launched {
     var output: [Int32] = [-1, -1]
     var status: [Int32] = [-1, -1]
     var release: [Int32] = [-1, -1]
     func closeAll() { for fd in output + status + release where fd >= 0 { close(fd) } }
-    let failure = [cjobinit_pipe(&output), cjobinit_pipe(&status), cjobinit_pipe(&release)]
+    let failure = [
+      cjobinit_pipe(&output), cjobinit_pipe(&status), cjobinit_release_channel(&release),
+    ]
       .first { $0 != 0 }
     if let failure {
       let message = errnoText(-failure)
@@ -125,17 +128,18 @@ enum Launcher {
       clonedIntoCgroup: clonedIntoCgroup)
   }
 
-  /// Lets the init proceed (it is in its cgroup by now).
+  /// Lets the init proceed (it is in its cgroup by now). An init that has already exited
+  /// (it failed before its release, e.g. its exec) is no error here: its report on the status
+  /// pipe says why, and the caller reads it next.
   static func release(_ launched: Launched) throws(JobError) {
-    var go: UInt8 = 1
-    let n = write(launched.release, &go, 1)
+    let result = cjobinit_release(launched.release)
     close(launched.release)
-    guard n == 1 else {
-      throw JobError(.internalError, "cannot release the job init: \(errnoText())")
+    guard result == 0 || result == -EPIPE || result == -ECONNRESET else {
+      throw JobError(.internalError, "cannot release the job init: \(errnoText(-result))")
     }
   }
 
-  /// Abandons a launch before release: closing the release pipe makes the init exit at once,
+  /// Abandons a launch before release: closing the release channel makes the init exit at once,
   /// then it is reaped here, a blocking wait of a few milliseconds at most (the manager runs
   /// this on the reactor thread).
   static func abandon(_ launched: Launched) {

@@ -1,7 +1,8 @@
 // jobinit: PID 1 of every job. The worker's cloned child execs it (see
 // ../CJobInit/include/cjobinit.h) with the argument vector `jobinit`, an empty environment
 // and these descriptors: 0 /dev/null, 1 and 2 the job's output pipe, CJOBINIT_FD_STATUS the
-// status pipe, CJOBINIT_FD_SPEC the encoded job. It runs one function per step, in order
+// status pipe, CJOBINIT_FD_SPEC the encoded job, CJOBINIT_FD_RELEASE the release pipe. It
+// waits for its release first, then runs one function per step, in order
 // (as runc's nsexec.c does); a step that fails reports FAILED {stage, errno} on the status
 // pipe through cjobinit_fail and exits, so the worker always learns which step failed and why.
 //
@@ -61,7 +62,7 @@ static int drop_privileges(uid_t uid, gid_t gid) {
 // pipe from the program.
 static void check_started_by_worker(int argc) {
   if (argc != 1 || fcntl(CJOBINIT_FD_STATUS, F_SETFD, FD_CLOEXEC) != 0 ||
-      fcntl(CJOBINIT_FD_SPEC, F_GETFD) < 0) {
+      fcntl(CJOBINIT_FD_SPEC, F_GETFD) < 0 || fcntl(CJOBINIT_FD_RELEASE, F_GETFD) < 0) {
     static const char usage[] =
         "jobinit: the init of a job worker's jobs; the job worker starts it, with descriptors "
         "prepared for it. It takes no arguments.\n";
@@ -72,7 +73,24 @@ static void check_started_by_worker(int argc) {
   prctl(PR_SET_NAME, "jobinit", 0, 0, 0);
 }
 
-// Step 2. Signal state inherited from the worker must not leak into the job (an ignored
+// Step 2. Waits until the worker released us: by then the init is in the job's cgroup (on
+// cgroup v1 the child joined it before the exec, on v2 it was cloned into it; only on a v2
+// kernel without clone3 does the worker move it now), so every page it touches from here on
+// and every process it starts are charged to the job, and the worker has recorded the job.
+// This is done here, after the exec, and not in the worker's child: that child shares the
+// worker's memory and suspends the worker's thread until it execs (CLONE_VM | CLONE_VFORK),
+// so it must not wait for anything. EOF means the worker gave up (ECANCELED in the report).
+static void wait_for_release(void) {
+  char go;
+  ssize_t n;
+  do {
+    n = read(CJOBINIT_FD_RELEASE, &go, 1);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1) fail(CJOBINIT_STAGE_RELEASE, n == 0 ? ECANCELED : errno);
+  close(CJOBINIT_FD_RELEASE);
+}
+
+// Step 3. Signal state inherited from the worker must not leak into the job (an ignored
 // SIGPIPE survives execve). Reset every disposition, then block everything (the worker's
 // child already did): the init takes its signals synchronously with sigwaitinfo. Cannot fail
 // for valid signal numbers.
@@ -88,7 +106,7 @@ static void reset_signals(void) {
   sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-// Step 3. Maps the encoded job (read-only: the memfd is sealed) and decodes it in place.
+// Step 4. Maps the encoded job (read-only: the memfd is sealed) and decodes it in place.
 static void read_spec(spec_mapping *spec) {
   struct stat st;
   if (fstat(CJOBINIT_FD_SPEC, &st) != 0) fail(CJOBINIT_STAGE_SPEC, errno);
@@ -127,7 +145,7 @@ static int bring_up_loopback(void) {
   return rc;
 }
 
-// Step 4. Prepares the namespaces the clone created.
+// Step 5. Prepares the namespaces the clone created.
 static void prepare_namespaces(const cjobinit_job *job) {
   // Nothing mounted in the job propagates back to the host.
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
@@ -214,7 +232,7 @@ fail:
   _exit(127);
 }
 
-// Step 5. Forks the program and waits until it has exec'd (its report pipe closes) or
+// Step 6. Forks the program and waits until it has exec'd (its report pipe closes) or
 // reported why it could not; returns its PID once it runs.
 static pid_t start_program(const cjobinit_job *job) {
   int exec_report[2];
@@ -255,7 +273,7 @@ static pid_t start_program(const cjobinit_job *job) {
   return program;
 }
 
-// Step 6. The job is needed no more once the program runs: its pages go back (the init lives
+// Step 7. The job is needed no more once the program runs: its pages go back (the init lives
 // as long as the job, and the environment alone may be tens of KiB).
 static void forget_spec(spec_mapping *spec) {
   munmap(spec->vectors, spec->vectors_size);
@@ -263,7 +281,7 @@ static void forget_spec(spec_mapping *spec) {
   spec->encoded = spec->vectors = NULL;
 }
 
-// Step 7. Until the program exits: forwards signals to it and reaps every child, orphans
+// Step 8. Until the program exits: forwards signals to it and reaps every child, orphans
 // included; then reports the program's wait status and exits with it.
 static _Noreturn void supervise(uid_t uid, gid_t gid, pid_t program) {
   // Least privilege for the init too: from here it only forwards signals and reaps.
@@ -303,6 +321,7 @@ static _Noreturn void supervise(uid_t uid, gid_t gid, pid_t program) {
 int main(int argc, char **argv) {
   (void)argv;
   check_started_by_worker(argc);
+  wait_for_release();
   reset_signals();
   spec_mapping spec;
   read_spec(&spec);

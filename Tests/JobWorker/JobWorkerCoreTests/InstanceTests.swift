@@ -56,11 +56,15 @@ struct InstanceTests {
   }
 
   /// Shutdown releases both locks: a restart on the same directory and name works at once.
+  /// Nothing made ahead for a next job is left: no cgroup (the parent is gone), and no output
+  /// file but the job's.
   @Test func restartOnTheSameDirectoryAndName() async throws {
     try await withManager { first in
-      _ = try await first.run("true")
+      let (job, _) = try await first.run("true")
       await first.shutdown()
       #expect(!FileSystem.exists(first.cgroup.lockPath))
+      #expect(
+        FileSystem.entries(first.configuration.dataDirectory + "/jobs") == [job.id.description])
       let restarted = try await managerOnceUnlocked(first.configuration)
       let (status, output) = try await restarted.run("echo", "again")
       #expect(status.state == .exited(code: 0) && output == "again\n")

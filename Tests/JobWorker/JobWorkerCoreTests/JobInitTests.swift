@@ -46,6 +46,31 @@ struct JobInitTests {
     }
   }
 
+  /// The clone shares the worker's memory and suspends the calling thread until the child's
+  /// exec (CLONE_VM | CLONE_VFORK): when `Launcher.spawn` returns, before the release, the
+  /// child already is `jobinit`, waiting, with a few pages of its own, not a copy-on-write
+  /// copy of the worker's (here the test bundle's) address space. Before, the child was the
+  /// worker's copy until its release.
+  @Test(.requires(.root), .requires(.product("jobinit")))
+  func childIsJobinitBeforeItsRelease() throws {
+    let launched = try Launcher.spawn(
+      Launcher.Request(
+        initExecutable: try InitExecutable(path: Self.jobinit),
+        program: try ProgramSearch(command: "/bin/true", environment: []), arguments: [],
+        environment: [], workingDirectory: "/", hostname: "job-test", scratchBytes: 1 << 20,
+        uid: 65534, gid: 65534))
+    defer { Launcher.abandon(launched) }
+    let proc = "/proc/\(launched.pid)"
+    #expect(
+      link(proc + "/exe") == URL(fileURLWithPath: Self.jobinit).resolvingSymlinksInPath().path)
+    #expect(FileSystem.read(proc + "/cmdline") == "jobinit\0")
+    let status = FileSystem.read(proc + "/status") ?? ""
+    let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+      .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) }
+    // A static executable waiting on a socket: well under 1 MiB (the worker: tens of MiB).
+    #expect(rss.map { $0 < 1024 } == true, "\(status)")
+  }
+
   /// A file that is not a program where jobinit should be: the start fails naming the step,
   /// and nothing is left.
   @Test(.requires(.cgroups)) func brokenInitIsAStartError() async throws {
@@ -59,7 +84,10 @@ struct JobInitTests {
         return error?.code == .failedToStart
           && error?.message == "executing the job's init (jobinit): Exec format error"
       }
-      #expect(FileSystem.entries(manager.configuration.dataDirectory + "/jobs").isEmpty)
+      // Nothing but the next job's output file, which the manager makes ahead.
+      let entries = Set(FileSystem.entries(manager.configuration.dataDirectory + "/jobs"))
+      let spare = manager.spareOutputID.map { [$0.description] } ?? []
+      #expect(entries.subtracting(spare).isEmpty)
       #expect(manager.list().isEmpty)
     }
   }

@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// The start path and CLI path benchmarks (issue 13) in their shortest form: they run against
+/// The start path, memory and CLI path benchmarks (issue 13) in their shortest form: they run against
 /// the built products, print every row and clean up. Only that they work is checked, never a
 /// figure: performance is measured by running them in full (`docs/benchmarks.md`).
 @Suite(
@@ -32,6 +32,19 @@ struct BenchmarkScriptTests {
       "StartJob /bin/true, 3 runs:", "baseline (unshare ... /bin/true):",
       "5 sleep jobs one after another:", "with 5 jobs running: StartJob /bin/true p50",
       "with 5 jobs running: server RSS", "(server shutdown with the jobs:",
+    ] {
+      #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
+    }
+  }
+
+  @Test(.requiresPythonModule("grpc", install: "grpcio"))
+  func memoryScriptRuns() async throws {
+    let result = try await runScript("job-memory.py", ["3", "1"])
+    #expect(result.status == 0, "\(result.output)")
+    for row in [
+      "MemTotal-MemAvailable", "SUnreclaim", "PageTables", "worker RSS growth per job:",
+      "host memory per job above the program:", "the same as the sum of", "slab caches grown most per job",
+      "(server shutdown with the jobs:",
     ] {
       #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
     }

@@ -1,17 +1,20 @@
 // CJobInit: what the worker and the job's init share, and the worker's half of a launch.
 //
 // The worker (`cjobinit_spawn`) clones a child into new PID, mount, network, UTS and IPC
-// namespaces. The child, still a copy of the worker, joins the job's cgroup itself where it
-// can (cgroup v1, see cjobinit_spawn_in_cgroup), moves its descriptors to fixed numbers,
-// closes every other one, waits until the worker released it (on cgroup v2 after moving it
-// into the job's cgroup) and execs the `jobinit` executable (Sources/JobWorker/jobinit) with
-// the argument vector `jobinit` and an empty environment. That program is PID 1 of the job:
-// it reads the job (cjobinit_job, encoded by the worker into a sealed memfd on
-// CJOBINIT_FD_SPEC), prepares the namespaces, forks the user's program (which drops
-// privileges and execve()s) and then forwards signals to it, reaps every orphan and exits
-// with the program's status. So the job and `ps` on the host see `jobinit`, not the worker's
-// command line, and each job's init costs the few pages of a small static executable instead
-// of a copy-on-write copy of the worker.
+// namespaces with CLONE_VM | CLONE_VFORK (as glibc's posix_spawn does): the child runs on a
+// small stack of its own in the worker's address space, nothing of the worker's memory is
+// copied, and the calling thread waits until the child has exec'd. The child joins the job's
+// cgroup itself where it can (cgroup v1, see cjobinit_spawn_in_cgroup), moves its descriptors
+// to fixed numbers, closes every other one and execs the `jobinit` executable
+// (Sources/JobWorker/jobinit) with the argument vector `jobinit` and an empty environment.
+// That program is PID 1 of the job: it first waits until the worker released it (on the
+// release pipe, CJOBINIT_FD_RELEASE; on cgroup v2 without clone3 the worker moves it into the
+// job's cgroup before that), then reads the job (cjobinit_job, encoded by the worker into a
+// sealed memfd on CJOBINIT_FD_SPEC), prepares the namespaces, forks the user's program
+// (which drops privileges and execve()s) and then forwards signals to it, reaps every orphan
+// and exits with the program's status. So the job and `ps` on the host see `jobinit`, not the
+// worker's command line, and each job's init costs the few pages of a small static executable
+// instead of a copy-on-write copy of the worker.
 //
 // Every step on either side that fails reports FAILED {stage, errno} on the status pipe
 // (cjobinit_report, written only by cjobinit_report_send) before the process exits, so the
@@ -19,7 +22,10 @@
 //
 // The child's code before the exec runs only async-signal-safe code and raw system calls,
 // because the worker is multithreaded: the child is a copy of one thread whose siblings may
-// have held locks (malloc, glibc's thread list) at the moment of the clone.
+// have held locks (malloc, glibc's thread list) at the moment of the clone. It also shares the
+// worker's memory until the exec: it writes nothing but its own stack and the suspended
+// calling thread's errno, and never blocks on the worker (which is why the release is waited
+// for after the exec, in jobinit).
 #pragma once
 
 #include <stddef.h>
@@ -56,7 +62,7 @@ enum {
 
 /// The setup step that failed, for clear error messages.
 enum {
-  CJOBINIT_STAGE_RELEASE = 1,  // the worker never released the child (it gave up: ECANCELED)
+  CJOBINIT_STAGE_RELEASE = 1,  // the worker never released the init (it gave up: ECANCELED)
   CJOBINIT_STAGE_MOUNT_PRIVATE = 2,
   CJOBINIT_STAGE_MOUNT_PROC = 3,
   CJOBINIT_STAGE_MOUNT_SYS = 4,
@@ -82,6 +88,8 @@ enum {
   CJOBINIT_FD_STATUS = 3,
   /// The encoded cjobinit_job: a sealed memfd, read from offset 0.
   CJOBINIT_FD_SPEC = 4,
+  /// Read end of the release pipe: jobinit waits for one byte on it before anything else.
+  CJOBINIT_FD_RELEASE = 5,
 };
 
 /// Everything the init needs to know about a job. The worker passes it to jobinit through a
@@ -114,9 +122,9 @@ typedef struct {
   int init_executable;
   /// Write end of the output pipe: the program's stdout and stderr.
   int output;
-  /// Read end of the release pipe: the child waits for one byte on it before it execs the
-  /// init, so that the worker can put it into the job's cgroup (unless it joined itself) and
-  /// watch its descriptors first. EOF aborts.
+  /// Read end of the release pipe: the init (after the exec) waits for one byte on it before
+  /// anything else, so that the worker can put it into the job's cgroup (unless it was cloned
+  /// into it or joined it itself) and watch its descriptors first. EOF aborts.
   int release;
   /// Write end of the status pipe that carries cjobinit_report messages.
   int status;
@@ -152,10 +160,10 @@ void cjobinit_report_send(int fd, int32_t kind, int32_t stage, int32_t value, in
 /// Reports FAILED {stage, error, candidate} on `fd` and exits with status 127.
 _Noreturn void cjobinit_fail(int fd, int32_t stage, int32_t error, int32_t candidate);
 
-/// Clones the child that becomes the job's init (see above). Returns its PID (in the worker's
-/// namespace) and stores a pidfd for it in *pidfd, or returns -errno. The caller closes its
-/// copies of the output, release and status descriptors afterwards, and must reap the child
-/// (waitpid) in every case.
+/// Clones the child that becomes the job's init (see above) and returns once it has exec'd
+/// jobinit (or failed and exited). Returns its PID (in the worker's namespace) and stores a
+/// pidfd for it in *pidfd, or returns -errno. The caller closes its copies of the output,
+/// release and status descriptors afterwards, and must reap the child (waitpid) in every case.
 pid_t cjobinit_spawn(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                      int *pidfd);
 
@@ -172,12 +180,24 @@ pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descripto
 /// O_RDONLY|O_DIRECTORY descriptor) by clone3(CLONE_INTO_CGROUP): it never runs outside the
 /// job's cgroup, and nobody writes cgroup.procs (a parent moving a process there waits for
 /// an RCU grace period). -ENOSYS or -E2BIG: the kernel has no clone3 or no CLONE_INTO_CGROUP
-/// (before Linux 5.7); the caller then spawns without it and moves the child.
+/// (before Linux 5.7); the caller then spawns without it and moves the child, which by then
+/// runs jobinit, waiting for its release (the few pages the exec touched stay charged to the
+/// worker's cgroup).
 pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                                  int cgroup_fd, int *pidfd);
 
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
+
+/// The release channel: a connected pair of stream sockets (close-on-exec), fds[0] for the
+/// init, fds[1] for the worker. A socket rather than a pipe so that the worker's release
+/// write to an init that has already exited (it failed before reading) is EPIPE from
+/// cjobinit_release, never a SIGPIPE to the worker. Returns 0 or -errno.
+int cjobinit_release_channel(int fds[2]);
+
+/// Writes the release byte (MSG_NOSIGNAL). Returns 0, or -errno: -EPIPE or -ECONNRESET when
+/// the init has already exited.
+int cjobinit_release(int fd);
 
 /// Sends a signal through a pidfd (immune to PID reuse). Returns 0 or -errno.
 int cjobinit_pidfd_signal(int pidfd, int signal);
