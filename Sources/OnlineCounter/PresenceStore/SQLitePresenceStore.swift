@@ -12,7 +12,23 @@ public import Logging
 /// Concurrency: GRDB's async `read`/`write` run the SQLite work on its own dispatch queues
 /// and suspend the caller, so no cooperative-pool thread blocks on disk I/O. Writes are
 /// serialized by SQLite; reads run concurrently with writes (WAL snapshots).
+///
+/// Priorities: on Linux, libdispatch turns a queue's QoS into its threads' nice value
+/// (user-initiated −2 when the process may raise its priority, e.g. as root, else 0; utility 2;
+/// background 10). GRDB's default QoS is user-initiated, so its SQLite work used to outrank
+/// the event loops and the cooperative pool that serve reads: a count request's wake-up
+/// waited behind a batch's 12 ms upsert instead of preempting it (issue 12: 70% of the event
+/// loops' run-queue waits over 1 ms were behind SQLite, `docs/benchmarks.md`). So writes (bulk
+/// ingest, prunes) run at ``writeQoS`` and reads (the count) at ``readQoS``, never above the
+/// threads that serve.
 public final class SQLitePresenceStore: PresenceStore {
+  /// The QoS of writes: background (nice 10), so that any serving thread's wake-up preempts a
+  /// batch's upsert; a batch costs ~12 ms of CPU and nothing waits on it but its gateway.
+  static let writeQoS = DispatchQoS.background
+  /// The QoS of reads: default (nice 0), the serving threads' own priority: a count that a
+  /// caller waits for (the cache expired, or no cache) must not be starved either.
+  static let readQoS = DispatchQoS.default
+
   /// Rows deleted per prune transaction: small enough that a batch write never waits long
   /// for the single SQLite writer.
   static let pruneChunk = 5_000
@@ -32,6 +48,8 @@ public final class SQLitePresenceStore: PresenceStore {
     configuration.journalMode = .wal
     // Readers never wait (WAL); a writer waits for another writer instead of failing.
     configuration.busyMode = .timeout(5)
+    configuration.qos = Self.readQoS
+    configuration.writeTargetQueue = DispatchQueue(label: "presence.write", qos: Self.writeQoS)
     configuration.prepareDatabase { db in
       try db.execute(sql: "PRAGMA synchronous = NORMAL")
     }
