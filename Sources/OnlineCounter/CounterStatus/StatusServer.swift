@@ -2,8 +2,8 @@ public import ConnectionKit
 public import CounterModel
 import CounterProtos
 import GRPCNIOTransportHTTP2
-import NIOCore
 public import Logging
+import NIOCore
 public import PresenceStore
 public import ServiceKit
 public import ServiceLifecycle

@@ -17,13 +17,14 @@ public import Logging
 /// (user-initiated −2 when the process may raise its priority, e.g. as root, else 0; utility 2;
 /// background 10). GRDB's default QoS is user-initiated, so its SQLite work used to outrank
 /// the event loops and the cooperative pool that serve reads: a count request's wake-up
-/// waited behind a batch's 12 ms upsert instead of preempting it (issue 12: 70% of the event
-/// loops' run-queue waits over 1 ms were behind SQLite, `docs/benchmarks.md`). So writes (bulk
+/// waited behind a batch's 12 ms upsert instead of preempting it (issue 12: 70% of the serving
+/// threads' run-queue waits over 1 ms were behind SQLite, `docs/benchmarks.md`). So writes (bulk
 /// ingest, prunes) run at ``writeQoS`` and reads (the count) at ``readQoS``, never above the
 /// threads that serve.
 public final class SQLitePresenceStore: PresenceStore {
-  /// The QoS of writes: background (nice 10), so that any serving thread's wake-up preempts a
-  /// batch's upsert; a batch costs ~12 ms of CPU and nothing waits on it but its gateway.
+  /// The QoS of writes: background (nice 10), below the serving threads; a batch costs ~12 ms
+  /// of CPU and nothing waits on it but its gateway. (The scheduler may still let a woken
+  /// thread wait for the writer's slice: hence the yield below.)
   static let writeQoS = DispatchQoS.background
   /// The QoS of reads: default (nice 0), the serving threads' own priority: a count that a
   /// caller waits for (the cache expired, or no cache) must not be starved either.
