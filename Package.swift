@@ -130,7 +130,10 @@ let package = Package(
       name: "CounterStatus",
       dependencies: [
         "CounterModel", "CounterProtos", "ConnectionKit", "PresenceStore", "ServiceKit", "TLSKit",
-        grpcCore, logging, metrics, lifecycle, tracing,
+        grpcCore, grpcHTTP2, logging, metrics, lifecycle, nioCore, swiftProtobuf, tracing,
+        // Cached counts answered on the HTTP/2 stream's event loop (CachedFetchHandler).
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Sources/OnlineCounter/CounterStatus", swiftSettings: swiftSettings),
     .target(

@@ -4,7 +4,7 @@ temporary directory, or its own schema of the PostgreSQL database POSTGRES_URL n
 at the end), raw gRPC calls with hand-encoded messages (only `grpcio` is needed: no generated
 code), CPU time from /proc, the status service's PostgreSQL backends included, and
 percentiles."""
-import contextlib, os, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time
+import contextlib, os, re, shutil, signal, socket, sqlite3, struct, subprocess, sys, tempfile, time
 import urllib.parse
 
 import grpc
@@ -224,10 +224,11 @@ class Status:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def report_at_rate(port, users, rate, done, written):
+def report_at_rate(port, users, rate, done, written, ready=None):
     """Re-reports users u0… (at most 200,000 of them) in batches of ≤ 5,000 at `rate` records a
     second until `done` is set; adds what status accepted to `written` (for a process of its
-    own: multiprocessing objects)."""
+    own: multiprocessing objects). Sets `ready` once its first batch was accepted (the
+    batches are encoded by then: its start-up is not part of the measured window)."""
     with channel(port) as connection:
         report = raw(connection, REPORT)
         size = min(5000, users)
@@ -238,6 +239,8 @@ def report_at_rate(port, users, rate, done, written):
             response = decode_varints(report(batches[i % len(batches)], timeout=10))
             with written.get_lock():
                 written.value += response.get(1, 0)
+            if ready is not None:
+                ready.set()
             i += 1
             next_at += period
             done.wait(max(0, next_at - time.monotonic()))
@@ -246,3 +249,93 @@ def report_at_rate(port, users, rate, done, written):
 def load_average():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+class LoopbackCapture:
+    """`tcpdump` of the TCP connections to `port` on loopback (needs tcpdump and the right to
+    capture, e.g. root), for `server_side_ms`. Use in `with`; start the connections to be
+    measured after entering, so that their HTTP/2 streams are seen from the preface on."""
+
+    def __init__(self, port, path):
+        self.path = path
+        self.process = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-B", "16384", "-s", "65535",
+             "--time-stamp-precision=nano", "-w", path, f"tcp port {port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.process.stderr.readline()  # "listening on lo, …" once capturing
+        if "listening" not in line:
+            raise SystemExit(f"tcpdump did not start: {line}")
+        self.port = port
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        time.sleep(1)  # what the kernel still holds for it
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=30)
+
+    def server_side_ms(self):
+        """For the first connection opened after the capture started (the reader's): per
+        call, from the kernel's timestamp of the client's request HEADERS frame to that of
+        status's END_STREAM (the trailers), in ms, in call order. What the client waits on
+        top of it is client-side: its own scheduling, grpcio's threads, Python."""
+        streams = {}  # (client port) -> [bytes to server, bytes to client]
+        order = []
+        with open(self.path, "rb") as f:
+            header = f.read(24)
+            magic, = struct.unpack("<I", header[:4])
+            endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+            nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+            link = struct.unpack(endian + "I", header[20:24])[0] & 0xFFFF
+            skip = {1: 14, 113: 16, 276: 20, 0: 4}.get(link)
+            if skip is None:
+                raise SystemExit(f"unknown pcap link type {link}")
+            while True:
+                record = f.read(16)
+                if len(record) < 16:
+                    break
+                sec, frac, incl, _ = struct.unpack(endian + "IIII", record)
+                data = f.read(incl)
+                ip = data[skip:]
+                if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 6:
+                    continue
+                tcp = ip[(ip[0] & 0xF) * 4:]
+                sport, dport = struct.unpack(">HH", tcp[:4])
+                payload = tcp[(tcp[12] >> 4) * 4:]
+                if not payload:
+                    continue
+                t = sec + frac / (1e9 if nano else 1e6)
+                to_server = dport == self.port
+                client = sport if to_server else dport
+                if client not in streams:
+                    if not (to_server and payload.startswith(b"PRI * HTTP/2.0")):
+                        continue  # a connection that began before the capture
+                    streams[client] = ([], [])
+                    order.append(client)
+                streams[client][0 if to_server else 1].append((t, payload))
+        if not order:
+            return []
+        requests, responses = streams[order[0]]
+        starts = {s: t for t, kind, _, s in _frames(requests, preface=True) if kind == 1}
+        ends = {s: t for t, kind, flags, s in _frames(responses) if kind == 1 and flags & 1}
+        return [(ends[s] - starts[s]) * 1000 for s in sorted(starts) if s in ends]
+
+
+def _frames(segments, preface=False):
+    """HTTP/2 frames of one direction of a connection: (timestamp of the segment holding the
+    frame's last byte, type, flags, stream id)."""
+    buffer, frames = b"", []
+    for t, payload in segments:
+        buffer += payload
+        if preface:
+            if len(buffer) < 24:
+                continue
+            buffer, preface = buffer[24:], False
+        while len(buffer) >= 9:
+            length = int.from_bytes(buffer[:3], "big")
+            if len(buffer) < 9 + length:
+                break
+            frames.append((t, buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF))
+            buffer = buffer[9 + length:]
+    return frames

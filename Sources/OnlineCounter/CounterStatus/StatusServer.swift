@@ -1,7 +1,9 @@
 public import ConnectionKit
 public import CounterModel
 import CounterProtos
+import GRPCNIOTransportHTTP2
 public import Logging
+import NIOCore
 public import PresenceStore
 public import ServiceKit
 public import ServiceLifecycle
@@ -95,11 +97,22 @@ public struct StatusServer: Sendable {
     let standard = try StandardServices(
       serving: [StatusReader.serviceName, PresenceIngest.serviceName],
       descriptorSets: [CounterDescriptors.fileDescriptorSetBase64])
+    var config = GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes)
+    if let cache = (store as? CachedPresenceStore)?.cache {
+      // Cached counts are answered on the event loop (see CachedFetchHandler), behind the
+      // message guard: installed first, then the guard goes first.
+      let installGuard = config.channelDebuggingCallbacks.onAcceptHTTP2Stream
+      config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { channel in
+        let installed = CachedFetchHandler.install(
+          on: channel, cache: cache, clock: clock, tracer: tracer)
+        guard let installGuard else { return installed }
+        return installed.flatMap { installGuard(channel) }
+      }
+    }
     let server = try GRPCServerService(
       name: "status", address: configuration.listen,
       services: [reader, ingest] + standard.all, tls: configuration.tls, peers: peers,
-      config: GRPCServerService.hardenedConfig(maxRequestBytes: configuration.maxRequestBytes),
-      connectionLimits: configuration.connectionLimits, logger: logger)
+      config: config, connectionLimits: configuration.connectionLimits, logger: logger)
     return StatusServer(
       store: store, reader: reader, ingest: ingest, pruner: pruner, server: server,
       health: standard.health)

@@ -136,20 +136,43 @@ public final class CachedCount: Sendable {
     }
   }
 
+  /// The count ``count(sinceMillis:)`` would return at once, without waiting: the cached
+  /// answer when it may be served (asking the refresher for a new one as `count` does), or
+  /// `nil` when `count` would have to wait for a query. Synchronous, no allocation: an event
+  /// loop may answer from it.
+  public func cachedCount(sinceMillis: Int64) -> UInt64? {
+    let now = self.now()
+    let answered = state.withLock { state in
+      servable(&state, sinceMillis: sinceMillis, now: now)
+    }
+    guard let (value, refresh) = answered else { return nil }
+    if refresh { refreshRequests.yield() }
+    return value
+  }
+
+  /// The cached answer for `sinceMillis` when it may be served at `now`, and whether this
+  /// caller asked for a refresh (it must then wake the refresher).
+  private func servable(
+    _ state: inout State, sinceMillis: Int64, now: ContinuousClock.Instant
+  ) -> (UInt64, refresh: Bool)? {
+    guard let answer = state.answer, answer.startedAt.duration(to: now) <= maxAge,
+      abs(answer.sinceMillis - sinceMillis) <= maxAgeMillis
+    else { return nil }
+    // Stale (a write since its query started) or half its life gone: ask for a new one,
+    // unless a query that new callers may join already runs or one is asked for.
+    let stale =
+      answer.generation != state.generation
+      || answer.startedAt.duration(to: now) * 2 > maxAge
+    let refresh = stale && state.current == nil && state.refreshWanted == nil
+    if refresh { state.refreshWanted = sinceMillis }
+    return (answer.value, refresh)
+  }
+
   private func nextStep(sinceMillis: Int64) -> Step {
     let now = self.now()
     return state.withLock { state in
-      if let answer = state.answer, answer.startedAt.duration(to: now) <= maxAge,
-        abs(answer.sinceMillis - sinceMillis) <= maxAgeMillis
-      {
-        // Stale (a write since its query started) or half its life gone: ask for a new one,
-        // unless a query that new callers may join already runs or one is asked for.
-        let stale =
-          answer.generation != state.generation
-          || answer.startedAt.duration(to: now) * 2 > maxAge
-        let refresh = stale && state.current == nil && state.refreshWanted == nil
-        if refresh { state.refreshWanted = sinceMillis }
-        return .answered(answer.value, refresh: refresh)
+      if let (value, refresh) = servable(&state, sinceMillis: sinceMillis, now: now) {
+        return .answered(value, refresh: refresh)
       }
       if let id = state.current, let flight = state.flights[id],
         flight.startedAt.duration(to: now) <= maxAge,

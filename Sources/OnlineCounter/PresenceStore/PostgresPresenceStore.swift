@@ -24,6 +24,9 @@ public final class PostgresPresenceStore: PresenceStore {
     public var operationTimeout: Duration = .seconds(3)
     /// Rows per prune statement.
     public var pruneChunk: Int = 10_000
+    /// Rows per upsert statement: a gateway's batch of 5,000 is 10 statements of ~3 ms of the
+    /// backend's CPU each rather than one of ~30 ms (issue 12, `docs/benchmarks.md`).
+    public var writeSlice: Int = 500
     /// The schema holding the tables (created if missing); `nil` uses the server's default
     /// search path (normally `public`). Lets tests, or several deployments, share a database.
     public private(set) var schema: String?
@@ -126,16 +129,25 @@ public final class PostgresPresenceStore: PresenceStore {
     let latest = Dictionary(
       records.lazy.map { ($0.userID, $0.lastSeenMillis) }, uniquingKeysWith: max)
     let sorted = latest.sorted { $0.key < $1.key }
-    let ids = sorted.map(\.key)
-    let timestamps = sorted.map(\.value)
+    let slice = configuration.writeSlice
     try await perform("record") { connection, logger in
-      _ = try await connection.query(
-        """
-        INSERT INTO presence (user_id, last_seen_ms)
-        SELECT * FROM UNNEST(\(ids)::text[], \(timestamps)::bigint[])
-        ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms
-        WHERE presence.last_seen_ms < EXCLUDED.last_seen_ms
-        """, logger: logger)
+      // One statement per slice, in id order: each is a few ms of the backend's CPU, and
+      // between two the backend waits for the next, so its core goes to whoever is queued
+      // on it (the threads that serve reads) instead of to one statement of ~30 ms. Each
+      // slice commits by itself: a batch that fails half-way is retried whole, and the
+      // slices already stored are no-ops then (max wins).
+      for start in stride(from: 0, to: sorted.count, by: slice) {
+        let part = sorted[start..<min(start + slice, sorted.count)]
+        let ids = part.map(\.key)
+        let timestamps = part.map(\.value)
+        _ = try await connection.query(
+          """
+          INSERT INTO presence (user_id, last_seen_ms)
+          SELECT * FROM UNNEST(\(ids)::text[], \(timestamps)::bigint[])
+          ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms
+          WHERE presence.last_seen_ms < EXCLUDED.last_seen_ms
+          """, logger: logger)
+      }
     }
   }
 

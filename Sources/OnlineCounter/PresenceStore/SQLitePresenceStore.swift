@@ -12,7 +12,27 @@ public import Logging
 /// Concurrency: GRDB's async `read`/`write` run the SQLite work on its own dispatch queues
 /// and suspend the caller, so no cooperative-pool thread blocks on disk I/O. Writes are
 /// serialized by SQLite; reads run concurrently with writes (WAL snapshots).
+///
+/// Priorities: on Linux, libdispatch turns a queue's QoS into its threads' nice value
+/// (user-initiated −2 when the process may raise its priority, e.g. as root, else 0; utility 2;
+/// background 10). GRDB's default QoS is user-initiated, so its SQLite work used to outrank
+/// the event loops and the cooperative pool that serve reads: a count request's wake-up
+/// waited behind a batch's 12 ms upsert instead of preempting it (issue 12: 70% of the serving
+/// threads' run-queue waits over 1 ms were behind SQLite, `docs/benchmarks.md`). So writes (bulk
+/// ingest, prunes) run at ``writeQoS`` and reads (the count) at ``readQoS``, never above the
+/// threads that serve.
 public final class SQLitePresenceStore: PresenceStore {
+  /// The QoS of writes: background (nice 10), below the serving threads; a batch costs ~12 ms
+  /// of CPU and nothing waits on it but its gateway. (The scheduler may still let a woken
+  /// thread wait for the writer's slice: hence the yield below.)
+  static let writeQoS = DispatchQoS.background
+  /// The QoS of reads: default (nice 0), the serving threads' own priority: a count that a
+  /// caller waits for (the cache expired, or no cache) must not be starved either.
+  static let readQoS = DispatchQoS.default
+  /// Upserts between two `sched_yield()`s of the writer's thread (about 1 ms of work): a
+  /// serving thread queued on the writer's CPU gets it then, rather than at the next tick.
+  static let yieldEvery = 500
+
   /// Rows deleted per prune transaction: small enough that a batch write never waits long
   /// for the single SQLite writer.
   static let pruneChunk = 5_000
@@ -32,6 +52,8 @@ public final class SQLitePresenceStore: PresenceStore {
     configuration.journalMode = .wal
     // Readers never wait (WAL); a writer waits for another writer instead of failing.
     configuration.busyMode = .timeout(5)
+    configuration.qos = Self.readQoS
+    configuration.writeTargetQueue = DispatchQueue(label: "presence.write", qos: Self.writeQoS)
     configuration.prepareDatabase { db in
       try db.execute(sql: "PRAGMA synchronous = NORMAL")
     }
@@ -74,7 +96,8 @@ public final class SQLitePresenceStore: PresenceStore {
             ON CONFLICT (user_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms
             WHERE excluded.last_seen_ms > presence.last_seen_ms
             """)
-        for record in records {
+        for (index, record) in records.enumerated() {
+          if index > 0, index % Self.yieldEvery == 0 { sched_yield() }
           try statement.execute(arguments: [record.userID, record.lastSeenMillis])
         }
       }

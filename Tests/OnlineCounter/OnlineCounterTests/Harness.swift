@@ -43,16 +43,17 @@ enum Harness {
 
   /// A status server on the store `storeURL` names (SQLite or PostgreSQL), built by
   /// `StatusServer.build` as the `status` binary builds it, plaintext unless `tls` is given,
-  /// and without the count cache: tests read counts right after writing them through another
-  /// server (a second status, a gateway).
+  /// and without the count cache unless `countCache` is given (its max age): tests read counts
+  /// right after writing them through another server (a second status, a gateway).
   static func withStatus<T: Sendable>(
     storeURL: String, port: Int = 0, clock: @escaping MillisClock = systemMillisClock,
     tls: ServerTLSConfiguration? = nil, tracer: any Tracer = NoOpTracer(),
+    countCache: Duration? = nil,
     _ body: (HostPort, StatusReader) async throws -> T
   ) async throws -> T {
     var configuration = StatusServer.Configuration(
       listen: HostPort(host: loopback, port: port), storeURL: storeURL)
-    configuration.countCacheMaxAge = nil
+    configuration.countCacheMaxAge = countCache
     configuration.tls = tls
     configuration.clock = clock
     let status = try await StatusServer.build(

@@ -1,6 +1,7 @@
 import CounterModel
 import CounterStatus
 import Foundation
+import InMemoryTracing
 import ServiceKit
 import Synchronization
 import TestSupport
@@ -39,6 +40,37 @@ import Testing
       _ = try await Harness.report([("a", now - 200_000), ("b", now - 1_000)], to: address)
       #expect(try await reader.onlineUsers() == 2)
     }
+  }
+
+  /// With the count cache, a cached count is answered on the event loop (CachedFetchHandler),
+  /// a count that must wait for a query by grpc-swift's StatusReader, and other methods pass
+  /// through untouched: every answer is the exact count.
+  @Test func cachedCountsAreAnsweredOnTheEventLoop() async throws {
+    let tracer = InMemoryTracer()
+    try await Harness.withStatus(
+      storeURL: Harness.temporaryStoreURL(), tracer: tracer, countCache: .seconds(1)
+    ) { address, _ in
+      let now = systemMillisClock()
+      _ = try await Harness.report([("u1", now), ("u2", now), ("u3", now)], to: address)
+      // Nothing cached yet: the first call waits for the query, through grpc-swift.
+      #expect(try await Harness.fetchCount(from: address) == 3)
+      // Then the cached answer, within its 1 s, on the event loop. 10 calls: if a slow
+      // machine let the answer expire, a call goes through grpc-swift and still answers 3.
+      for _ in 0..<10 {
+        #expect(try await Harness.fetchCount(from: address) == 3)
+      }
+      #expect(try await HealthProbe.check(address).get() == .serving)
+    }
+    let reads = tracer.finishedSpans.filter { $0.operationName == "status.fetch_online_users" }
+    let onLoop = reads.filter {
+      $0.attributes["status.answered_on"]?.toSpanAttribute() == "event_loop"
+    }
+    #expect(reads.count == 11)
+    #expect(!onLoop.isEmpty, "no call answered on the event loop")
+    #expect(onLoop.allSatisfy { $0.attributes["presence.online_users"]?.toSpanAttribute() == 3 })
+    // The first call's span is grpc-swift's, with the store read beneath it.
+    #expect(reads.count(where: { $0.attributes["status.answered_on"] == nil }) >= 1)
+    #expect(tracer.finishedSpans.contains { $0.operationName == "presence.store.read" })
   }
 
   @Test(arguments: [

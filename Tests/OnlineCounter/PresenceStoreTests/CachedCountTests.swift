@@ -126,6 +126,35 @@ struct CachedCountTests {
     }
   }
 
+  /// What an event loop may answer from: the answer `count` would return at once, never a
+  /// wait; `nil` before the first answer, after it expired, and for a distant window.
+  @Test func cachedCountNeverWaits() async throws {
+    let start = ContinuousClock.now
+    let elapsed = Mutex(Duration.zero)
+    let cache = CachedCount(
+      maxAge: .seconds(10), now: { start + elapsed.withLock { $0 } }, fetch: Self.oneMoreEachTime())
+    #expect(cache.cachedCount(sinceMillis: 0) == nil)
+    #expect(cache.queryCount == 0)
+    #expect(try await cache.count(sinceMillis: 0) == 1)
+    #expect(cache.cachedCount(sinceMillis: 0) == 1)
+    #expect(cache.cachedCount(sinceMillis: 10_001) == nil)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { await cache.refreshAhead(interval: .milliseconds(10)) }
+      defer { group.cancelAll() }
+      // Written since: still served, and the refresher renews it.
+      cache.invalidate()
+      #expect(cache.cachedCount(sinceMillis: 0) == 1)
+      let deadline = ContinuousClock.now + .seconds(5)
+      while cache.cachedCount(sinceMillis: 0) != 2, ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(2))
+      }
+      #expect(cache.cachedCount(sinceMillis: 0) == 2)
+    }
+    elapsed.withLock { $0 = .seconds(11) }
+    #expect(cache.cachedCount(sinceMillis: 0) == nil)
+    #expect(cache.queryCount == 2)
+  }
+
   /// A fetch answering 1, 2, 3, … : each answer tells which query it came from.
   static func oneMoreEachTime() -> CachedCount.Fetch {
     let answers = Mutex<UInt64>(0)
