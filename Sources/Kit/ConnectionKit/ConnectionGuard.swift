@@ -107,7 +107,7 @@ public final class ConnectionGuard: Sendable {
     case .log(let report):
       log(report)
     case .flush(let deadline):
-      let loop = eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+      let loop = eventLoop ?? ProcessEventLoops.group.any()
       loop.scheduleTask(deadline: deadline) { [self] in
         if let report = state.withLock({ $0.flushReport(now: .now()) }) { log(report) }
       }

@@ -1,6 +1,6 @@
 public import GRPCNIOTransportHTTP2Posix
 public import NIOCore
-public import NIOPosix
+import NIOPosix
 
 /// Binds a plaintext TCP listener for `HTTP2ServerTransport.Custom(listenerFactory:config:)`,
 /// guarded by a ``ConnectionGuard``. It replaces the stock `HTTP2ServerTransport.Posix`, whose
@@ -13,7 +13,7 @@ public struct PlaintextListenerFactory: HTTP2ServerTransport.ListenerFactory {
 
   public init(
     host: String, port: Int, connectionGuard: ConnectionGuard = ConnectionGuard(),
-    eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    eventLoopGroup: any EventLoopGroup = ProcessEventLoops.group
   ) {
     self.host = host
     self.port = port

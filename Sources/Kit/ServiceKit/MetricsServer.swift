@@ -1,3 +1,4 @@
+import ConnectionKit
 public import Logging
 import NIOCore
 import NIOHTTP1
@@ -15,7 +16,8 @@ import Synchronization
 public final class MetricsServer: Service, Sendable {
   /// The address the server is bound to.
   public let address: HostPort
-  private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+  private let channel:
+    NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
   private let registry: PrometheusCollectorRegistry
   private let logger: Logger
   private let connectionDeadline: Duration
@@ -43,7 +45,7 @@ public final class MetricsServer: Service, Sendable {
     connectionDeadline: Duration = .seconds(10),
     maxConnections: Int = 64
   ) async throws -> MetricsServer {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    let channel = try await ServerBootstrap(group: ProcessEventLoops.group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .serverChannelOption(.backlog, value: 64)
       .bind(host: address.host, port: address.port) { child in
@@ -68,7 +70,7 @@ public final class MetricsServer: Service, Sendable {
       try await cancelWhenGracefulShutdown {
         try await self.serve()
       }
-    } catch where Task.isShuttingDownGracefully || Task.isCancelled {
+    } catch  where Task.isShuttingDownGracefully || Task.isCancelled {
       // Being stopped is how this service ends; whatever the accept loop threw on the way
       // out (CancellationError, a closed channel) is not a failure of the process.
     }
@@ -138,7 +140,8 @@ public final class MetricsServer: Service, Sendable {
       body = Array("not found: this endpoint serves only GET /metrics\n".utf8)
     }
     headers.add(name: "Content-Length", value: "\(body.count)")
-    try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
+    try await outbound.write(
+      .head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)))
     if request.method != .HEAD {
       try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body))))
     }

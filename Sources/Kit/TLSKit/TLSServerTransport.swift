@@ -1,7 +1,7 @@
 public import ConnectionKit
 public import GRPCNIOTransportHTTP2Posix
 public import NIOCore
-public import NIOPosix
+import NIOPosix
 public import NIOSSL
 
 /// Server-side TLS settings: TLS 1.3 only; with `clientCAPath`, a client certificate signed by
@@ -89,7 +89,7 @@ public struct TLSListenerFactory: HTTP2ServerTransport.ListenerFactory {
   public init(
     host: String, port: Int, configuration: ServerTLSConfiguration, registry: PeerRegistry?,
     connectionGuard: ConnectionGuard = ConnectionGuard(),
-    eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    eventLoopGroup: any EventLoopGroup = ProcessEventLoops.group
   ) throws {
     precondition(registry == nil || configuration.isMutual, "a peer registry needs mutual TLS")
     self.host = host

@@ -67,7 +67,7 @@ public final class GatewayListener: Service, Sendable {
   private let configuration: Configuration
   /// The event loops that carry the clients' connections, and that the listener watches for
   /// stalls on the gateway's behalf (``Gateway/eventLoopStalled(late:)``).
-  private let eventLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  private let eventLoops: any EventLoopGroup = ProcessEventLoops.group
   private let gateway: Gateway
   private let inProcess = InProcessTransport()
   private let otherServices: GRPCServer<InProcessTransport.Server>
