@@ -33,7 +33,10 @@ struct JobInitTests {
       let started = try await manager.start(JobSpec(command: "sleep", arguments: ["600"]))
       let job = try #require(manager.job(started.id))
       let proc = "/proc/\(job.pid)"
-      #expect(FileSystem.read(proc + "/cmdline") == "jobinit\0")
+      // The worker's thread resumes when the exec has replaced the child's memory (vfork's
+    // completion), a moment before the kernel has placed the new program's arguments: under
+    // load, /proc/PID/cmdline could still read empty then (seen once in CI).
+    #expect(await eventually { FileSystem.read(proc + "/cmdline") == "jobinit\0" })
       #expect(FileSystem.read(proc + "/comm") == "jobinit\n")
       #expect(FileSystem.read(proc + "/environ") == "")
       #expect(
@@ -52,7 +55,7 @@ struct JobInitTests {
   /// copy of the worker's (here the test bundle's) address space. Before, the child was the
   /// worker's copy until its release.
   @Test(.requires(.root), .requires(.product("jobinit")))
-  func childIsJobinitBeforeItsRelease() throws {
+  func childIsJobinitBeforeItsRelease() async throws {
     let launched = try Launcher.spawn(
       Launcher.Request(
         initExecutable: try InitExecutable(path: Self.jobinit),
@@ -63,7 +66,10 @@ struct JobInitTests {
     let proc = "/proc/\(launched.pid)"
     #expect(
       link(proc + "/exe") == URL(fileURLWithPath: Self.jobinit).resolvingSymlinksInPath().path)
-    #expect(FileSystem.read(proc + "/cmdline") == "jobinit\0")
+    // The worker's thread resumes when the exec has replaced the child's memory (vfork's
+    // completion), a moment before the kernel has placed the new program's arguments: under
+    // load, /proc/PID/cmdline could still read empty then (seen once in CI).
+    #expect(await eventually { FileSystem.read(proc + "/cmdline") == "jobinit\0" })
     let status = FileSystem.read(proc + "/status") ?? ""
     let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
       .flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) }
