@@ -46,15 +46,10 @@ public enum MemoryTrim {
   /// This process's resident set size in bytes (Linux: `/proc/self/statm`), or nil.
   public static func residentBytes() -> Int? {
     #if canImport(Glibc)
-      let fd = open("/proc/self/statm", O_RDONLY)
-      guard fd >= 0 else { return nil }
-      defer { close(fd) }
-      var buffer = [UInt8](repeating: 0, count: 128)
-      let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      guard count > 0 else { return nil }
       // "size resident shared …" in pages.
-      let fields = String(decoding: buffer[..<count], as: UTF8.self).split(separator: " ")
-      guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+      guard let fields = ProcFiles.read("/proc/self/statm")?.split(separator: " "),
+        fields.count > 1, let pages = Int(fields[1])
+      else { return nil }
       return pages * sysconf(Int32(_SC_PAGESIZE))
     #else
       return nil

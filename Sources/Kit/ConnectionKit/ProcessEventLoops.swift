@@ -35,7 +35,7 @@ public enum ProcessEventLoops {
   /// `/proc/thread-self/status`), within `System.coreCount` (cgroup quota and cpuset);
   /// `System.coreCount` when the mask cannot be read.
   public static func usableCoreCount() -> Int {
-    guard let status = readProcFile("/proc/thread-self/status"),
+    guard let status = ProcFiles.read("/proc/thread-self/status"),
       let allowed = cpusAllowed(status: status)
     else { return System.coreCount }
     return max(1, min(allowed, System.coreCount))
@@ -54,21 +54,5 @@ public enum ProcessEventLoops {
       count += digit.nonzeroBitCount
     }
     return count
-  }
-
-  /// A small `/proc` file (its size reads as 0, so it is read until the end).
-  private static func readProcFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < 1 << 20 {
-      let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if n < 0 && errno == EINTR { continue }
-      guard n > 0 else { break }
-      bytes += chunk.prefix(n)
-    }
-    return String(decoding: bytes, as: UTF8.self)
   }
 }

@@ -247,7 +247,6 @@ extension Timer {
   ) {
     let elapsed = now - start
     guard elapsed > .zero else { return }
-    let (seconds, attoseconds) = elapsed.components
-    recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    recordNanoseconds(TimeAmount(elapsed).nanoseconds)
   }
 }
