@@ -38,6 +38,15 @@ struct GatewayCommand: AsyncParsableCommand {
     help: "Most client streams held at once; more are refused (env: GATEWAY_MAX_CLIENTS).")
   var maxClients: Int = Environment.value("GATEWAY_MAX_CLIENTS", default: 100_000)
 
+  @Option(
+    parsing: .unconditional,
+    help: """
+      Seconds between reports of a connected user to status: its first EVEN/ODD pong is \
+      reported at once, then one every this often, and its last when it leaves; 0 reports \
+      every pong (env: GATEWAY_PRESENCE_REFRESH).
+      """)
+  var presenceRefresh: Int = Environment.value("GATEWAY_PRESENCE_REFRESH", default: 10)
+
   @Option(help: "Gateway id reported to status, for logs (env: GATEWAY_ID; default: host name).")
   var gatewayID: String = Environment.string(
     "GATEWAY_ID", default: ProcessInfo.processInfo.hostName)
@@ -71,6 +80,10 @@ struct GatewayCommand: AsyncParsableCommand {
       throw ValidationError("--pong-timeout must be between 1 and 3600 seconds")
     }
     guard maxClients >= 1 else { throw ValidationError("--max-clients must be at least 1") }
+    guard (0...60).contains(presenceRefresh) else {
+      throw ValidationError(
+        "--presence-refresh must be between 0 and 60 seconds (well within the 180 s window)")
+    }
     _ = try security()
   }
 
@@ -104,6 +117,7 @@ struct GatewayCommand: AsyncParsableCommand {
     configuration.reporter.security = security.status
     configuration.gateway.pongTimeout = .seconds(pongTimeout)
     configuration.gateway.maxClients = maxClients
+    configuration.gateway.presenceRefresh = .seconds(presenceRefresh)
     configuration.connectionLimits = connections.prepare(logger: logger)
     let gateway = try GatewayServer.build(configuration: configuration, logger: logger)
     let metrics = try await MetricsServer.bind(

@@ -36,6 +36,7 @@ final class ClientSession: Sendable {
     /// its error, if it had one.
     var taskEnding: TaskEnding?
     var pongs: PongBudget
+    var presence = PresenceRefresh()
   }
 
   init(id: UInt64, userID: String, slot: Int, now: ContinuousClock.Instant, sink: PingSink) {
@@ -61,22 +62,41 @@ final class ClientSession: Sendable {
     state.withLock { $0.closeReason ?? $0.taskEnding?.error }
   }
 
-  /// Any pong proves the client alive, whatever its status. `false` when the client sends
-  /// pongs faster than ``PongBudget`` allows: the stream is then ended.
+  /// What one pong changed (``heard(at:online:refresh:)``).
+  struct Heard: Equatable {
+    /// `false` when the client sends pongs faster than ``PongBudget`` allows: the stream is
+    /// then ended.
+    var withinBudget: Bool
+    /// The instant to report the user online at now, if any (``PresenceRefresh``).
+    var report: ContinuousClock.Instant?
+  }
+
+  /// Any pong proves the client alive, whatever its status; an `online` one (EVEN/ODD) also
+  /// counts for presence, reported at most once every `refresh` (``PresenceRefresh``).
   @discardableResult
-  func heard(at now: ContinuousClock.Instant) -> Bool {
-    let withinBudget = state.withLock { state in
+  func heard(
+    at now: ContinuousClock.Instant, online: Bool = false, refresh: Duration = .zero
+  ) -> Heard {
+    let heard = state.withLock { state in
       state.lastHeard = now
-      return state.pongs.spend(at: now)
+      guard state.pongs.spend(at: now) else { return Heard(withinBudget: false) }
+      return Heard(
+        withinBudget: true,
+        report: online ? state.presence.online(at: now, interval: refresh) : nil)
     }
-    if !withinBudget {
+    if !heard.withinBudget {
       close(
         RPCError(
           code: .resourceExhausted,
           message:
             "more than \(Int(PongBudget.perSecond)) pongs a second: answer each ping once"))
     }
-    return withinBudget
+    return heard
+  }
+
+  /// The stream ended: the instant of its last online pong not yet reported, if any (once).
+  func unreportedPresence() -> ContinuousClock.Instant? {
+    state.withLock { $0.presence.ended() }
   }
 
   enum TickResult { case pinged, expired, closed }

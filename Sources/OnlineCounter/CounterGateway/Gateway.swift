@@ -28,6 +28,12 @@ public final class Gateway: Service, Sendable {
     public var maxClients = 100_000
     /// How long draining waits for streams to end before returning anyway.
     public var drainTimeout: Duration = .seconds(5)
+    /// How often a connected user is reported online again (``PresenceRefresh``): its first
+    /// EVEN/ODD pong is reported at once, then one every `presenceRefresh`, and its last one
+    /// when its stream ends. Status's writes are N / `presenceRefresh` a second for N online
+    /// users; a gateway that dies loses up to this much of its users' presence. Zero reports
+    /// every online pong. Must stay well below the 180 s window.
+    public var presenceRefresh: Duration = .seconds(10)
 
     public init() {}
   }
@@ -120,26 +126,28 @@ public final class Gateway: Service, Sendable {
 
   /// One pong on `stream`; `false` when the client floods (its session is then closed).
   func pongReceived(_ status: Tenten_Interview_Status, on stream: ConnectStream) -> Bool {
-    guard stream.session.heard(at: .now) else { return false }
-    count(status, userID: stream.session.userID)
-    return true
-  }
-
-  /// Counts one pong; an EVEN/ODD one marks the user online.
-  private func count(_ status: Tenten_Interview_Status, userID: String) {
+    let online: Bool
+    switch status {
+    case .even, .odd: online = true
+    case .unknown, .UNRECOGNIZED: online = false  // alive, but not online
+    }
+    let heard = stream.session.heard(at: .now, online: online, refresh: config.presenceRefresh)
+    guard heard.withinBudget else { return false }
     switch status {
     case .even: pongsEven.increment()
     case .odd: pongsOdd.increment()
-    case .unknown, .UNRECOGNIZED:
-      // Alive, but not online.
-      pongsUnknown.increment()
-      return
+    case .unknown, .UNRECOGNIZED: pongsUnknown.increment()
     }
-    reporter.record(userID, at: .now)
+    if let instant = heard.report { reporter.record(stream.session.userID, at: instant) }
+    return true
   }
 
   /// The stream ended, for whatever reason: unregisters it and ends its span.
   func streamEnded(_ stream: ConnectStream) {
+    // Recorded before the stream leaves the count of connected clients.
+    if let last = stream.session.unreportedPresence() {
+      reporter.record(stream.session.userID, at: last)
+    }
     scheduler.remove(stream.session)
     logger.debug(
       "client disconnected", metadata: ["gateway.client_id": "\(stream.session.userID)"])

@@ -35,7 +35,7 @@ final class RecordingSink: Sendable {
     let session = Self.session(recorder)
     for second in 0..<600 {
       let now = Self.t0 + .seconds(second)
-      #expect(session.heard(at: now))
+      #expect(session.heard(at: now).withinBudget)
       #expect(session.tick(now: now, timeout: Self.timeout) == .pinged)
     }
     recorder.loop.run()
@@ -46,7 +46,7 @@ final class RecordingSink: Sendable {
   @Test func aPongFloodEndsTheStreamAfterTheBurst() {
     let recorder = RecordingSink()
     let session = Self.session(recorder)
-    let answers = (0..<20).map { session.heard(at: Self.t0 + .milliseconds($0)) }
+    let answers = (0..<20).map { session.heard(at: Self.t0 + .milliseconds($0)).withinBudget }
     // The burst of 10 is allowed, the 11th pong within the same few milliseconds is not.
     #expect(answers.prefix(10).allSatisfy { $0 })
     #expect(answers[10] == false)
@@ -80,5 +80,51 @@ final class RecordingSink: Sendable {
     recorder.loop.run()
     #expect(recorder.ends == 1)
     #expect(session.endError == nil && session.closeReason == nil)
+  }
+
+  // MARK: Presence refresh
+
+  @Test func aConnectedUserIsReportedAtItsFirstOnlinePongThenOncePerRefresh() {
+    let session = Self.session(RecordingSink())
+    let refresh = Duration.seconds(10)
+    var reported: [Duration] = []
+    for second in 0..<35 {
+      let now = Self.t0 + .seconds(second)
+      let heard = session.heard(at: now, online: true, refresh: refresh)
+      #expect(heard.withinBudget)
+      if let instant = heard.report { reported.append(instant - Self.t0) }
+    }
+    #expect(reported == [.seconds(0), .seconds(10), .seconds(20), .seconds(30)])
+    // Its last pong (34 s) was not reported: the end reports it, once.
+    #expect(session.unreportedPresence().map { $0 - Self.t0 } == .seconds(34))
+    #expect(session.unreportedPresence() == nil)
+  }
+
+  @Test func unknownPongsKeepTheClientAliveButAreNeverReported() {
+    let session = Self.session(RecordingSink())
+    for second in 0..<5 {
+      let heard = session.heard(at: Self.t0 + .seconds(second), refresh: .seconds(10))
+      #expect(heard == ClientSession.Heard(withinBudget: true, report: nil))
+    }
+    #expect(session.unreportedPresence() == nil)
+    // The first online pong after them is reported at once.
+    let online = session.heard(at: Self.t0 + .seconds(5), online: true, refresh: .seconds(10))
+    #expect(online.report.map { $0 - Self.t0 } == .seconds(5))
+  }
+
+  @Test func aZeroRefreshReportsEveryOnlinePong() {
+    let session = Self.session(RecordingSink())
+    let reports = (0..<5).compactMap {
+      session.heard(at: Self.t0 + .seconds($0), online: true, refresh: .zero).report
+    }
+    #expect(reports.count == 5)
+    #expect(session.unreportedPresence() == nil)
+  }
+
+  @Test func aFloodingPongIsNotReported() {
+    let session = Self.session(RecordingSink())
+    let heard = (0..<11).map { _ in session.heard(at: Self.t0, online: true, refresh: .zero) }
+    #expect(heard.filter { $0.report != nil }.count == 10)
+    #expect(heard[10] == ClientSession.Heard(withinBudget: false, report: nil))
   }
 }

@@ -1,10 +1,12 @@
 import CounterClient
 import CounterGateway
+import CounterModel
 import CounterProtos
 import Foundation
 import GRPCCore
 import GRPCProtobuf
 import ServiceKit
+import Synchronization
 import TestSupport
 import Testing
 
@@ -261,6 +263,37 @@ import Testing
           }
           #expect(counted)
         }
+      }
+    }
+  }
+
+  /// A connected user is reported once per presence refresh, not at every pong; its stream's
+  /// end reports its last pong, so status counts it for the full window after it left. Status's
+  /// clock is moved to just over 180 s after the first pong: only the last pong (≥ 3 s later)
+  /// keeps the user in the count.
+  @Test func theEndOfAStreamReportsItsLastPong() async throws {
+    let offset = Atomic<Int64>(0)
+    try await Harness.withStatus(
+      storeURL: Harness.temporaryStoreURL(),
+      clock: { systemMillisClock() + offset.load(ordering: .relaxed) }
+    ) { status, reader in
+      try await Harness.withGateway(status: [status], presenceRefresh: .seconds(60)) {
+        address, gateway, _, _ in
+        let clock = ContinuousClock()
+        let (wallStart, start) = (systemMillisClock(), clock.now)
+        let result = try await Harness.rawStream(
+          gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 4)
+        #expect(result.error == nil && result.pingTimes.count == 4)
+        // The first pong answered the first ping; the gateway stamped it no earlier.
+        let firstPong = wallStart + Int64((result.pingTimes[0] - start) / .milliseconds(1))
+        // The first pong reached status; the stream's end is then recorded, and flushed.
+        #expect(await eventually { (try? await reader.onlineUsers()) == 1 })
+        #expect(await eventually { gateway.connectedClients == 0 })
+        offset.store(firstPong + 181_000 - systemMillisClock(), ordering: .relaxed)
+        let counted = await eventually(timeout: .seconds(10)) {
+          (try? await reader.onlineUsers()) == 1
+        }
+        #expect(counted, "the last pong (≥ 3 s after the first) never reached status")
       }
     }
   }

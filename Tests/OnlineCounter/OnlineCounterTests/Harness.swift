@@ -69,7 +69,7 @@ enum Harness {
   /// group. `port` 0 picks a free port.
   static func withGateway<T: Sendable>(
     status: [HostPort], port: Int = 0, pongTimeout: Duration = defaultPongTimeout,
-    maxClients: Int = 1_000,
+    maxClients: Int = 1_000, presenceRefresh: Duration? = nil,
     flushInterval: Duration = .milliseconds(200),
     finalFlushBudget: Duration = .milliseconds(500), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
@@ -81,6 +81,7 @@ enum Harness {
     configuration.tls = tls
     configuration.gateway.pongTimeout = pongTimeout
     configuration.gateway.maxClients = maxClients
+    if let presenceRefresh { configuration.gateway.presenceRefresh = presenceRefresh }
     configuration.reporter.flushInterval = flushInterval
     configuration.reporter.callTimeout = .seconds(1)
     configuration.reporter.finalFlushBudget = finalFlushBudget
