@@ -7,10 +7,14 @@ store in one statement (all seen now, so all online for the next 180 s), then:
   1. times the count query in the store itself, RUNS times (PostgreSQL: EXPLAIN ANALYZE's
      execution time, and its plan; SQLite: the call through Python's sqlite3 module): the
      uncached cost, without gRPC;
-  2. times CALLS `FetchOnlineUsersInLast3Mins` calls through gRPC from CONCURRENCY threads,
-     each pausing INTERVAL s between its calls (0: back to back; a dashboard polling every
-     100 ms is --interval 0.1), and reports p50/p90/p99/max and the CPU that status, this
-     reader and the writer (below) took meanwhile.
+  2. times CALLS `FetchOnlineUsersInLast3Mins` calls through gRPC, each reader pausing
+     INTERVAL s between its calls (0: back to back; a dashboard polling every 100 ms is
+     --interval 0.1), and reports p50/p90/p99/max and the CPU that status, the reader and the
+     writer (below) took meanwhile. The reader (--reader): `go`, the default, is
+     Benchmarks/interop/bin/fetchprobe (grpc-go, one goroutine, one connection; built by
+     interop/build-go.sh when missing): light, so that on a small shared host its own
+     wake-ups weigh little in the tail; `python` is grpcio from CONCURRENCY threads of this
+     process (the reader of the earlier rows in docs/benchmarks.md).
 With --server-side PCAP (needs tcpdump and root), the calls run on a connection captured on
 loopback, and the output adds their server-side time (the client's request HEADERS to
 status's trailers, kernel timestamps): what is left of a call's latency is client-side.
@@ -22,13 +26,17 @@ Every answer must equal USERS (exits 1 otherwise; no timing is checked). Prints 
 The whole run must fit in the 180 s window after seeding (it stops calling at 150 s).
 
 usage: status-fetch.py BIN_DIR STORE [--users N] [--cache S] [--calls C] [--concurrency K]
-       [--interval I] [--runs R] [--writes-per-s W] [--server-side PCAP]
+       [--interval I] [--runs R] [--writes-per-s W] [--server-side PCAP] [--reader go|python]
 CI's short form: status-fetch.py .build/debug sqlite --users 10000 --calls 50 --runs 1
 """
-import argparse, contextlib, json, multiprocessing, os, sys, threading, time
+import argparse, contextlib, json, multiprocessing, os, resource, subprocess, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import statusbench as sb
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FETCHPROBE = os.path.join(HERE, "interop", "bin", "fetchprobe")
 
 
 def direct_query_ms(store, since, runs):
@@ -49,7 +57,14 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--writes-per-s", type=int, default=0)
     parser.add_argument("--server-side", metavar="PCAP")
+    parser.add_argument("--reader", choices=["go", "python"], default="go")
     args = parser.parse_args()
+    if args.reader == "go":
+        if args.concurrency != 1:
+            parser.error("--reader go is one reader: --concurrency 1 (or --reader python)")
+        if not os.access(FETCHPROBE, os.X_OK):
+            subprocess.run([os.path.join(HERE, "interop", "build-go.sh")], check=True,
+                           stdout=subprocess.DEVNULL)
 
     with sb.Status(args.bin_dir, args.store, count_cache=args.cache, name="status-fetch") as status:
         seeded_at = time.time()
@@ -84,15 +99,25 @@ def main():
 def measure(args, status, started, direct, plan, seed_s):
     """The timed calls (and the writer, if any); the result, with `failed` set when a count
     was wrong, the writer failed or under half the calls ran."""
-    # Its own connection (not shared with `status`'s channel), opened now: with
-    # --server-side, the capture sees it from the start.
-    connection = sb.channel(status.port, [("grpc.use_local_subchannel_pool", 1)])
-    stub = sb.raw(connection, sb.FETCH)
-    sb.fetch(stub)  # the first call after the bulk insert (SQLite opens a new snapshot)
     lock = threading.Lock()
     latencies, wrong = [], []
     per_thread = max(1, args.calls // args.concurrency)
     deadline = started + 150
+    # The reader's own connection (not shared with `status`'s channel), opened now: with
+    # --server-side, the capture sees it from the start, before the writer's.
+    if args.reader == "go":
+        probe = subprocess.Popen(
+            [FETCHPROBE, "-target", f"127.0.0.1:{status.port}", "-calls", str(args.calls),
+             "-interval", f"{args.interval}s", "-expect", str(args.users), "-wait",
+             "-for", f"{max(1, deadline - time.monotonic()):.0f}s"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if probe.stdout.readline().strip() != "ready":
+            raise SystemExit("fetchprobe did not get its first answer")
+        connection = None
+    else:
+        connection = sb.channel(status.port, [("grpc.use_local_subchannel_pool", 1)])
+        stub = sb.raw(connection, sb.FETCH)
+        sb.fetch(stub)  # the first call after the bulk insert (SQLite opens a new snapshot)
 
     def caller():
         for _ in range(per_thread):
@@ -121,23 +146,38 @@ def measure(args, status, started, direct, plan, seed_s):
         written.value = 0  # counted from the first measured call on
     cpu0, t0, own0 = status.cpu(), time.monotonic(), time.process_time()
     writer0 = [sb.cpu_seconds(process.pid) for process in writers]
-    threads = [threading.Thread(target=caller) for _ in range(args.concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    if args.reader == "go":
+        # The probe is the only child reaped meanwhile: the writer is still running.
+        children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        probe.stdin.write("go\n")
+        probe.stdin.flush()
+        output = probe.stdout.read()
+        if probe.wait() != 0:
+            raise SystemExit("fetchprobe failed (see above)")
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = (children.ru_utime + children.ru_stime) - (children0.ru_utime + children0.ru_stime)
+        report = json.loads(output)
+        latencies = [ms / 1000 for ms in report["latencies_ms"]]
+        wrong = [None] * report["wrong_answers"]
+    else:
+        threads = [threading.Thread(target=caller) for _ in range(args.concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        own = time.process_time() - own0
     window = time.monotonic() - t0
-    own = time.process_time() - own0
     writer = sum(sb.cpu_seconds(p.pid) for p in writers) - sum(writer0)
     done.set()
-    connection.close()
+    if connection:
+        connection.close()
     for process in writers:
         process.join()
     cpu = status.cpu() - cpu0
     ms = lambda s: round(s * 1000, 2)
     result = {
         "store": args.store, "users": args.users, "cache_s": args.cache,
-        "concurrency": args.concurrency, "interval_s": args.interval,
+        "reader": args.reader, "concurrency": args.concurrency, "interval_s": args.interval,
         "seed_s": round(seed_s, 1),
         "writes_per_s": round(written.value / window) if writers else 0,
         "direct_query_ms": [round(t, 1) for t in direct],
