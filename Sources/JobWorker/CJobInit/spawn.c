@@ -263,6 +263,12 @@ int cjobinit_pidfd_signal(int pidfd, int signal) {
   return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
 }
 
+int cjobinit_pidfd_open(pid_t pid) {
+  // pidfds are close-on-exec always.
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  return fd < 0 ? -errno : (int)fd;
+}
+
 int cjobinit_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
 
 int cjobinit_release_channel(int fds[2]) {

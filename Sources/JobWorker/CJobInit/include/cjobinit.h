@@ -202,6 +202,9 @@ int cjobinit_release(int fd);
 /// Sends a signal through a pidfd (immune to PID reuse). Returns 0 or -errno.
 int cjobinit_pidfd_signal(int pidfd, int signal);
 
+/// A pidfd (close-on-exec) for a process of this PID namespace. Returns it or -errno.
+int cjobinit_pidfd_open(pid_t pid);
+
 #ifdef __cplusplus
 }
 #endif
