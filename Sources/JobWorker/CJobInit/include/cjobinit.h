@@ -186,6 +186,12 @@ pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descripto
 pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                                  int cgroup_fd, int *pidfd);
 
+/// Reserves the few low descriptor numbers that let a launch's child share the worker's
+/// descriptor table and copy only those (see "Launch slots" in spawn.c). The first launch
+/// does it otherwise; call it early, while the process has few descriptors open, so that
+/// the numbers are low. Without them (no descriptor left) every launch copies the table.
+void cjobinit_reserve_launch_slots(void);
+
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
 
