@@ -49,10 +49,15 @@ struct CgroupV1: CgroupDriver {
 
   func applyLimits(_ name: String, _ limits: CgroupLimits) throws(FileSystem.SystemError) {
     if let millicores = limits.cpuMillicores {
-      // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
-      try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")
-      try FileSystem.write(
-        path("cpu", name) + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
+      // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota. The period
+      // is written only if it is not 100 ms already (the kernel's default for a new cgroup):
+      // each write checks the bandwidth of every cgroup of the cpu hierarchy (the kernel's
+      // `tg_set_bandwidth` walks them all), so it costs more the more jobs are running.
+      let cpu = path("cpu", name)
+      let period = FileSystem.read(cpu + "/cpu.cfs_period_us")?
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+      if period != "100000" { try FileSystem.write(cpu + "/cpu.cfs_period_us", "100000") }
+      try FileSystem.write(cpu + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
     }
     if let memory = limits.memoryBytes {
       let dir = path("memory", name)
