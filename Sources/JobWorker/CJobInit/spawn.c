@@ -80,6 +80,13 @@ static void reserve_slots(void) {
 
 void cjobinit_reserve_launch_slots(void) { pthread_once(&slots_once, reserve_slots); }
 
+size_t cjobinit_launch_slots(int *numbers, size_t capacity) {
+  if (slot_placeholder < 0 || capacity < 1 + SLOT_SETS * SLOTS) return 0;
+  numbers[0] = slot_placeholder;
+  for (int i = 0; i < SLOT_SETS * SLOTS; i++) numbers[1 + i] = slot_numbers[i];
+  return 1 + SLOT_SETS * SLOTS;
+}
+
 // Takes a free set of slots and moves the child's descriptors into it (`moved` then names
 // them); returns the set, or -1 (none free, or none reserved): the caller clones without
 // sharing the table.

@@ -192,6 +192,10 @@ pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descrip
 /// the numbers are low. Without them (no descriptor left) every launch copies the table.
 void cjobinit_reserve_launch_slots(void);
 
+/// The placeholder's and the launch slots' numbers, for tests: stores them in `numbers` and
+/// returns how many (0 when none are reserved or `capacity` is too small for all).
+size_t cjobinit_launch_slots(int *numbers, size_t capacity);
+
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
 
