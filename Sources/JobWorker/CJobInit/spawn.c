@@ -6,8 +6,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -28,7 +31,103 @@ typedef struct {
   int spec;
   const int *cgroup_tasks;
   size_t cgroup_task_count;
+  // > 0: the child was cloned with CLONE_FILES (it shares the worker's descriptor table) and
+  // everything it needs is below this number (see "Launch slots").
+  int unshare_below;
 } child_arguments;
+
+// Launch slots. A child cloned without CLONE_FILES gets a copy of the worker's whole
+// descriptor table (dup_fd: a reference on every open file), and then closes every one it
+// does not need (close_range: a flush and a release for each). The worker holds several
+// descriptors per running job, so both grew with the number of jobs: with 1,000 running,
+// the child's close_range alone cost about as much as creating its network namespace
+// (`perf`, docs/benchmarks.md). Instead the child shares the worker's table
+// (CLONE_FILES) and detaches from it with close_range(below, ~0U, CLOSE_RANGE_UNSHARE),
+// which copies only the descriptors under `below`. What it needs must be down there: the
+// launch moves them into one of a few sets of low numbers reserved at start-up (while the
+// worker has few descriptors open), each held by a placeholder when no launch uses it, and
+// puts the placeholders back once the child has exec'd (CLONE_VFORK: when the clone
+// returns). When every set is in use, or without CLONE_VFORK (the child would still read
+// the slots after the clone returned), the child is cloned with a copy of the table as
+// before.
+enum { SLOT_SETS = 4, SLOT_STATUS = 0, SLOT_OUTPUT, SLOT_SPEC, SLOT_RELEASE, SLOT_INIT, SLOTS };
+// Set n is slot_numbers[n * SLOTS ...].
+static int slot_numbers[SLOT_SETS * SLOTS];
+static int slot_placeholder = -1;
+// One above the highest slot: the child copies the descriptors below it.
+static int slots_end = 0;
+static atomic_uint slots_busy;
+static pthread_once_t slots_once = PTHREAD_ONCE_INIT;
+
+static void reserve_slots(void) {
+  int placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (placeholder < 0) return;
+  int end = placeholder + 1;
+  for (int i = 0; i < SLOT_SETS * SLOTS; i++) {
+    // The lowest free number.
+    int fd = fcntl(placeholder, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      while (i-- > 0) close(slot_numbers[i]);
+      close(placeholder);
+      return;
+    }
+    slot_numbers[i] = fd;
+    if (fd >= end) end = fd + 1;
+  }
+  slots_end = end;
+  slot_placeholder = placeholder;
+}
+
+void cjobinit_reserve_launch_slots(void) { pthread_once(&slots_once, reserve_slots); }
+
+size_t cjobinit_launch_slots(int *numbers, size_t capacity) {
+  if (slot_placeholder < 0 || capacity < 1 + SLOT_SETS * SLOTS) return 0;
+  numbers[0] = slot_placeholder;
+  for (int i = 0; i < SLOT_SETS * SLOTS; i++) numbers[1 + i] = slot_numbers[i];
+  return 1 + SLOT_SETS * SLOTS;
+}
+
+// Takes a free set of slots and moves the child's descriptors into it (`moved` then names
+// them); returns the set, or -1 (none free, or none reserved): the caller clones without
+// sharing the table.
+static int take_slots(const cjobinit_descriptors *descriptors, int spec,
+                      cjobinit_descriptors *moved, int *moved_spec) {
+  cjobinit_reserve_launch_slots();
+  if (slot_placeholder < 0) return -1;
+  unsigned busy = atomic_load(&slots_busy);
+  int set;
+  do {
+    set = 0;
+    while (set < SLOT_SETS && (busy & (1u << set))) set++;
+    if (set == SLOT_SETS) return -1;
+  } while (!atomic_compare_exchange_weak(&slots_busy, &busy, busy | (1u << set)));
+  const int *n = &slot_numbers[set * SLOTS];
+  // dup3 replaces the placeholder atomically: the number is never free for another thread.
+  if (dup3(descriptors->status, n[SLOT_STATUS], O_CLOEXEC) < 0 ||
+      dup3(descriptors->output, n[SLOT_OUTPUT], O_CLOEXEC) < 0 ||
+      dup3(spec, n[SLOT_SPEC], O_CLOEXEC) < 0 ||
+      dup3(descriptors->release, n[SLOT_RELEASE], O_CLOEXEC) < 0 ||
+      dup3(descriptors->init_executable, n[SLOT_INIT], O_CLOEXEC) < 0) {
+    for (int slot = 0; slot < SLOTS; slot++) dup3(slot_placeholder, n[slot], O_CLOEXEC);
+    atomic_fetch_and(&slots_busy, ~(1u << set));
+    return -1;
+  }
+  *moved = (cjobinit_descriptors){.init_executable = n[SLOT_INIT],
+                                  .output = n[SLOT_OUTPUT],
+                                  .release = n[SLOT_RELEASE],
+                                  .status = n[SLOT_STATUS]};
+  *moved_spec = n[SLOT_SPEC];
+  return set;
+}
+
+// Puts the placeholders back (closing the worker's extra references to the job's pipes),
+// once the child no longer uses the shared table.
+static void give_back_slots(int set) {
+  for (int slot = 0; slot < SLOTS; slot++) {
+    dup3(slot_placeholder, slot_numbers[set * SLOTS + slot], O_CLOEXEC);
+  }
+  atomic_fetch_and(&slots_busy, ~(1u << set));
+}
 
 // Step 0. Joins the job's cgroup by writing "0" (the calling thread) to each v1 hierarchy's
 // `tasks` file that the worker opened for it. The kernel moves a single thread that moves
@@ -100,9 +199,20 @@ static _Noreturn void exec_init(void) {
   cjobinit_fail(CJOBINIT_FD_STATUS, CJOBINIT_STAGE_EXEC_INIT, errno, 0);
 }
 
+// Step 0b (only when cloned with CLONE_FILES). Leaves the worker's descriptor table for a
+// private copy of its descriptors below `unshare_below` (the launch slots and whatever the
+// worker had open there), so that nothing this process does from here on changes the
+// worker's table, and the copy costs the same however many descriptors the worker holds.
+static void unshare_descriptors(const child_arguments *arguments) {
+  if (close_range((unsigned)arguments->unshare_below, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+    cjobinit_fail(arguments->descriptors->status, CJOBINIT_STAGE_STDIO, errno, 0);
+  }
+}
+
 static _Noreturn int child_main(void *argument) {
   const child_arguments *arguments = argument;
   join_cgroup(arguments);
+  if (arguments->unshare_below > 0) unshare_descriptors(arguments);
   move_descriptors(arguments);
   exec_init();
 }
@@ -200,10 +310,20 @@ static pid_t spawn(const cjobinit_job *job, const cjobinit_descriptors *descript
                                .cgroup_tasks = cgroup_tasks,
                                .cgroup_task_count = cgroup_task_count};
   int namespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC;
+  // Sharing the descriptor table needs the calling thread held until the exec (CLONE_VFORK).
+  const int held = cgroup_fd >= 0 ? SHARED_CLONE3 : SHARE_MEMORY;
+  cjobinit_descriptors in_slots;
+  int slots = held ? take_slots(descriptors, spec, &in_slots, &arguments.spec) : -1;
+  if (slots >= 0) {
+    arguments.descriptors = &in_slots;
+    arguments.unshare_below = slots_end;
+  }
+  const int files = slots >= 0 ? CLONE_FILES : 0;
   pid_t pid;
   int error = 0;
   if (cgroup_fd >= 0) {
-    struct clone_args args = {.flags = (uint64_t)namespaces | CLONE_PIDFD | CLONE_INTO_CGROUP,
+    struct clone_args args = {.flags = (uint64_t)(namespaces | files) | CLONE_PIDFD |
+                                       CLONE_INTO_CGROUP,
                               .pidfd = (uint64_t)(uintptr_t)pidfd,
                               .exit_signal = SIGCHLD,
                               .cgroup = (uint64_t)cgroup_fd};
@@ -222,10 +342,11 @@ static pid_t spawn(const cjobinit_job *job, const cjobinit_descriptors *descript
   } else {
     int share = SHARE_MEMORY ? CLONE_VM | CLONE_VFORK : 0;
     pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE,
-                namespaces | share | CLONE_PIDFD | SIGCHLD, &arguments, pidfd);
+                namespaces | files | share | CLONE_PIDFD | SIGCHLD, &arguments, pidfd);
     error = errno;
   }
   pthread_sigmask(SIG_SETMASK, &previous, NULL);
+  if (slots >= 0) give_back_slots(slots);
   // The child has exec'd or exited (or, without SHARE_MEMORY, runs on its own copy): its
   // stack is free.
   munmap(stack, CHILD_STACK_SIZE);
@@ -261,6 +382,12 @@ int cjobinit_open_executable(const char *path) {
 
 int cjobinit_pidfd_signal(int pidfd, int signal) {
   return syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) == 0 ? 0 : -errno;
+}
+
+int cjobinit_pidfd_open(pid_t pid) {
+  // pidfds are close-on-exec always.
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  return fd < 0 ? -errno : (int)fd;
 }
 
 int cjobinit_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }

@@ -1,12 +1,15 @@
 import Glibc
 
 /// cgroup v1: one hierarchy per controller (`<root>/memory/<parent>/<job>`, ...). Usage comes
-/// from cpuacct, memory and blkio; killing uses the freezer so that no process can fork while
-/// the others are being killed.
+/// from cpuacct, memory and blkio. No freezer: every process of a job is in the PID namespace
+/// of its init, and SIGKILL to that init kills them all (`Cgroups.killMembers`).
 struct CgroupV1: CgroupDriver {
   /// Controllers every job joins. `cpu` and `cpuacct` may be one hierarchy (a symlink); then
-  /// the second mkdir or write is a harmless repeat.
-  static let controllers = ["cpu", "cpuacct", "memory", "pids", "blkio", "freezer"]
+  /// the second mkdir or write is a harmless repeat. Both are needed where they are separate:
+  /// `cpu` for the quota, `cpuacct` for the usage of a running job (`cpu.stat` of v1 has no
+  /// usage). The memory hierarchy comes first and goes last: it is the one the manager locks
+  /// (`lockPath`) and whose `cgroup.procs` lists a job's processes.
+  static let controllers = ["memory", "cpu", "cpuacct", "pids", "blkio"]
 
   let root: String
   let parent: String
@@ -17,7 +20,7 @@ struct CgroupV1: CgroupDriver {
     return name.map { "\(base)/\($0)" } ?? base
   }
 
-  var lockPath: String { path("freezer") }
+  var lockPath: String { path("memory") }
 
   func createParent() throws(FileSystem.SystemError) {
     for controller in Self.controllers { try FileSystem.makeDirectory(path(controller)) }
@@ -46,10 +49,15 @@ struct CgroupV1: CgroupDriver {
 
   func applyLimits(_ name: String, _ limits: CgroupLimits) throws(FileSystem.SystemError) {
     if let millicores = limits.cpuMillicores {
-      // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota.
-      try FileSystem.write(path("cpu", name) + "/cpu.cfs_period_us", "100000")
-      try FileSystem.write(
-        path("cpu", name) + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
+      // quota/period = cores: 100 ms periods, so 1 millicore = 100 µs of quota. The period
+      // is written only if it is not 100 ms already (the kernel's default for a new cgroup):
+      // each write checks the bandwidth of every cgroup of the cpu hierarchy (the kernel's
+      // `tg_set_bandwidth` walks them all), so it costs more the more jobs are running.
+      let cpu = path("cpu", name)
+      let period = FileSystem.read(cpu + "/cpu.cfs_period_us")?
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+      if period != "100000" { try FileSystem.write(cpu + "/cpu.cfs_period_us", "100000") }
+      try FileSystem.write(cpu + "/cpu.cfs_quota_us", String(UInt64(millicores) * 100))
     }
     if let memory = limits.memoryBytes {
       let dir = path("memory", name)
@@ -125,29 +133,11 @@ struct CgroupV1: CgroupDriver {
   }
 
   func processes(_ name: String) -> [pid_t] {
-    Cgroups.parsePids(FileSystem.read(path("freezer", name) + "/cgroup.procs"))
+    Cgroups.parsePids(FileSystem.read(path("memory", name) + "/cgroup.procs"))
   }
 
   func killAll(_ name: String) {
-    let state = path("freezer", name) + "/freezer.state"
-    // Freeze first so nothing forks between reading the list and killing it; SIGKILL is
-    // delivered to frozen tasks once they thaw.
-    let frozen = (try? FileSystem.write(state, "FROZEN")) != nil
-    if frozen {
-      // Bounded wait (at most 0.5 s, typically ~1 ms) for the kernel to finish freezing;
-      // blocking is fine on the reactor thread or at start-up, where this runs.
-      for _ in 0..<500 {
-        let current = FileSystem.read(state) ?? ""
-        if !current.hasPrefix("FREEZING") { break }
-        usleep(1_000)
-      }
-    }
-    for _ in 0..<3 {
-      let pids = processes(name)
-      if pids.isEmpty { break }
-      for pid in pids { kill(pid, SIGKILL) }
-    }
-    if frozen { try? FileSystem.write(state, "THAWED") }
+    Cgroups.killMembers { processes(name) }
   }
 
   func remove(_ name: String) throws(FileSystem.SystemError) {
@@ -157,9 +147,9 @@ struct CgroupV1: CgroupDriver {
   }
 
   func removeParent() {
-    // The freezer's last: it is the locked one, so a manager starting meanwhile finds the
-    // lock held until every hierarchy's parent is gone, and then creates them afresh.
-    for controller in Self.controllers where controller != "freezer" { rmdir(path(controller)) }
+    // The memory hierarchy's last: it is the locked one, so a manager starting meanwhile finds
+    // the lock held until every hierarchy's parent is gone, and then creates them afresh.
+    for controller in Self.controllers where controller != "memory" { rmdir(path(controller)) }
     rmdir(lockPath)
   }
 }

@@ -114,11 +114,7 @@ struct CgroupV2: CgroupDriver {
   func killAll(_ name: String) {
     // cgroup.kill (Linux 5.14+) kills the whole tree atomically; fall back to a kill loop.
     if (try? FileSystem.write(path(name) + "/cgroup.kill", "1")) != nil { return }
-    for _ in 0..<3 {
-      let pids = processes(name)
-      if pids.isEmpty { break }
-      for pid in pids { kill(pid, SIGKILL) }
-    }
+    Cgroups.killMembers { processes(name) }
   }
 
   func remove(_ name: String) throws(FileSystem.SystemError) {

@@ -1,3 +1,4 @@
+import CJobInit
 import Glibc
 
 /// The limits a cgroup driver applies: `ResourceLimits` after validation, defaults filled and
@@ -26,7 +27,7 @@ protocol CgroupDriver: Sendable {
   /// "v1" or "v2", for logs and status.
   var version: String { get }
   /// The parent cgroup's directory that a manager locks (`InstanceLock`) while it uses the
-  /// parent: for v1 the freezer hierarchy's, which `removeParent` removes last.
+  /// parent: for v1 the memory hierarchy's, which `removeParent` removes last.
   var lockPath: String { get }
   /// Creates the parent cgroup (enabling controllers on v2); what exists already is kept.
   func createParent() throws(FileSystem.SystemError)
@@ -57,7 +58,9 @@ protocol CgroupDriver: Sendable {
   func throttledPeriods(_ name: String) -> UInt64?
   /// PIDs in the cgroup.
   func processes(_ name: String) -> [pid_t]
-  /// SIGKILLs every process of the cgroup without letting any of them fork meanwhile.
+  /// SIGKILLs every process of the cgroup such that none of the job's can escape by forking
+  /// (v2: `cgroup.kill`; v1 and older v2 kernels: `Cgroups.killMembers`). Returns before the
+  /// processes are gone; `remove` waits for that.
   func killAll(_ name: String)
   /// Removes the job's cgroup; it must hold no process any more.
   func remove(_ name: String) throws(FileSystem.SystemError)
@@ -102,6 +105,27 @@ enum Cgroups {
       usleep(2_000)
     }
     throw FileSystem.SystemError(operation: "rmdir \(path)", errno: errno)
+  }
+
+  /// SIGKILLs every process that `members` (a cgroup's `cgroup.procs`) lists, for a few
+  /// rounds or until it lists none. Race-free for the processes of a job without a freezer:
+  /// the job's init is among those listed, and once it is killed the kernel kills every other
+  /// process of its PID namespace and lets none fork into it any more, so no process of the
+  /// job outruns this by forking. (One that joined the cgroup from outside the namespace,
+  /// which takes root on the host, gets its own SIGKILL in the round that lists it.) Each PID
+  /// is opened as a pidfd and signalled only if it is still listed after that, so a PID that
+  /// was reused meanwhile by a process outside the cgroup is never signalled.
+  static func killMembers(_ members: () -> [pid_t]) {
+    for _ in 0..<3 {
+      let listed = members()
+      if listed.isEmpty { return }
+      let opened = listed.map { (pid: $0, pidfd: cjobinit_pidfd_open($0)) }
+      let stillListed = Set(members())
+      for (pid, pidfd) in opened where pidfd >= 0 {
+        if stillListed.contains(pid) { _ = cjobinit_pidfd_signal(pidfd, SIGKILL) }
+        close(pidfd)
+      }
+    }
   }
 
   static func parsePids(_ text: String?) -> [pid_t] {

@@ -112,9 +112,11 @@ final class Job: Sendable {
       }
     case .killAll:
       // Called on the reactor thread (see `killAll()`), before `reap` can close the pidfd.
+      // The init first: its death kills every process of the job's PID namespace, race-free
+      // however fast they fork; then whatever else is in the cgroup.
       logger.info("killing every process of the job")
-      cgroup.killAll(id.description)
       _ = cjobinit_pidfd_signal(pidfd, SIGKILL)
+      cgroup.killAll(id.description)
     }
   }
 
@@ -161,8 +163,8 @@ final class Job: Sendable {
   }
 
   /// Kills every process of the job through its cgroup, then the init itself; returns at once,
-  /// `waitForEnd()` tells when it is done. Runs on the reactor thread: freezing a v1 cgroup is
-  /// a kernel wait that must not hold a cooperative-pool thread.
+  /// `waitForEnd()` tells when it is done. Runs on the reactor thread, where the pidfd is known
+  /// to be open (and where the cgroup's pseudo-files are read, not on the cooperative pool).
   func killAll() {
     reactor.execute { [self] in apply(state.withLock { $0.kill() }) }
   }

@@ -156,6 +156,8 @@ public final class JobManager: Sendable {
           + "the output cap per job (\(configuration.maxOutputBytesPerJob) bytes)")
     }
     self.initExecutable = try InitExecutable(path: configuration.initExecutable)
+    // While the process still has few descriptors open, so that the numbers are low.
+    Launcher.reserveSlots()
     self.configuration = configuration
     self.logger = logger
     self.jobsDirectory = configuration.dataDirectory + "/jobs"

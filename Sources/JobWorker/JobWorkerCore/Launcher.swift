@@ -38,6 +38,19 @@ enum Launcher {
     var cgroupDirectory: String? = nil
   }
 
+  /// Reserves the low descriptor numbers through which a launch's child shares the worker's
+  /// descriptor table and copies only those, so that a start costs the same however many
+  /// descriptors the worker holds (`cjobinit_reserve_launch_slots`). Once per process; the
+  /// first launch does it otherwise.
+  static func reserveSlots() { cjobinit_reserve_launch_slots() }
+
+  /// The placeholder's and the launch slots' descriptor numbers (empty if none are reserved).
+  static func slotNumbers() -> [Int32] {
+    var numbers = [Int32](repeating: -1, count: 64)
+    let count = cjobinit_launch_slots(&numbers, numbers.count)
+    return Array(numbers.prefix(count))
+  }
+
   /// Clones the init's child and returns once it has exec'd `jobinit`, which then waits for
   /// `release(_:)`.
   static func spawn(_ request: Request) throws(JobError) -> Launched {

@@ -99,6 +99,39 @@ struct IsolationTests {
     }
   }
 
+  /// A job that ignores SIGTERM while one of its processes forks and exits at once, over and
+  /// over (every PID lives for a moment only, the case a kill loop over `cgroup.procs`
+  /// misses), is killed whole after the grace: no process is left in any of its cgroups
+  /// (their removal, which fails while one is, went through).
+  @Test(.requires(.cgroups)) func stopKillsJobThatKeepsForking() async throws {
+    try await withManager(grace: .milliseconds(300)) { manager in
+      let job = try await manager.start(
+        JobSpec(command: "sh", arguments: ["-c", Self.forkingForever]))
+      var iterator = try manager.output(job.id).makeAsyncIterator()
+      _ = try await iterator.next()
+      let stopped = try await manager.stop(job.id)
+      #expect(stopped.state == .stopped(signal: SIGKILL))
+      #expect(Self.leftCgroups(manager.cgroup, job.id).isEmpty)
+    }
+  }
+
+  /// `sh` that ignores SIGTERM, starts a chain of processes each of which forks the next and
+  /// exits, says "ready" and sleeps.
+  static let forkingForever =
+    "trap '' TERM; hop() { hop & }; hop; echo ready; while :; do sleep 1; done"
+
+  /// The job's cgroup directories that still exist (v1: one per hierarchy).
+  static func leftCgroups(_ cgroup: any CgroupDriver, _ id: JobID) -> [String] {
+    let directories: [String]
+    switch cgroup {
+    case let v1 as CgroupV1:
+      directories = CgroupV1.controllers.map { "\(v1.root)/\($0)/\(v1.parent)/\(id)" }
+    case let v2 as CgroupV2: directories = ["\(v2.root)/\(v2.parent)/\(id)"]
+    default: directories = []
+    }
+    return directories.filter { FileSystem.exists($0) }
+  }
+
   /// Orphans are re-parented to our init, which reaps them: no zombie stays in the job.
   @Test(.requires(.cgroups)) func orphansAreReaped() async throws {
     try await withManager { manager in
@@ -128,6 +161,23 @@ struct IsolationTests {
       // The killed init stays a zombie until its parent (here still alive) reaps it.
       try await crashed.job(job.id)?.waitForEnd()
       for pid in pids { #expect(kill(pid, 0) == -1 && errno == ESRCH) }
+      #expect(try crashed.status(job.id).state == .signaled(signal: SIGKILL))
+      await restarted.shutdown()
+    }
+  }
+
+  /// The same for a crashed worker's job whose processes keep forking: the next manager has
+  /// no pidfd of it, and kills it through the PIDs its cgroup lists (the init among them).
+  @Test(.requires(.cgroups)) func staleForkingJobIsKilledAtStartUp() async throws {
+    try await withManager { crashed in
+      let job = try await crashed.start(
+        JobSpec(command: "sh", arguments: ["-c", Self.forkingForever]))
+      var iterator = try crashed.output(job.id).makeAsyncIterator()
+      _ = try await iterator.next()
+      crashed.releaseLocksAsIfCrashed()
+      let restarted = try await managerOnceUnlocked(crashed.configuration)
+      #expect(Self.leftCgroups(crashed.cgroup, job.id).isEmpty)
+      try await crashed.job(job.id)?.waitForEnd()
       #expect(try crashed.status(job.id).state == .signaled(signal: SIGKILL))
       await restarted.shutdown()
     }

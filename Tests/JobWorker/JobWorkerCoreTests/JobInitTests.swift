@@ -13,6 +13,17 @@ import Testing
 struct JobInitTests {
   static let jobinit = builtProduct("jobinit")
 
+  /// Clones an init for `/bin/true` with `Launcher.spawn` alone, without a manager; it waits
+  /// for its release (`Launcher.abandon` ends it).
+  static func launchTrue() throws -> Launcher.Launched {
+    try Launcher.spawn(
+      Launcher.Request(
+        initExecutable: try InitExecutable(path: jobinit),
+        program: try ProgramSearch(command: "/bin/true", environment: []), arguments: [],
+        environment: [], workingDirectory: "/", hostname: "job-test", scratchBytes: 1 << 20,
+        uid: 65534, gid: 65534))
+  }
+
   /// Inside the job, PID 1's command line is `jobinit` and nothing else: not the worker's
   /// arguments (here the test bundle's, `--testing-library …`).
   @Test(.requires(.cgroups)) func jobSeesOnlyJobinitAsItsInit() async throws {
@@ -49,6 +60,25 @@ struct JobInitTests {
     }
   }
 
+  /// A launch lends its child one set of the worker's launch slots (low descriptor numbers,
+  /// the only part of the worker's descriptor table that the child copies) and gives it back
+  /// when the clone returns: then every slot holds the placeholder (/dev/null) again, not the
+  /// job's pipes, whose write ends the worker must not keep open.
+  @Test(.requires(.root), .requires(.product("jobinit")))
+  func launchSlotsAreGivenBack() async throws {
+    Launcher.reserveSlots()
+    let launched = try Self.launchTrue()
+    defer { Launcher.abandon(launched) }
+    let slots = Launcher.slotNumbers()
+    #expect(slots.count == 21)  // the placeholder and four sets of five
+    // Launches of other tests hold a set each, only until their clone returns.
+    #expect(await eventually { slots.allSatisfy { link("/proc/self/fd/\($0)") == "/dev/null" } })
+    // The launch's child, waiting for its release, holds only its own descriptors: 0-2, the
+    // status pipe, the job and the release socket.
+    let descriptors = FileSystem.entries("/proc/\(launched.pid)/fd").compactMap { Int32($0) }
+    #expect(descriptors.sorted() == [0, 1, 2, 3, 4, 5])
+  }
+
   /// The clone shares the worker's memory and suspends the calling thread until the child's
   /// exec (CLONE_VM | CLONE_VFORK): when `Launcher.spawn` returns, before the release, the
   /// child already is `jobinit`, waiting, with a few pages of its own, not a copy-on-write
@@ -56,12 +86,7 @@ struct JobInitTests {
   /// worker's copy until its release.
   @Test(.requires(.root), .requires(.product("jobinit")))
   func childIsJobinitBeforeItsRelease() async throws {
-    let launched = try Launcher.spawn(
-      Launcher.Request(
-        initExecutable: try InitExecutable(path: Self.jobinit),
-        program: try ProgramSearch(command: "/bin/true", environment: []), arguments: [],
-        environment: [], workingDirectory: "/", hostname: "job-test", scratchBytes: 1 << 20,
-        uid: 65534, gid: 65534))
+    let launched = try Self.launchTrue()
     defer { Launcher.abandon(launched) }
     let proc = "/proc/\(launched.pid)"
     #expect(

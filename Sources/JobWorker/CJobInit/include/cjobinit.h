@@ -186,6 +186,16 @@ pid_t cjobinit_spawn_in_cgroup(const cjobinit_job *job, const cjobinit_descripto
 pid_t cjobinit_spawn_into_cgroup(const cjobinit_job *job, const cjobinit_descriptors *descriptors,
                                  int cgroup_fd, int *pidfd);
 
+/// Reserves the few low descriptor numbers that let a launch's child share the worker's
+/// descriptor table and copy only those (see "Launch slots" in spawn.c). The first launch
+/// does it otherwise; call it early, while the process has few descriptors open, so that
+/// the numbers are low. Without them (no descriptor left) every launch copies the table.
+void cjobinit_reserve_launch_slots(void);
+
+/// The placeholder's and the launch slots' numbers, for tests: stores them in `numbers` and
+/// returns how many (0 when none are reserved or `capacity` is too small for all).
+size_t cjobinit_launch_slots(int *numbers, size_t capacity);
+
 /// pipe2(fds, O_CLOEXEC): Swift's Glibc module does not export pipe2. Returns 0 or -errno.
 int cjobinit_pipe(int fds[2]);
 
@@ -201,6 +211,9 @@ int cjobinit_release(int fd);
 
 /// Sends a signal through a pidfd (immune to PID reuse). Returns 0 or -errno.
 int cjobinit_pidfd_signal(int pidfd, int signal);
+
+/// A pidfd (close-on-exec) for a process of this PID namespace. Returns it or -errno.
+int cjobinit_pidfd_open(pid_t pid);
 
 #ifdef __cplusplus
 }
