@@ -8,6 +8,8 @@
 #   - server CPU per 1,000 clients, as % of one core, over the window (from /proc/PID/stat);
 #   - the load generator's own CPU over the window;
 #   - that every client is counted: StatusReader for ours (grpcurl), the baseline's own log;
+#     the floor server counts nothing: its streams seen (its own log) are reported instead,
+#     and never fail the run;
 #   - an independent probe: PROBE clients (default 20, one connection each) from a second
 #     generator process, whose window is the same and whose intervals are reported apart. A
 #     late ping the probe sees too is the server's (or the shared CPUs'); one that only the
@@ -16,19 +18,27 @@
 #     its ping timer woke (gateway_ping_timer_lateness_seconds) and how long each event
 #     loop's batch of pings took from the timer's visit to its last write
 #     (gateway_ping_batch_delay_seconds), as cumulative bucket counts.
-# Then prints both rows and our/baseline ratios (< 1 means ours costs less). Exits 1 when a
-# server did not count every client (a correctness failure; streams ended by a timeout on an
-# overloaded host are reported, not failed: no timing is checked). CI runs a short form:
+# Then prints the rows and our/baseline ratios (< 1 means ours costs less), and the floor's
+# against ours. The floor (`floor`) is the smallest server on our stack
+# (Benchmarks/Micro's H2FloorServer: swift-nio-http2, pings and pongs, nothing else), what the
+# stack itself costs under the same load. Exits 1 when ours or the baseline did not count
+# every client (a correctness failure; streams ended by a timeout on an overloaded host are
+# reported, not failed: no timing is checked). CI runs a short form:
 # `Benchmarks/gateway-scale.sh .build/debug 1000 10 10 swift`.
 #
 # usage: Benchmarks/gateway-scale.sh BIN_DIR CLIENTS CONNECTIONS [WINDOW_S] [SERVERS]
 #   BIN_DIR: release builds of gateway and status (swift build -c release).
-#   SERVERS: "swift go" (default) or one of them. GO_GATEWAY: the baseline binary (default
-#   ../shared/baselines/go-gateway/bin/go-gateway; its build.sh builds it).
+#   SERVERS: "swift go" (default), or any of swift, go, floor, floor-multiplexer,
+#   floor-frames in any order. floor: H2FloorServer in mode FLOOR_MODE (multiplexer, the
+#   default, or frames); floor-multiplexer / floor-frames name the mode. FLOOR_SERVER: its
+#   binary (default Benchmarks/Micro/.build/release/H2FloorServer; in Benchmarks/Micro,
+#   `swift build -c release --product H2FloorServer` builds it). GO_GATEWAY: the baseline
+#   binary (default ../shared/baselines/go-gateway/bin/go-gateway; its build.sh builds it).
 #   SOURCES: local addresses to connect from (default: 127.0.0.1 up to 5,000 connections, then
 #   one 127.0.0.x per 5,000 connections). LOAD: the load generator (default
 #   Benchmarks/interop/bin/gatewayscale, built by interop/build-go.sh). GRPCURL: grpcurl.
-#   STATUS_PORT / SWIFT_PORT / GO_PORT: loopback ports (default 23072 / 23071 / 23081).
+#   STATUS_PORT / SWIFT_PORT / GO_PORT / FLOOR_PORT: loopback ports (default 23072 / 23071 /
+#   23081 / 23091).
 #   PROBE: the probe's clients (default 20; 0: none), on PROBE_CPUS (default LOAD_CPUS).
 #   SERVER_CPUS / LOAD_CPUS: CPU lists (taskset -c) for the servers and the load generator,
 #   e.g. SERVER_CPUS=0,1 LOAD_CPUS=2-15 on a 16-core host: a 2-core gateway, and a generator
@@ -38,6 +48,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$(cd "$1" && pwd) clients=$2 connections=$3 window=${4:-60} servers=${5:-swift go}
 go_gateway=${GO_GATEWAY:-$here/../../shared/baselines/go-gateway/bin/go-gateway}
+floor_server=${FLOOR_SERVER:-$here/Micro/.build/release/H2FloorServer}
 load=${LOAD:-$here/interop/bin/gatewayscale}
 [[ -x $load ]] || "$here/interop/build-go.sh" >/dev/null
 grpcurl=${GRPCURL:-grpcurl}
@@ -65,6 +76,7 @@ fi
 # of client connections, whose local ports (still in TIME_WAIT or closing when the next server
 # starts) made a listener on 50081 fail with "address in use".
 status_port=${STATUS_PORT:-23072} swift_port=${SWIFT_PORT:-23071} go_port=${GO_PORT:-23081}
+floor_port=${FLOOR_PORT:-23091}
 ramp=5000
 settle=10
 hz=$(getconf CLK_TCK)
@@ -126,13 +138,20 @@ measure() {  # name, server pid, port, [metrics port]
   rss1=$(rss_kib "$pid")
   [[ -n $metrics_port ]] && lateness "$metrics_port" >"$work/$name.lateness1"
   local counted
-  if [[ $name == swift ]]; then
+  local seen=counted
+  case $name in
+  swift)
     counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:$status_port \
       tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins \
       | awk -F'"' '/onlineUsers/ {print $4}')
-  else
-    counted=$(grep -o 'users_seen=[0-9]*' "$work/go.log" | tail -1 | cut -d= -f2)
-  fi
+    ;;
+  go) counted=$(grep -o 'users_seen=[0-9]*' "$work/go.log" | tail -1 | cut -d= -f2) ;;
+  *)  # the floor: streams it has seen (its stats line, once a second)
+    sleep 1.2
+    counted=$(grep -o 'streams_seen=[0-9]*' "$work/$name.log" | tail -1 | cut -d= -f2)
+    seen="streams seen"
+    ;;
+  esac
   wait "$load_pid" || echo "$name: the load generator reports streams ended (see below)"
   [[ -z $probe_pid ]] || wait "$probe_pid" \
     || echo "$name: the probe reports streams ended (see below)"
@@ -144,7 +163,7 @@ measure() {  # name, server pid, port, [metrics port]
   echo "== $name: $(cat "$work/$name.json")"
   ((probe == 0)) || echo "== $name probe: $(cat "$work/$name-probe.json")"
   echo "   server: RSS $rss0 KiB idle → $rss1 KiB loaded; CPU $cores cores over ${window} s;" \
-    "counted ${counted:-?} of $expected"
+    "$seen ${counted:-?} of $expected"
   if [[ -s $work/$name.lateness1 ]]; then
     echo "   gateway ping lateness over the window (bucket upper bound in s: count):"
     lateness_delta "$work/$name.lateness0" "$work/$name.lateness1"
@@ -175,7 +194,20 @@ for server in $servers; do
     wait_port "$go_port"
     measure go "$gateway" "$go_port"
     ;;
-  *) echo "unknown server $server (swift, go)" >&2; exit 2 ;;
+  floor | floor-multiplexer | floor-frames)
+    mode=${server#floor-}
+    [[ $mode == floor ]] && mode=${FLOOR_MODE:-multiplexer}
+    "${on_server_cpus[@]}" "$floor_server" --listen 127.0.0.1:$floor_port --mode "$mode" \
+      --stats-interval 1 >"$work/$server.log" 2>&1 &
+    gateway=$!
+    pids+=("$gateway")
+    wait_port "$floor_port"
+    measure "$server" "$gateway" "$floor_port"
+    ;;
+  *)
+    echo "unknown server $server (swift, go, floor, floor-multiplexer, floor-frames)" >&2
+    exit 2
+    ;;
   esac
   kill -TERM "$gateway"
   wait "$gateway" 2>/dev/null || true
@@ -186,14 +218,15 @@ echo "clients=$clients (+ probe $probe) connections=$connections window=${window
   "sources=$SOURCES" \
   "host=$(nproc) cores server_cpus=${SERVER_CPUS:-all} load_cpus=${LOAD_CPUS:-all}" \
   "$(date -u +%FT%TZ)"
-printf '%-6s %16s %22s %12s %10s\n' server "RSS/stream KiB" "CPU/1000 clients %core" "cores" counted
+printf '%-17s %16s %22s %12s %10s\n' server "RSS/stream KiB" "CPU/1000 clients %core" "cores" counted
 # (with one stream per connection, RSS per stream is RSS per connection)
 for server in $servers; do
   read -r per_stream per_thousand cores _ _ counted <<<"${row[$server]}"
-  printf '%-6s %16s %22s %12s %10s\n' "$server" "$per_stream" "$per_thousand" "$cores" "$counted"
+  printf '%-17s %16s %22s %12s %10s\n' "$server" "$per_stream" "$per_thousand" "$cores" "$counted"
 done
 miscounted=0
 for server in $servers; do
+  [[ $server == floor* ]] && continue  # streams seen, not a count of users
   read -r _ _ _ _ _ counted <<<"${row[$server]}"
   if [[ $counted != "$expected" ]]; then
     echo "$server counted $counted of $expected clients" >&2
@@ -206,4 +239,11 @@ if [[ -n ${row[swift]:-} && -n ${row[go]:-} ]]; then
   echo "ratio swift/go: RSS per stream $(awk "BEGIN {printf \"%.2f\", $s_mem / $g_mem}")," \
     "CPU per client $(awk "BEGIN {printf \"%.2f\", $s_cpu / $g_cpu}")"
 fi
+for server in $servers; do
+  [[ $server == floor* && -n ${row[swift]:-} ]] || continue
+  read -r s_mem s_cpu _ <<<"${row[swift]}"
+  read -r f_mem f_cpu _ <<<"${row[$server]}"
+  echo "ratio swift/$server: RSS per stream $(awk "BEGIN {printf \"%.2f\", $s_mem / $f_mem}")," \
+    "CPU per client $(awk "BEGIN {printf \"%.2f\", $s_cpu / $f_cpu}")"
+done
 exit $miscounted

@@ -37,6 +37,20 @@ let package = Package(
       path: "Benchmarks/CounterHotPaths",
       swiftSettings: [.swiftLanguageMode(.v6)],
       plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
-    )
+    ),
+    // The floor of the gateway's stack (issue 12): a minimal Connect server on swift-nio-http2
+    // for Benchmarks/gateway-scale.sh's `floor` server. Built by
+    // `swift build -c release --product H2FloorServer` here; not by CI.
+    .executableTarget(
+      name: "H2FloorServer",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+        .product(name: "NIOHPACK", package: "swift-nio-http2"),
+      ],
+      path: "Benchmarks/H2FloorServer",
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
   ]
 )
