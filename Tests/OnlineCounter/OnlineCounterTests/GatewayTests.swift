@@ -303,10 +303,12 @@ import Testing
     try await Harness.withStatus(storeURL: Harness.temporaryStoreURL()) { status, reader in
       // No periodic flush within the test: only the final flush can report the client. It
       // opens the reporter's first connection to status, which took over the default 500 ms
-      // budget once in 10 runs: 5 s bounds the drain, and with status up the flush ends as
-      // soon as it lands.
+      // budget once in 10 runs, and the whole 5 s once in 3 full-suite runs under
+      // `stress-ng --cpu 2` (this test alone takes 0.1 s there; inside the suite, 13–15 s).
+      // The budget bounds the drain, not a latency: with status up the flush ends as soon
+      // as it lands.
       let gateway = try await Harness.withGateway(
-        status: [status], flushInterval: .seconds(60), finalFlushBudget: .seconds(5)
+        status: [status], flushInterval: .seconds(60), finalFlushBudget: .seconds(30)
       ) { address, gateway, reporter, group in
         async let stream = Harness.rawStream(
           gateway: address, metadata: Harness.clientID("leaver"), answer: .even, pings: 1_000)
