@@ -59,15 +59,7 @@ probe=${PROBE:-20}
 on_probe_cpus=("${on_load_cpus[@]}")
 [[ -n ${PROBE_CPUS:-} ]] && on_probe_cpus=(taskset -c "$PROBE_CPUS")
 expected=$((clients + probe))
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)"
+source "$here/lib/servers.sh"
 if [[ -z ${SOURCES:-} ]]; then
   SOURCES=127.0.0.1
   for ((i = 2; i <= (connections + 4999) / 5000; i++)); do SOURCES+=",127.0.0.$i"; done
@@ -79,22 +71,6 @@ status_port=${STATUS_PORT:-23072} swift_port=${SWIFT_PORT:-23071} go_port=${GO_P
 floor_port=${FLOOR_PORT:-23091}
 ramp=5000
 settle=10
-hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-wait_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
-wait_line() {  # file, text, seconds
-  for _ in $(seq $(($3 * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "no '$2' in $1 within $3 s" >&2
-  return 1
-}
 
 # The gateway's ping-lateness histograms (cumulative bucket counts by upper bound), for ours.
 lateness() {  # metrics port

@@ -23,28 +23,11 @@ load=${LOAD:-$here/interop/bin/gatewayscale}
 [[ -x $load ]] || "$here/interop/build-go.sh" >/dev/null
 grpcurl=${GRPCURL:-grpcurl}
 status_port=${STATUS_PORT:-23172} gateway_port=${GATEWAY_PORT:-23171}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)"
-
-wait_line() {  # file, text, seconds
-  local deadline=$((SECONDS + $3))
-  until grep -q "$2" "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || { echo "no '$2' in $1 within $3 s:" >&2; tail -5 "$1" >&2; exit 1; }
-    sleep 0.2
-  done
-}
+source "$here/lib/servers.sh"
 accepted() {
   curl -s --max-time 5 "http://127.0.0.1:9272/metrics" \
     | awk '/^status_presence_records_total\{result="accepted"\}/ {print $2}'
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 failed=0
 for refresh in "${refreshes[@]}"; do
@@ -57,9 +40,8 @@ for refresh in "${refreshes[@]}"; do
     --presence-refresh "$refresh" --log-level warning >"$work/gateway.log" 2>&1 &
   gateway_pid=$!
   pids=("$status_pid" "$gateway_pid")
-  for port in $status_port $gateway_port; do
-    for _ in $(seq 100); do (: </dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  done
+  wait_port $status_port
+  wait_port $gateway_port
   "$load" -target "127.0.0.1:$gateway_port" -clients "$clients" -connections "$connections" \
     -ramp 5000 -settle 12 -window "$window" -id-prefix "refresh$refresh" \
     >"$work/load.json" 2>"$work/load.err" &
@@ -73,8 +55,8 @@ for refresh in "${refreshes[@]}"; do
   counted=$("$grpcurl" -plaintext -max-time 10 127.0.0.1:$status_port \
     tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins | awk -F'"' '/onlineUsers/ {print $4}')
   awk -v r="$refresh" -v a0="$a0" -v a1="$a1" -v g0="$g0" -v g1="$g1" -v s0="$s0" -v s1="$s1" \
-    -v t0="$t0" -v t1="$t1" -v n="$clients" -v c="${counted:-0}" 'BEGIN {
-      dt = t1 - t0; hz = 100
+    -v t0="$t0" -v t1="$t1" -v n="$clients" -v c="${counted:-0}" -v hz="$hz" 'BEGIN {
+      dt = t1 - t0
       printf "refresh %s s, %d clients: status accepted %.0f records/s; CPU status %.2f %%, gateway %.2f %% of a core (%.2f %% per 1,000 clients); counted %d of %d; window %.1f s\n",
         r, n, (a1 - a0) / dt, (s1 - s0) / hz / dt * 100, (g1 - g0) / hz / dt * 100,
         (g1 - g0) / hz / dt * 100 / (n / 1000), c, n, dt }'

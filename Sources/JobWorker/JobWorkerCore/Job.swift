@@ -162,8 +162,8 @@ final class Job: Sendable {
     return !ended
   }
 
-  /// Kills every process of the job through its cgroup, then the init itself; returns at once,
-  /// `waitForEnd()` tells when it is done. Runs on the reactor thread, where the pidfd is known
+  /// Kills the job's init (which takes every process of its PID namespace with it), then
+  /// whatever else its cgroup lists; returns at once, `waitForEnd()` tells when it is done. Runs on the reactor thread, where the pidfd is known
   /// to be open (and where the cgroup's pseudo-files are read, not on the cooperative pool).
   func killAll() {
     reactor.execute { [self] in apply(state.withLock { $0.kill() }) }

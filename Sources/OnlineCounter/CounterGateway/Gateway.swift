@@ -126,18 +126,15 @@ public final class Gateway: Service, Sendable {
 
   /// One pong on `stream`; `false` when the client floods (its session is then closed).
   func pongReceived(_ status: Tenten_Interview_Status, on stream: ConnectStream) -> Bool {
-    let online: Bool
+    let (counter, online): (Counter, Bool)
     switch status {
-    case .even, .odd: online = true
-    case .unknown, .UNRECOGNIZED: online = false  // alive, but not online
+    case .even: (counter, online) = (pongsEven, true)
+    case .odd: (counter, online) = (pongsOdd, true)
+    case .unknown, .UNRECOGNIZED: (counter, online) = (pongsUnknown, false)  // alive, not online
     }
     let heard = stream.session.heard(at: .now, online: online, refresh: config.presenceRefresh)
     guard heard.withinBudget else { return false }
-    switch status {
-    case .even: pongsEven.increment()
-    case .odd: pongsOdd.increment()
-    case .unknown, .UNRECOGNIZED: pongsUnknown.increment()
-    }
+    counter.increment()
     if let instant = heard.report { reporter.record(stream.session.userID, at: instant) }
     return true
   }

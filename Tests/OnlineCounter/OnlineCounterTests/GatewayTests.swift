@@ -289,7 +289,14 @@ import Testing
         // The first pong reached status; the stream's end is then recorded, and flushed.
         #expect(await eventually { (try? await reader.onlineUsers()) == 1 })
         #expect(await eventually { gateway.connectedClients == 0 })
+        // Status's now becomes the first ping's arrival + 181 s: the window (180 s) then
+        // starts 1 s after it, which the first pong (answered at once) precedes unless it
+        // took over a second, while the last pong answers the fourth ping, ≥ 3 s after the
+        // first (pings 1 s apart). A late first pong can only make this pass without the
+        // end's report, never fail with it.
         offset.store(firstPong + 181_000 - systemMillisClock(), ordering: .relaxed)
+        // A wait for the end's report: flushes run every 200 ms here, so 10 s is 50 of them;
+        // the shorter bound than `eventually`'s 30 s only shortens a failing run.
         let counted = await eventually(timeout: .seconds(10)) {
           (try? await reader.onlineUsers()) == 1
         }
