@@ -22,9 +22,9 @@ public import TLSKit
 /// configured, ``DeferredFlushHandler`` (the pings of one timer tick leave in one write per
 /// connection), ping pacing (grpc-go's BDP pings served, not refused), `NIOHTTP2Handler`
 /// (max concurrent streams, flow control), `NIOHTTP2ServerConnectionManagementHandler` (idle
-/// connections closed after 5 minutes, GOAWAY on drain) and ``KeepaliveHandler`` (a PING
-/// after 30 s without a connection-level frame, the connection closed without an answer
-/// within 10 s).
+/// connections closed after 5 minutes, GOAWAY on drain) and ``KeepaliveHandler`` (by default
+/// a PING after 30 s without a connection-level frame, the connection closed without an
+/// answer within 10 s).
 ///
 /// As a `Service`: listens until graceful shutdown, then stops accepting, ends health watches,
 /// sends every connection GOAWAY and waits (≤ ``Configuration/maxGraceTime``) for them to close.
@@ -41,6 +41,8 @@ public final class GatewayListener: Service, Sendable {
     public var maxIdleTime: Duration = .seconds(5 * 60)
     /// How long a draining connection may keep streams open before it is closed.
     public var maxGraceTime: Duration = .seconds(10)
+    /// When a quiet connection is pinged, and how long it has to answer.
+    public var keepalive = ConnectionKeepalive()
 
     public init(
       address: HostPort, tls: ServerTLSConfiguration? = nil, maxConcurrentStreams: Int,
@@ -77,6 +79,7 @@ public final class GatewayListener: Service, Sendable {
   private let sslContext: NIOSSLContext?
   private let logger: Logger
   private let state = Mutex(State())
+  private let keepaliveSweeps: PerEventLoop<KeepaliveSweep>
 
   /// - Throws: When a TLS certificate, key or CA file cannot be loaded.
   ///
@@ -97,6 +100,8 @@ public final class GatewayListener: Service, Sendable {
       try NIOSSLContext(configuration: try $0.makeTLSConfiguration())
     }
     self.logger = logger
+    let period = configuration.keepalive.sweepPeriod
+    self.keepaliveSweeps = PerEventLoop { KeepaliveSweep(eventLoop: $0, period: period) }
   }
 
   /// The bound address, once listening (`nil` if binding failed).
@@ -224,7 +229,8 @@ public final class GatewayListener: Service, Sendable {
     let sync = channel.pipeline.syncOperations
     if let sslContext { try sync.addHandler(NIOSSLServerHandler(context: sslContext)) }
     try connectionGuard.addHandshakeDeadline(to: channel)
-    try sync.addHandler(DeferredFlushHandler())
+    try sync.addHandler(
+      DeferredFlushHandler(batch: gateway.scheduler.flushBatch(on: channel.eventLoop)))
     let management = NIOHTTP2ServerConnectionManagementHandler(
       eventLoop: channel.eventLoop,
       configuration: .init(
@@ -253,26 +259,64 @@ public final class GatewayListener: Service, Sendable {
       }
     }
     try sync.addHandler(management)
-    try sync.addHandler(KeepaliveHandler(interval: .seconds(30), timeout: .seconds(10)))
+    try sync.addHandler(
+      KeepaliveHandler(
+        keepalive: configuration.keepalive,
+        sweep: keepaliveSweeps.value(on: channel.eventLoop)))
     try sync.addPingPacing()
   }
 }
 
-/// Holds a connection's flushes until the end of the event-loop task that asked for them, so
-/// that the pings the gateway's timer writes to many streams of one connection in one task
-/// leave in one write (one system call) rather than one each.
+/// The connection flushes an event loop holds back while it writes one batch of pings
+/// (``PingScheduler``'s visit of the loop's due sessions): each connection with pings in the
+/// batch is flushed once at its end, so the pings of many streams of one connection leave in
+/// one write (one system call). On its event loop only.
+final class FlushBatch {
+  private var open = false
+  private var held: [(DeferredFlushHandler, ChannelHandlerContext)] = []
+
+  /// Runs `writes`, then flushes every connection that asked for a flush meanwhile.
+  func run(_ writes: () -> Void) {
+    open = true
+    writes()
+    open = false
+    let held = self.held
+    self.held.removeAll(keepingCapacity: true)
+    for (handler, context) in held { handler.release(context: context) }
+  }
+
+  /// Holds a flush of `context` until the batch's end; `false` when no batch is being written.
+  fileprivate func hold(_ handler: DeferredFlushHandler, context: ChannelHandlerContext) -> Bool {
+    guard open else { return false }
+    held.append((handler, context))
+    return true
+  }
+}
+
+/// Holds a connection's flushes during its event loop's batch of pings (``FlushBatch``), so
+/// that the pings of all its streams leave in one write; any other flush passes at once.
 final class DeferredFlushHandler: ChannelOutboundHandler {
   typealias OutboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
-  private var pending = false
+  private let batch: FlushBatch
+  private var held = false
+
+  init(batch: FlushBatch) {
+    self.batch = batch
+  }
 
   func flush(context: ChannelHandlerContext) {
-    guard !pending else { return }
-    pending = true
-    context.eventLoop.assumeIsolated().execute {
-      self.pending = false
+    guard !held else { return }
+    if batch.hold(self, context: context) {
+      held = true
+    } else {
       context.flush()
     }
+  }
+
+  fileprivate func release(context: ChannelHandlerContext) {
+    held = false
+    context.flush()
   }
 }

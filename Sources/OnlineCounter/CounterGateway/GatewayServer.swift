@@ -40,6 +40,8 @@ public struct GatewayServer: Sendable {
     /// `ConnectionGuard`). Clients multiplex many streams over few connections, so these cap
     /// connections, not clients: ``Gateway/Configuration/maxClients`` bounds the streams.
     public var connectionLimits: ConnectionLimits
+    /// When a quiet connection is pinged (30 s) and how long it has to answer (10 s).
+    public var keepalive = ConnectionKeepalive()
 
     /// - Parameters:
     ///   - listen: Where clients connect.
@@ -96,14 +98,15 @@ public struct GatewayServer: Sendable {
     let gateway = Gateway(
       configuration: configuration.gateway, reporter: reporter, health: standard.health,
       logger: logger, tracer: tracer)
+    var listener = GatewayListener.Configuration(
+      address: configuration.listen, tls: configuration.tls,
+      maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
+      maxRequestBytes: configuration.maxRequestBytes,
+      maxUnsentPings: configuration.maxUnsentPings,
+      connectionLimits: configuration.connectionLimits)
+    listener.keepalive = configuration.keepalive
     let server = try GatewayListener(
-      configuration: .init(
-        address: configuration.listen, tls: configuration.tls,
-        maxConcurrentStreams: configuration.effectiveMaxConcurrentStreams,
-        maxRequestBytes: configuration.maxRequestBytes,
-        maxUnsentPings: configuration.maxUnsentPings,
-        connectionLimits: configuration.connectionLimits),
-      gateway: gateway, otherServices: standard.all, logger: logger)
+      configuration: listener, gateway: gateway, otherServices: standard.all, logger: logger)
     return GatewayServer(
       gateway: gateway, reporter: reporter, server: server, health: standard.health)
   }

@@ -4,23 +4,25 @@ import Metrics
 import NIOCore
 import Synchronization
 
-/// Pings every registered session once a second from a single timer loop.
+/// Pings every registered session once a second, from one timer per event loop.
 ///
 /// A timer wheel of 100 slots of 10 ms: each session lives in the slot its id hashes to, and
 /// each tick visits one slot. N clients are thus spread evenly over the second instead of all
-/// firing on one tick, and the cost is one sleeping task for the whole gateway, not one per
-/// client. The same visit checks the pong timeout, so silent clients are found within a
-/// second of their deadline.
+/// firing on one tick. The sessions are kept per event loop (the loop of their stream), and
+/// while ``run()`` runs each loop has one timer of its own (``LoopTimer``) that visits only its
+/// loop's sessions and writes their pings there and then: no task, thread hop or queued
+/// closure per ping, and one flush per connection per tick (``FlushBatch``). The same visit
+/// checks the pong timeout, so silent clients are found within a second of their deadline.
 ///
-/// **The gateway's own stalls do not count against its clients.** When the timer loop wakes
-/// more than ``stallThreshold`` after it was due (the process was starved of CPU, stopped,
-/// or its cooperative pool was saturated), or an event loop carrying client connections ran
-/// its tasks that late (``noteStall(of:in:endingAt:)``, from the listener's
-/// `EventLoopStallWatch`), the pongs of that time may still sit unread in socket buffers and
-/// task queues: silence is then measured from the end of the stall, not from the last pong
-/// handled. Without this, a gateway that stalls for longer than the pong timeout ends every
-/// stream at its next tick, and all its clients reconnect at once into an overloaded process
-/// (etcd extends its leases after a leader change for the same reason).
+/// **The gateway's own stalls do not count against its clients.** When a loop's timer wakes
+/// more than ``stallThreshold`` after it was due (the process was starved of CPU or stopped,
+/// or the loop was busy), or an event loop carrying client connections ran its tasks that
+/// late (``noteStall(of:in:endingAt:)``, from the listener's `EventLoopStallWatch`), the pongs
+/// of that time may still sit unread in socket buffers and task queues: silence is then
+/// measured from the end of the stall, not from the last pong handled. Without this, a
+/// gateway that stalls for longer than the pong timeout ends every stream at its next tick,
+/// and all its clients reconnect at once into an overloaded process (etcd extends its leases
+/// after a leader change for the same reason).
 /// A silent client is still ended one pong timeout after the last stall.
 final class PingScheduler: Sendable {
   static let slotCount = 100
@@ -29,8 +31,18 @@ final class PingScheduler: Sendable {
   /// healthy loop's lateness (well under a tick) and far below the pong timeout.
   static let stallThreshold = Duration.milliseconds(500)
 
-  private struct State {
+  /// The sessions of one event loop, by slot.
+  private struct LoopSessions {
+    let eventLoop: any EventLoop
     var slots = [[UInt64: ClientSession]](repeating: [:], count: PingScheduler.slotCount)
+  }
+
+  private struct State {
+    /// Keyed by the `ObjectIdentifier` of the sessions' event loop.
+    var loops: [ObjectIdentifier: LoopSessions] = [:]
+    /// While ``run()`` runs: the instant tick 0 was due, and each loop's timer.
+    var timersStart: ContinuousClock.Instant?
+    var timers: [ObjectIdentifier: NIOLoopBound<LoopTimer>] = [:]
     var count = 0
     var nextID: UInt64 = 0
     var draining = false
@@ -58,6 +70,7 @@ final class PingScheduler: Sendable {
   }
 
   private let state = Mutex(State())
+  private let flushBatches = PerEventLoop { _ in FlushBatch() }
   private let maxSessions: Int
   private let pongTimeout: Duration
   private let connected = Gauge(label: "gateway_connected_clients")
@@ -111,23 +124,34 @@ final class PingScheduler: Sendable {
     userID: String, slot: Int? = nil, now: ContinuousClock.Instant = .now, sink: PingSink
   ) -> Result<ClientSession, AdmissionError> {
     let slot = slot ?? Self.slot(of: userID)
-    return state.withLock { state -> Result<ClientSession, AdmissionError> in
+    let key = ObjectIdentifier(sink.eventLoop)
+    let admitted = state.withLock {
+      state -> Result<(ClientSession, startTimer: Bool), AdmissionError> in
       if let refusal = state.refusal(limit: maxSessions) { return .failure(refusal) }
       let session = ClientSession(
         id: state.nextID, userID: userID, slot: slot, now: now, sink: sink)
       state.nextID += 1
-      state.slots[slot][session.id] = session
+      let newLoop = state.loops[key] == nil
+      state.loops[key, default: LoopSessions(eventLoop: sink.eventLoop)].slots[slot][session.id] =
+        session
       state.count += 1
       // Recorded under the lock: outside it, concurrent updates could land out of order and
       // leave the gauge stale.
       connected.record(state.count)
-      return .success(session)
+      return .success((session, newLoop && state.timersStart != nil))
+    }
+    return admitted.map { session, startTimer in
+      if startTimer { self.startTimer(on: sink.eventLoop) }
+      return session
     }
   }
 
   func remove(_ session: ClientSession) {
+    let key = ObjectIdentifier(session.sink.eventLoop)
     state.withLock { state in
-      guard state.slots[session.slot].removeValue(forKey: session.id) != nil else { return }
+      guard state.loops[key]?.slots[session.slot].removeValue(forKey: session.id) != nil else {
+        return
+      }
       state.count -= 1
       connected.record(state.count)
     }
@@ -137,36 +161,77 @@ final class PingScheduler: Sendable {
   func drain(_ reason: RPCError) {
     let sessions = state.withLock { state in
       state.draining = true
-      return state.slots.flatMap(\.values)
+      return state.loops.values.flatMap { $0.slots.flatMap(\.values) }
     }
     for session in sessions { session.close(reason) }
   }
 
-  /// The timer loop; returns when cancelled.
+  /// Runs a timer on each event loop that carries sessions (loops that get their first
+  /// session later get theirs then); returns when cancelled, with every timer stopped.
   func run() async {
-    let clock = ContinuousClock()
-    let start = clock.now
-    var fired: Int64 = -1
-    while !Task.isCancelled {
-      let now = clock.now
-      let dueAt = start + Self.tick * (fired + 1)
-      timerLateness.recordInterval(since: dueAt, now: now)
-      if let stall = Self.stall(wokeAt: now, dueAt: dueAt) {
-        noteStall(of: stall, in: "the ping timer", endingAt: now)
-      }
-      let due = Int64((now - start) / Self.tick)
-      if let ticks = Self.ticksToVisit(fired: fired, due: due) {
-        visit(ticks: ticks, now: now, listeningSince: lastStallEnded.withLock { $0 })
-        fired = due
-      }
-      try? await Task.sleep(until: start + Self.tick * (fired + 1), clock: clock)
+    let loops = state.withLock { state in
+      state.timersStart = .now
+      return state.loops.values.map(\.eventLoop)
     }
+    for loop in loops { startTimer(on: loop) }
+    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+    let timers = state.withLock { state in
+      state.timersStart = nil
+      defer { state.timers = [:] }
+      return Array(state.timers.values)
+    }
+    for timer in timers { timer.eventLoop.execute { timer.value.stop() } }
+  }
+
+  /// Starts `loop`'s timer, on the loop, unless it has one or ``run()`` has ended.
+  private func startTimer(on loop: any EventLoop) {
+    loop.execute {
+      let key = ObjectIdentifier(loop)
+      let timer = NIOLoopBound(LoopTimer(scheduler: self, eventLoop: loop), eventLoop: loop)
+      let start = self.state.withLock { state -> ContinuousClock.Instant? in
+        guard let start = state.timersStart, state.timers[key] == nil else { return nil }
+        state.timers[key] = timer
+        return start
+      }
+      if let start { timer.value.start(at: start) }
+    }
+  }
+
+  /// `loop`'s timer woke at `now` for the tick after `fired` (ticks counted from `start`):
+  /// visits what is due and returns the last tick visited.
+  fileprivate func timerFired(
+    on loop: any EventLoop, start: ContinuousClock.Instant, fired: Int64,
+    now: ContinuousClock.Instant
+  ) -> Int64 {
+    let dueAt = start + Self.tick * (fired + 1)
+    timerLateness.recordInterval(since: dueAt, now: now)
+    if let stall = Self.stall(wokeAt: now, dueAt: dueAt) {
+      noteStall(of: stall, in: "the ping timer", endingAt: now)
+    }
+    let due = Int64((now - start) / Self.tick)
+    guard let ticks = Self.ticksToVisit(fired: fired, due: due) else { return fired }
+    visit(
+      ticks: ticks, now: now, listeningSince: lastStallEnded.withLock { $0 }, onlyOn: loop)
+    return due
+  }
+
+  /// The flushes `loop` holds back while it writes a batch of pings (``FlushBatch``), for the
+  /// connections it carries. On `loop`.
+  func flushBatch(on loop: any EventLoop) -> FlushBatch {
+    flushBatches.value(on: loop)
   }
 
   /// Records a stall of the gateway (its timer loop, or an event loop carrying its
   /// connections, ran `length` late) that ended at `end`: every pong deadline restarts there.
+  /// A stall seen twice (by a loop's timer and by the listener's watch, or by several loops
+  /// of one stopped process) is counted and logged once.
   func noteStall(of length: Duration, in part: String, endingAt end: ContinuousClock.Instant) {
-    lastStallEnded.withLock { $0 = max($0 ?? end, end) }
+    let seen = lastStallEnded.withLock { last -> Bool in
+      defer { last = max(last ?? end, end) }
+      guard let last else { return false }
+      return end - last < Self.stallThreshold && last - end < Self.stallThreshold
+    }
+    guard !seen else { return }
     stalls.increment()
     logger.warning(
       "gateway stalled: pong deadlines restart now",
@@ -195,22 +260,28 @@ final class PingScheduler: Sendable {
 
   /// Visits the slots of `ticks` at `now`: pings each session there, or ends those silent for
   /// longer than the pong timeout since they were last heard or since `listeningSince` (the
-  /// end of the gateway's last stall), whichever is later. ``run()`` calls it on every 10 ms
-  /// tick; tests call it with times of their own, so the schedule is checked without
-  /// depending on wall-clock timing.
+  /// end of the gateway's last stall), whichever is later.
+  ///
+  /// A loop's timer calls it on every 10 ms tick for its own loop (`onlyOn`), on that loop:
+  /// the pings are written at once, in one ``FlushBatch``. Tests call it for every loop with
+  /// times of their own, so the schedule is checked without depending on wall-clock timing;
+  /// each loop's pings are then written by one task on that loop, in one batch too.
   @discardableResult
   func visit(
     ticks: ClosedRange<Int64>, now: ContinuousClock.Instant,
-    listeningSince: ContinuousClock.Instant? = nil
+    listeningSince: ContinuousClock.Instant? = nil, onlyOn loop: (any EventLoop)? = nil
   ) -> (sent: Int, expired: Int) {
     var sent = 0
     var expired = 0
-    // Pings of streams served on event loops, one batch per loop: one event-loop task each,
-    // whose writes the connections flush together.
+    // The due pings, by event loop.
     var batches: [(loop: any EventLoop, sinks: [PingSink])] = []
+    let only = loop.map(ObjectIdentifier.init)
     for tick in ticks {
       let slot = Int(tick % Int64(Self.slotCount))
-      let sessions = state.withLock { Array($0.slots[slot].values) }
+      let sessions = state.withLock { state in
+        if let only { return state.loops[only].map { Array($0.slots[slot].values) } ?? [] }
+        return state.loops.values.flatMap { $0.slots[slot].values }
+      }
       for session in sessions {
         switch session.tick(now: now, timeout: pongTimeout, listeningSince: listeningSince) {
         case .pinged:
@@ -226,17 +297,69 @@ final class PingScheduler: Sendable {
         }
       }
     }
-    let batchDelay = self.batchDelay
     for batch in batches {
       let sinks = batch.sinks
-      batch.loop.execute {
-        for sink in sinks { sink.ping() }
-        batchDelay.recordInterval(since: now, now: .now)
+      if loop != nil {
+        ping(sinks, on: batch.loop, visitedAt: now)
+      } else {
+        batch.loop.execute { self.ping(sinks, on: batch.loop, visitedAt: now) }
       }
     }
     if sent > 0 { pingsSent.increment(by: sent) }
     if expired > 0 { timeouts.increment(by: expired) }
     return (sent, expired)
+  }
+
+  /// Writes the pings of `sinks`, all served on `loop`, in one batch. On `loop`.
+  private func ping(_ sinks: [PingSink], on loop: any EventLoop, visitedAt: ContinuousClock.Instant)
+  {
+    flushBatch(on: loop).run {
+      for sink in sinks { sink.ping() }
+    }
+    batchDelay.recordInterval(since: visitedAt, now: .now)
+  }
+}
+
+/// One event loop's ping timer: wakes on each 10 ms tick of the scheduler's wheel (every tick
+/// counted from the same start, so a late wake-up visits what it missed and the next one is
+/// not pushed back), and has the scheduler visit the loop's sessions. On its loop only.
+final class LoopTimer {
+  private let scheduler: PingScheduler
+  private let eventLoop: any EventLoop
+  private var start = ContinuousClock.Instant.now
+  private var fired: Int64 = -1
+  private var scheduled: Scheduled<Void>?
+  private var stopped = false
+
+  fileprivate init(scheduler: PingScheduler, eventLoop: any EventLoop) {
+    self.scheduler = scheduler
+    self.eventLoop = eventLoop
+  }
+
+  /// Ticks from `start` on (tick 0 due then).
+  fileprivate func start(at start: ContinuousClock.Instant) {
+    self.start = start
+    self.fired = Int64((ContinuousClock.now - start) / PingScheduler.tick) - 1
+    arm()
+  }
+
+  fileprivate func stop() {
+    stopped = true
+    scheduled?.cancel()
+    scheduled = nil
+  }
+
+  private func arm() {
+    guard !stopped else { return }
+    let due = start + PingScheduler.tick * (fired + 1)
+    let delay = max(due - ContinuousClock.now, .zero)
+    scheduled = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) { self.fire() }
+  }
+
+  private func fire() {
+    guard !stopped else { return }
+    fired = scheduler.timerFired(on: eventLoop, start: start, fired: fired, now: .now)
+    arm()
   }
 }
 

@@ -74,6 +74,7 @@ enum Harness {
     finalFlushBudget: Duration = .milliseconds(500), tls: ServerTLSConfiguration? = nil,
     statusSecurity: ClientSecurity = .plaintext, tracer: any Tracer = NoOpTracer(),
     clock: @escaping MillisClock = systemMillisClock,
+    keepalive: ConnectionKeepalive = ConnectionKeepalive(),
     _ body: (HostPort, Gateway, PresenceReporter, ServiceGroup) async throws -> T
   ) async throws -> T {
     var configuration = GatewayServer.Configuration(
@@ -87,6 +88,7 @@ enum Harness {
     configuration.reporter.finalFlushBudget = finalFlushBudget
     configuration.reporter.security = statusSecurity
     configuration.reporter.wallClock = clock
+    configuration.keepalive = keepalive
     let gateway = try GatewayServer.build(
       configuration: configuration, logger: logger, tracer: tracer)
     return try await withServiceGroup(gateway.services, logger: logger) { group in
