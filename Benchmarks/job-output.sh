@@ -10,6 +10,8 @@
 #   STALLED: `jobctl logs` of the finished job into pipes nobody reads (10; 0 skips that
 #   part): the server's RSS before and 5 s after they connected, i.e. what a stalled reader
 #   holds on the server.
+#   COMPARE_JOBCTL: another jobctl binary, measured against the same server and job, its runs
+#   interleaved with BIN_DIR's (e.g. the build before a change).
 # Needs root and cgroups (a real jobworker runs the jobs). Loopback only, certificates, data
 # directory and cgroup name private to this run; everything is removed at the end, and every
 # step has a timeout, so the whole run is bounded (about 15 minutes at most).
@@ -69,24 +71,37 @@ got=$(timeout 120 "$bin/jobctl" logs "$id" | sha256sum | cut -d' ' -f1)
 [ "$got" = "$expected" ] && echo "== logs: exact bytes (sha256 matches the stored log)" \
   || { echo "== logs: WRONG BYTES ($got, stored $expected)"; exit 1; }
 
-echo "== jobctl logs ID > /dev/null, ${size_mib} MiB, $runs runs"
-: > "$work/logs.txt"
+# One series per client binary: `jobctl` of BIN_DIR, and COMPARE_JOBCTL's when it is set
+# (another build against the same server, job and log, the runs interleaved).
+clients=(this) && [ -n "${COMPARE_JOBCTL:-}" ] && clients+=(compare)
+echo "== jobctl logs ID > /dev/null, ${size_mib} MiB, $runs runs${COMPARE_JOBCTL:+ each,} ${COMPARE_JOBCTL:+interleaved with $COMPARE_JOBCTL}"
+for client in "${clients[@]}"; do : > "$work/logs-$client.txt"; done
 hz=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do
-  before=$(cpu_ticks)
-  timeout 120 /usr/bin/time -f "%e %U %S %R %M" -o "$work/time.txt" \
-    "$bin/jobctl" logs "$id" > /dev/null
-  server_cpu=$(awk -v a="$before" -v b="$(cpu_ticks)" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
-  read -r elapsed user sys faults max_rss < "$work/time.txt"
-  mbps=$(awk -v s="$size" -v e="$elapsed" 'BEGIN {printf "%.0f", (e > 0 ? s / e / 1e6 : 0)}')
-  echo "$elapsed $mbps $user $sys $faults $max_rss $server_cpu" >> "$work/logs.txt"
-  echo "run $run: ${elapsed} s (${mbps} MB/s), jobctl user ${user} s sys ${sys} s," \
-    "${faults} minor faults, max RSS ${max_rss} KiB; server CPU ${server_cpu} s"
+  for client in "${clients[@]}"; do
+    jobctl="$bin/jobctl"
+    [ "$client" = compare ] && jobctl=$COMPARE_JOBCTL
+    before=$(cpu_ticks)
+    # Elapsed from the shell's microsecond clock: /usr/bin/time's %e has 10 ms steps, a tenth
+    # of a run here.
+    start=$EPOCHREALTIME
+    timeout 120 /usr/bin/time -f "%U %S %R %M" -o "$work/time.txt" "$jobctl" logs "$id" > /dev/null
+    elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.4f", b - a}')
+    server_cpu=$(awk -v a="$before" -v b="$(cpu_ticks)" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
+    read -r user sys faults max_rss < "$work/time.txt"
+    mbps=$(awk -v s="$size" -v e="$elapsed" 'BEGIN {printf "%.0f", (e > 0 ? s / e / 1e6 : 0)}')
+    echo "$elapsed $mbps $user $sys $faults $max_rss $server_cpu" >> "$work/logs-$client.txt"
+    echo "run $run ($client): ${elapsed} s (${mbps} MB/s), jobctl user ${user} s sys ${sys} s," \
+      "${faults} minor faults, max RSS ${max_rss} KiB; server CPU ${server_cpu} s"
+  done
 done
-for column in 1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7:server_cpu_s; do
-  values=$(cut -d' ' -f"${column%%:*}" "$work/logs.txt")
-  echo "median ${column#*:}: $(echo "$values" | median) (min $(echo "$values" | sort -n | head -1)," \
-    "max $(echo "$values" | sort -n | tail -1))"
+for client in "${clients[@]}"; do
+  [ "$client" = compare ] && echo "== $COMPARE_JOBCTL:" || echo "== $bin/jobctl:"
+  for column in 1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7:server_cpu_s; do
+    values=$(cut -d' ' -f"${column%%:*}" "$work/logs-$client.txt")
+    echo "median ${column#*:}: $(echo "$values" | median) (min $(echo "$values" | sort -n | head -1)," \
+      "max $(echo "$values" | sort -n | tail -1))"
+  done
 done
 
 if [ "$stalled" -gt 0 ]; then

@@ -49,11 +49,13 @@ enum OutputStreamer {
   /// transfer takes depends on the output's size and on whoever reads our standard output
   /// (`jobctl logs ID | less`), and following lasts as long as the job.
   ///
-  /// Each message is written out before the next one is read, and the write suspends this
-  /// task (not a thread of the cooperative pool) while standard output is blocked. So when the
-  /// reader stalls, gRPC's inbound buffer fills, the HTTP/2 stream window (which
+  /// Messages are written out while the next ones are read, up to
+  /// ``StandardOutput/Writer/maxQueuedBytes`` queued; past that the stream waits, suspending
+  /// this task (not a thread of the cooperative pool) while standard output is blocked. So
+  /// when the reader stalls, gRPC's inbound buffer fills, the HTTP/2 stream window (which
   /// ``JobWorkerConnection/streamWindowBytes`` keeps small) closes and the server's
-  /// `response.write` suspends: memory stays bounded however large the output.
+  /// `response.write` suspends: memory stays bounded however large the output. Everything
+  /// queued is written before this returns (or throws).
   static func stream(
     id: String, connection: JobWorkerConnection, limit: UInt64?
   ) async throws -> Jobworker_V1_JobStatus? {
@@ -75,23 +77,35 @@ enum OutputStreamer {
         .with { $0.jobID = id }, options: connection.followOptions
       ) { response in
         answered()
+        let output = StandardOutput.Writer()
         var written: UInt64 = 0
-        for try await message in response.messages {
-          switch message.event {
-          case .output(var data):
-            if let limit, written + UInt64(data.count) > limit {
-              data = data.prefix(Int(limit - written))
+        do {
+          for try await message in response.messages {
+            switch message.event {
+            case .output(var data):
+              if let limit, written + UInt64(data.count) > limit {
+                data = data.prefix(Int(limit - written))
+              }
+              try await output.write(data)
+              written += UInt64(data.count)
+              // Returning ends the call: the server sees a cancelled stream and stops cheaply.
+              if let limit, written >= limit {
+                try await output.finish()
+                return nil
+              }
+            case .finalStatus(let status):
+              try await output.finish()
+              return status
+            case .none:
+              continue
             }
-            try await StandardOutput.write(data)
-            written += UInt64(data.count)
-            // Returning ends the call: the server sees a cancelled stream and stops cheaply.
-            if let limit, written >= limit { return nil }
-          case .finalStatus(let status):
-            return status
-          case .none:
-            continue
           }
+        } catch {
+          // What arrived before the failure still reaches standard output, if it can.
+          try? await output.finish()
+          throw error
         }
+        try? await output.finish()
         throw JobCtlError("the server ended the output stream without a final status")
       }
     }

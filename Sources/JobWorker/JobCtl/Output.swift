@@ -176,41 +176,99 @@ struct JobJSON: Encodable {
 }
 
 /// Raw job output to standard output, byte for byte (never decoded as text).
+///
+/// The writes of one stream are pipelined (``Writer``): a message is handed to the writing
+/// thread and the next one is read while it is written, up to ``Writer/maxQueuedBytes``
+/// queued; past that the stream waits. So a fast reader of our standard output does not pay
+/// two thread hand-offs per message in series with the network, and a stalled one still
+/// holds the transfer back (the gRPC buffer fills, the HTTP/2 window closes, the server
+/// waits) with at most that much queued here.
 enum StandardOutput {
   /// The one thread that blocks in write(2) when standard output does (a full pipe, a
   /// terminal on hold). A serial queue keeps the writes in order.
   private static let queue = DispatchQueue(label: "jobctl.stdout")
 
-  /// Writes all of `bytes`, suspending the caller until they are written, without blocking a
-  /// thread of the cooperative pool (one per core, shared by every task of the process).
-  ///
-  /// Cancellation resumes the caller at once with `CancellationError` (a second ^C must end
-  /// `run` even while standard output is stuck); the write then finishes or fails on its own,
-  /// and the process is about to exit anyway.
-  static func write(_ bytes: Data) async throws {
-    try Task.checkCancellation()
-    let pending = PendingWrite()
-    try await withTaskCancellationHandler {
-      try await withCheckedThrowingContinuation { continuation in
-        pending.continuation.withLock { $0 = continuation }
-        queue.async {
-          let result = Result { try writeBlocking(bytes) }
-          pending.continuation.withLock { $0.take() }?.resume(with: result)
-        }
+  /// One stream's writes to standard output, in order.
+  final class Writer: Sendable {
+    /// Bytes handed to the writing thread and not yet written, beyond which ``write(_:)``
+    /// waits.
+    static let maxQueuedBytes = 1 << 20
+
+    private struct State {
+      var queued = 0
+      /// The first write that failed; every later call throws it.
+      var failure: (any Error)?
+      /// The caller waiting for the queue to drain to `waitingFor` bytes or fewer.
+      var waiter: CheckedContinuation<Void, any Error>?
+      var waitingFor = 0
+    }
+
+    private let state = Mutex(State())
+
+    init() {}
+
+    /// Queues `bytes`; suspends the caller (never a thread of the cooperative pool) while
+    /// more than ``maxQueuedBytes`` are queued. Throws the error of an earlier write that
+    /// failed (standard output closed).
+    ///
+    /// Cancellation resumes the caller at once with `CancellationError` (a second ^C must end
+    /// `run` even while standard output is stuck); queued writes then finish or fail on their
+    /// own, and the process is about to exit anyway.
+    func write(_ bytes: Data) async throws {
+      try Task.checkCancellation()
+      let queued = try state.withLock { state -> Int in
+        if let failure = state.failure { throw failure }
+        state.queued += bytes.count
+        return state.queued
       }
-    } onCancel: {
-      pending.continuation.withLock { $0.take() }?.resume(throwing: CancellationError())
+      StandardOutput.queue.async { self.written(bytes) }
+      if queued > Self.maxQueuedBytes { try await drained(to: Self.maxQueuedBytes / 2) }
+    }
+
+    /// Waits until everything queued is written; throws if a write failed.
+    func finish() async throws {
+      try await drained(to: 0)
+    }
+
+    private func drained(to bytes: Int) async throws {
+      try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { continuation in
+          let ready = state.withLock { state -> Result<Void, any Error>? in
+            if let failure = state.failure { return .failure(failure) }
+            if state.queued <= bytes { return .success(()) }
+            // Cancelled before the waiter is set: the handler found none to resume.
+            if Task.isCancelled { return .failure(CancellationError()) }
+            state.waiter = continuation
+            state.waitingFor = bytes
+            return nil
+          }
+          if let ready { continuation.resume(with: ready) }
+        }
+      } onCancel: {
+        state.withLock { $0.waiter.take() }?.resume(throwing: CancellationError())
+      }
+    }
+
+    /// On the writing thread: writes `bytes` (unless an earlier write failed), then wakes the
+    /// waiter if the queue drained far enough.
+    private func written(_ bytes: Data) {
+      let failed = state.withLock { $0.failure != nil }
+      let result = failed ? .success(()) : Result { try StandardOutput.writeBlocking(bytes) }
+      let waiter = state.withLock {
+        state -> (CheckedContinuation<Void, any Error>, Result<Void, any Error>)? in
+        state.queued -= bytes.count
+        if case .failure(let error) = result, state.failure == nil { state.failure = error }
+        guard state.waiter != nil else { return nil }
+        if let failure = state.failure { return (state.waiter.take()!, .failure(failure)) }
+        guard state.queued <= state.waitingFor else { return nil }
+        return (state.waiter.take()!, .success(()))
+      }
+      if let (continuation, result) = waiter { continuation.resume(with: result) }
     }
   }
 
-  /// The waiting caller, resumed exactly once: by the write or by cancellation, whichever
-  /// takes it first.
-  private final class PendingWrite: Sendable {
-    let continuation = Mutex<CheckedContinuation<Void, any Error>?>(nil)
-  }
-
   /// write(2) until done; blocks while standard output does.
-  private static func writeBlocking(_ bytes: Data) throws {
+  fileprivate static func writeBlocking(_ bytes: Data) throws {
     try bytes.withUnsafeBytes { buffer in
       var offset = 0
       while offset < buffer.count {

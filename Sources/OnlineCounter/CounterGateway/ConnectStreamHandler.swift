@@ -187,19 +187,41 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   private func readPongs(_ stream: ConnectStream, context: ChannelHandlerContext) {
     do {
       while let message = try reader.next() {
-        let pong: Tenten_Interview_Pong
-        do {
-          pong = try Tenten_Interview_Pong(serializedBytes: Array(message.readableBytesView))
-        } catch {
-          finish(context: context, status: 13, message: "could not parse a Pong: \(error)")
-          return
+        let status: Tenten_Interview_Status
+        if let canonical = Self.canonicalPongStatus(message) {
+          status = canonical
+        } else {
+          do {
+            status = try Tenten_Interview_Pong(serializedBytes: Array(message.readableBytesView))
+              .status
+          } catch {
+            finish(context: context, status: 13, message: "could not parse a Pong: \(error)")
+            return
+          }
         }
-        guard gateway.pongReceived(pong.status, on: stream) else {
+        guard gateway.pongReceived(status, on: stream) else {
           return  // flooded: the session is closed, and its end sends the status
         }
       }
     } catch {
       finish(context: context, status: error.status, message: error.message)
+    }
+  }
+
+  /// The status of a `Pong` in the encoding every client sends (field 1 as a one-byte varint,
+  /// or nothing for the default), read without allocating; `nil` for any other encoding,
+  /// which SwiftProtobuf decodes (unknown fields, repeated or multi-byte values, garbage).
+  static func canonicalPongStatus(_ message: ByteBuffer) -> Tenten_Interview_Status? {
+    switch message.readableBytes {
+    case 0:
+      return .unknown
+    case 2:
+      guard message.getInteger(at: message.readerIndex, as: UInt8.self) == 0x08,  // field 1, varint
+        let value = message.getInteger(at: message.readerIndex + 1, as: UInt8.self), value < 0x80
+      else { return nil }
+      return Tenten_Interview_Status(rawValue: Int(value))
+    default:
+      return nil
     }
   }
 

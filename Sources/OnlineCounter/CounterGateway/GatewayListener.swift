@@ -100,8 +100,8 @@ public final class GatewayListener: Service, Sendable {
       try NIOSSLContext(configuration: try $0.makeTLSConfiguration())
     }
     self.logger = logger
-    let period = configuration.keepalive.sweepPeriod
-    self.keepaliveSweeps = PerEventLoop { KeepaliveSweep(eventLoop: $0, period: period) }
+    let keepalive = configuration.keepalive
+    self.keepaliveSweeps = PerEventLoop { KeepaliveSweep(eventLoop: $0, keepalive: keepalive) }
   }
 
   /// The bound address, once listening (`nil` if binding failed).
@@ -260,9 +260,7 @@ public final class GatewayListener: Service, Sendable {
     }
     try sync.addHandler(management)
     try sync.addHandler(
-      KeepaliveHandler(
-        keepalive: configuration.keepalive,
-        sweep: keepaliveSweeps.value(on: channel.eventLoop)))
+      KeepaliveHandler(sweep: keepaliveSweeps.value(on: channel.eventLoop)))
     try sync.addPingPacing()
   }
 }

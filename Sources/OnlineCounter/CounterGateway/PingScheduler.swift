@@ -210,8 +210,7 @@ final class PingScheduler: Sendable {
     }
     let due = Int64((now - start) / Self.tick)
     guard let ticks = Self.ticksToVisit(fired: fired, due: due) else { return fired }
-    visit(
-      ticks: ticks, now: now, listeningSince: lastStallEnded.withLock { $0 }, onlyOn: loop)
+    visit(ownLoop: loop, ticks: ticks, now: now)
     return due
   }
 
@@ -258,65 +257,82 @@ final class PingScheduler: Sendable {
     return first <= due ? first...due : nil
   }
 
-  /// Visits the slots of `ticks` at `now`: pings each session there, or ends those silent for
-  /// longer than the pong timeout since they were last heard or since `listeningSince` (the
-  /// end of the gateway's last stall), whichever is later.
+  /// Visits the slots of `ticks` at `now`, for every event loop: pings each session there, or
+  /// ends those silent for longer than the pong timeout since they were last heard or since
+  /// `listeningSince` (the end of the gateway's last stall), whichever is later. Each loop's
+  /// pings are written by one task on that loop, in one ``FlushBatch``.
   ///
-  /// A loop's timer calls it on every 10 ms tick for its own loop (`onlyOn`), on that loop:
-  /// the pings are written at once, in one ``FlushBatch``. Tests call it for every loop with
-  /// times of their own, so the schedule is checked without depending on wall-clock timing;
-  /// each loop's pings are then written by one task on that loop, in one batch too.
+  /// Tests call it with times of their own, so the schedule is checked without depending on
+  /// wall-clock timing; the loops' timers visit their own loop (``visit(ownLoop:ticks:now:)``).
   @discardableResult
   func visit(
     ticks: ClosedRange<Int64>, now: ContinuousClock.Instant,
-    listeningSince: ContinuousClock.Instant? = nil, onlyOn loop: (any EventLoop)? = nil
+    listeningSince: ContinuousClock.Instant? = nil
+  ) -> (sent: Int, expired: Int) {
+    var batches: [(loop: any EventLoop, sinks: [PingSink])] = []
+    let counts = decide(ticks: ticks, now: now, listeningSince: listeningSince, on: nil) {
+      let sink = $0.sink
+      if let index = batches.firstIndex(where: { $0.loop === sink.eventLoop }) {
+        batches[index].sinks.append(sink)
+      } else {
+        batches.append((sink.eventLoop, [sink]))
+      }
+    }
+    for (loop, sinks) in batches {
+      loop.execute {
+        self.flushBatch(on: loop).run {
+          for sink in sinks { sink.ping() }
+        }
+        self.batchDelay.recordInterval(since: now, now: .now)
+      }
+    }
+    return counts
+  }
+
+  /// A loop's timer's visit of its own loop's sessions, on that loop: as
+  /// ``visit(ticks:now:listeningSince:)``, each ping written as it is decided, all of them in
+  /// one ``FlushBatch``.
+  private func visit(
+    ownLoop loop: any EventLoop, ticks: ClosedRange<Int64>, now: ContinuousClock.Instant
+  ) {
+    let listeningSince = lastStallEnded.withLock { $0 }
+    flushBatch(on: loop).run {
+      decide(ticks: ticks, now: now, listeningSince: listeningSince, on: ObjectIdentifier(loop)) {
+        $0.sink.ping()
+      }
+    }
+    batchDelay.recordInterval(since: now, now: .now)
+  }
+
+  /// Decides each session in the slots of `ticks` (of the loop `loop` names, or of every
+  /// loop): `ping` for those due a ping, the end for the silent ones. Counts both.
+  @discardableResult
+  private func decide(
+    ticks: ClosedRange<Int64>, now: ContinuousClock.Instant,
+    listeningSince: ContinuousClock.Instant?, on loop: ObjectIdentifier?,
+    ping: (ClientSession) -> Void
   ) -> (sent: Int, expired: Int) {
     var sent = 0
     var expired = 0
-    // The due pings, by event loop.
-    var batches: [(loop: any EventLoop, sinks: [PingSink])] = []
-    let only = loop.map(ObjectIdentifier.init)
     for tick in ticks {
       let slot = Int(tick % Int64(Self.slotCount))
       let sessions = state.withLock { state in
-        if let only { return state.loops[only].map { Array($0.slots[slot].values) } ?? [] }
+        if let loop { return state.loops[loop].map { Array($0.slots[slot].values) } ?? [] }
         return state.loops.values.flatMap { $0.slots[slot].values }
       }
       for session in sessions {
         switch session.tick(now: now, timeout: pongTimeout, listeningSince: listeningSince) {
         case .pinged:
           sent += 1
-          let sink = session.sink
-          if let index = batches.firstIndex(where: { $0.loop === sink.eventLoop }) {
-            batches[index].sinks.append(sink)
-          } else {
-            batches.append((sink.eventLoop, [sink]))
-          }
+          ping(session)
         case .expired: expired += 1
         case .closed: break
         }
       }
     }
-    for batch in batches {
-      let sinks = batch.sinks
-      if loop != nil {
-        ping(sinks, on: batch.loop, visitedAt: now)
-      } else {
-        batch.loop.execute { self.ping(sinks, on: batch.loop, visitedAt: now) }
-      }
-    }
     if sent > 0 { pingsSent.increment(by: sent) }
     if expired > 0 { timeouts.increment(by: expired) }
     return (sent, expired)
-  }
-
-  /// Writes the pings of `sinks`, all served on `loop`, in one batch. On `loop`.
-  private func ping(_ sinks: [PingSink], on loop: any EventLoop, visitedAt: ContinuousClock.Instant)
-  {
-    flushBatch(on: loop).run {
-      for sink in sinks { sink.ping() }
-    }
-    batchDelay.recordInterval(since: visitedAt, now: .now)
   }
 }
 

@@ -188,6 +188,29 @@ import Tracing
     #expect(gateway.connectedClients == 0)
   }
 
+  /// The pong fast path reads what SwiftProtobuf reads for every status a client sends, and
+  /// leaves every other encoding of a `Pong` to SwiftProtobuf.
+  @Test func canonicalPongsAreReadAsSwiftProtobufReadsThem() throws {
+    let statuses: [Tenten_Interview_Status] = [
+      .unknown, .even, .odd, .UNRECOGNIZED(3), .UNRECOGNIZED(127),
+    ]
+    for status in statuses {
+      let bytes: [UInt8] = try Tenten_Interview_Pong.with { $0.status = status }.serializedBytes()
+      #expect(ConnectStreamHandler.canonicalPongStatus(ByteBuffer(bytes: bytes)) == status)
+      #expect(try Tenten_Interview_Pong(serializedBytes: bytes).status == status)
+    }
+    let others: [[UInt8]] = [
+      [0x08, 0x80, 0x01],  // 128: a two-byte varint
+      [0x08],  // truncated
+      [0x10, 0x01],  // field 2
+      [0x09, 0x01],  // field 1 with the wrong wire type
+      [0x08, 0x01, 0x08, 0x02],  // field 1 twice: the last wins
+    ]
+    for bytes in others {
+      #expect(ConnectStreamHandler.canonicalPongStatus(ByteBuffer(bytes: bytes)) == nil)
+    }
+  }
+
   @Test func aFullGatewayRefusesWithResourceExhausted() throws {
     let gateway = try Self.gateway(maxClients: 1)
     let first = try Self.channel(gateway)
