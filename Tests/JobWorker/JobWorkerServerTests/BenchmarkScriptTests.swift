@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// The start path, memory and CLI path benchmarks (issue 13) in their shortest form: they run against
+/// The start path, memory, CLI path and output path benchmarks (issue 13) in their shortest form: they run against
 /// the built products, print every row and clean up. Only that they work is checked, never a
 /// figure: performance is measured by running them in full (`docs/benchmarks.md`).
 @Suite(
@@ -45,6 +45,27 @@ struct BenchmarkScriptTests {
       "MemTotal-MemAvailable", "SUnreclaim", "PageTables", "worker RSS growth per job:",
       "host memory per job above the program:", "the same as the sum of", "slab caches grown most per job",
       "(server shutdown with the jobs:",
+    ] {
+      #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
+    }
+  }
+
+  /// 1 MiB, two runs of each of two clients (the same `jobctl` twice, through
+  /// `COMPARE_JOBCTL`), one stalled reader, two followers.
+  @Test(.requires(.tool("bash", install: "apt-get install bash")))
+  func outputScriptRuns() async throws {
+    let bash = try #require(TestEnvironment.which("bash"))
+    let script = packageRoot.appending(path: "Benchmarks/job-output.sh").path
+    var environment = ProcessInfo.processInfo.environment
+    environment["COMPARE_JOBCTL"] = Self.binDirectory + "/jobctl"
+    // Bounded by the script's own timeouts; 180 s is far above a short run (~15 s).
+    let result = try await runProcess(
+      bash, [script, Self.binDirectory, "1", "2", "2", "1"], environment: environment,
+      timeout: .seconds(180))
+    #expect(result.status == 0, "\(result.output)")
+    for row in [
+      "logs: exact bytes", "interleaved with", "median elapsed_s:", "median server_cpu_s:",
+      "with 1 stalled readers", "followers: 2, failed 0, wrong byte count 0", "aggregate:",
     ] {
       #expect(result.stdout.contains(row), "no \(row) in: \(result.output)")
     }
