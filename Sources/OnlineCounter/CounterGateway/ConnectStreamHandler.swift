@@ -43,7 +43,8 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   private enum State {
     /// Before the request headers.
     case idle
-    case open(ConnectStream)
+    /// Admitted: ``stream`` is set.
+    case open
     /// Trailers sent (or the stream reset); nothing more is read or written.
     case ended
     /// Another method: the stream is served by the handler after this one.
@@ -55,6 +56,10 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   /// Where calls for other methods go.
   private let otherMethods: InProcessTransport.Client?
   private var state = State.idle
+  /// The admitted stream, while ``state`` is `open`; kept apart from the state so that a read
+  /// touches only the session (a `State` with the stream in it was copied, span and all, on
+  /// every frame).
+  private var stream: ConnectStream?
   private var reader: GRPCMessageReader
   /// Pings written whose write has not completed.
   private var unsent = 0
@@ -97,10 +102,10 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
       if headers.endStream, case .open = state { clientLeft(context: context) }
     case (.headers(let trailers), .open) where trailers.endStream:
       clientLeft(context: context)
-    case (.data(let data), .open(let stream)):
-      guard case .byteBuffer(let bytes) = data.data else { return }
+    case (.data(let data), .open):
+      guard case .byteBuffer(let bytes) = data.data, let session = stream?.session else { return }
       reader.append(bytes)
-      readPongs(stream, context: context)
+      readPongs(session, context: context)
       if data.endStream, case .open = state { clientLeft(context: context) }
     case (.data, .idle), (.headers, .open):
       finish(context: context, status: 13, message: "malformed gRPC request")
@@ -112,8 +117,9 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   func channelInactive(context: ChannelHandlerContext) {
     // The stream closed: reset by the client, its connection gone, or our own close after
     // the trailers.
-    if case .open(let stream) = state {
+    if case .open = state, let stream {
       state = .ended
+      self.stream = nil
       stream.session.taskEnded(CancellationError())
       gateway.streamEnded(stream)
     }
@@ -166,7 +172,8 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     case .failure(let error):
       finish(context: context, status: error.code.rawValue, message: error.message)
     case .success(let stream):
-      state = .open(stream)
+      state = .open
+      self.stream = stream
       context.write(
         wrapOutboundOut(.headers(.init(headers: Self.responseHeaders))), promise: nil)
       ping()  // the first ping at once, not on the slot
@@ -184,7 +191,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 
   // MARK: Pongs
 
-  private func readPongs(_ stream: ConnectStream, context: ChannelHandlerContext) {
+  private func readPongs(_ session: ClientSession, context: ChannelHandlerContext) {
     do {
       while let message = try reader.next() {
         let status: Tenten_Interview_Status
@@ -199,7 +206,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
             return
           }
         }
-        guard gateway.pongReceived(status, on: stream) else {
+        guard gateway.pongReceived(status, on: session) else {
           return  // flooded: the session is closed, and its end sends the status
         }
       }
@@ -226,7 +233,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
   }
 
   private func clientLeft(context: ChannelHandlerContext) {
-    guard case .open(let stream) = state else { return }
+    guard case .open = state, let stream else { return }
     // The client ended its side: it is leaving. OK.
     stream.session.taskEnded(nil)
     finish(context: context, status: 0, message: nil)
@@ -245,7 +252,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     context.writeAndFlush(wrapOutboundOut(frame), promise: promise)
     if unsent > limits.maxUnsentPings {
       // The client does not read: reset the stream (trailers would queue behind the pings).
-      if case .open(let stream) = state {
+      if case .open = state, let stream {
         stream.session.close(
           RPCError(code: .resourceExhausted, message: "the client does not read its pings"))
       }
@@ -255,7 +262,7 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
 
   /// The session ended (the scheduler's timeout, a flood, the drain, or this handler itself).
   private func sessionEnded() {
-    guard case .open(let stream) = state, let context else { return }
+    guard case .open = state, let stream, let context else { return }
     if let error = stream.session.endError as? RPCError {
       finish(context: context, status: error.code.rawValue, message: error.message)
     } else {
@@ -270,15 +277,18 @@ final class ConnectStreamHandler: ChannelInboundHandler, RemovableChannelHandler
     switch state {
     case .ended, .routed: return
     case .idle: started = false
-    case .open(let stream):
+    case .open:
       started = true
-      if status != 0 {
-        let code = Status.Code(rawValue: status).flatMap(RPCError.Code.init) ?? .unknown
-        stream.session.taskEnded(RPCError(code: code, message: message ?? ""))
+      if let stream {
+        if status != 0 {
+          let code = Status.Code(rawValue: status).flatMap(RPCError.Code.init) ?? .unknown
+          stream.session.taskEnded(RPCError(code: code, message: message ?? ""))
+        }
+        gateway.streamEnded(stream)
       }
-      gateway.streamEnded(stream)
     }
     state = .ended
+    stream = nil
     let trailers = GRPCStatusTrailers.trailers(
       status: status, message: message, responseStarted: started)
     write(trailers, endStream: true, context: context)

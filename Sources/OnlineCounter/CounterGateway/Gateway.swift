@@ -124,18 +124,19 @@ public final class Gateway: Service, Sendable {
     }
   }
 
-  /// One pong on `stream`; `false` when the client floods (its session is then closed).
-  func pongReceived(_ status: Tenten_Interview_Status, on stream: ConnectStream) -> Bool {
+  /// One pong on `session`'s stream; `false` when the client floods (the session is then
+  /// closed).
+  func pongReceived(_ status: Tenten_Interview_Status, on session: ClientSession) -> Bool {
     let (counter, online): (Counter, Bool)
     switch status {
     case .even: (counter, online) = (pongsEven, true)
     case .odd: (counter, online) = (pongsOdd, true)
     case .unknown, .UNRECOGNIZED: (counter, online) = (pongsUnknown, false)  // alive, not online
     }
-    let heard = stream.session.heard(at: .now, online: online, refresh: config.presenceRefresh)
+    let heard = session.heard(at: .now, online: online, refresh: config.presenceRefresh)
     guard heard.withinBudget else { return false }
     counter.increment()
-    if let instant = heard.report { reporter.record(stream.session.userID, at: instant) }
+    if let instant = heard.report { reporter.record(session.userID, at: instant) }
     return true
   }
 

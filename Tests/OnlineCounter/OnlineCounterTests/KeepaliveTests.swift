@@ -35,16 +35,40 @@ import Testing
       peer.close()
     }
   }
+
+  /// Any read proves the peer alive, stream frames included: a client whose `Connect` stream
+  /// answers the gateway's pings every second is never sent a keepalive PING, even one that
+  /// would not answer it (before, only connection-level frames counted, and this peer was
+  /// pinged after an interval and closed a timeout later).
+  @Test func aPeerWhoseStreamIsBusyIsNotPinged() async throws {
+    let keepalive = ConnectionKeepalive(interval: .seconds(2), timeout: .seconds(1))
+    try await Harness.withGateway(status: Self.nowhere, keepalive: keepalive) {
+      address, gateway, _, _ in
+      let peer = try await RawHTTP2Peer.connect(
+        to: address, answersPings: false, connectAs: "busy-peer")
+      // Four keepalive intervals; the old behaviour closed it after one interval and a timeout.
+      #expect(await eventually(timeout: .seconds(30)) { peer.gatewayPings >= 8 || peer.closed })
+      #expect(!peer.closed)
+      #expect(peer.gatewayPings >= 8, "the Connect stream was not served")
+      #expect(peer.pingsReceived == 0, "a busy connection was sent a keepalive PING")
+      #expect(gateway.connectedClients == 1)
+      peer.close()
+    }
+  }
 }
 
 /// An HTTP/2 client of a few lines: the connection preface and an empty SETTINGS frame, then
-/// it reads frames and answers each PING with its ACK when told to; nothing else.
+/// it reads frames and answers each PING with its ACK when told to. Given a user id, it also
+/// opens a `Connect` stream (stream 1, headers in HPACK literals) and answers each of the
+/// gateway's `Ping` messages with an EVEN `Pong`; nothing else.
 private final class RawHTTP2Peer: ChannelInboundHandler, Sendable {
   typealias InboundIn = ByteBuffer
   typealias OutboundOut = ByteBuffer
 
   private struct State {
     var pings = 0
+    /// `Ping` messages of the gateway on the `Connect` stream.
+    var gatewayPings = 0
     var closed = false
     var pending = ByteBuffer()
   }
@@ -57,7 +81,9 @@ private final class RawHTTP2Peer: ChannelInboundHandler, Sendable {
     self.answersPings = answersPings
   }
 
-  static func connect(to address: HostPort, answersPings: Bool) async throws -> RawHTTP2Peer {
+  static func connect(
+    to address: HostPort, answersPings: Bool, connectAs userID: String? = nil
+  ) async throws -> RawHTTP2Peer {
     let peer = RawHTTP2Peer(answersPings: answersPings)
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .channelInitializer { channel in
@@ -69,11 +95,43 @@ private final class RawHTTP2Peer: ChannelInboundHandler, Sendable {
     peer.channel.withLock { $0 = channel }
     var hello = ByteBuffer(string: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     hello.writeBytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  // SETTINGS, empty
+    if let userID { hello.writeImmutableBuffer(connectHeaders(host: address.host, userID: userID)) }
     try await channel.writeAndFlush(hello)
     return peer
   }
 
+  /// A HEADERS frame (END_HEADERS) opening `Connect` on stream 1: each header a literal
+  /// without indexing, with a new name (RFC 7541 §6.2.2), every length under 127.
+  private static func connectHeaders(host: String, userID: String) -> ByteBuffer {
+    let headers = [
+      (":method", "POST"), (":scheme", "http"), (":path", "/tenten.interview.Gateway/Connect"),
+      (":authority", host), ("content-type", "application/grpc"), ("te", "trailers"),
+      ("client-id", userID),
+    ]
+    var block = ByteBuffer()
+    for (name, value) in headers {
+      block.writeInteger(UInt8(0))
+      block.writeInteger(UInt8(name.utf8.count))
+      block.writeString(name)
+      block.writeInteger(UInt8(value.utf8.count))
+      block.writeString(value)
+    }
+    var frame = ByteBuffer()
+    frame.writeInteger(UInt32(block.readableBytes) << 8 | 0x1)  // length, type HEADERS
+    frame.writeInteger(UInt8(0x4))  // END_HEADERS
+    frame.writeInteger(UInt32(1))  // stream 1
+    frame.writeImmutableBuffer(block)
+    return frame
+  }
+
+  /// An EVEN `Pong` on stream 1: a DATA frame holding one gRPC message (`status: 2`).
+  private static let pong = ByteBuffer(bytes: [
+    0, 0, 7, 0, 0, 0, 0, 0, 1,  // DATA, 7 bytes, stream 1
+    0, 0, 0, 0, 2, 0x08, 0x02,  // gRPC prefix, then field 1 = 2 (EVEN)
+  ])
+
   var pingsReceived: Int { state.withLock { $0.pings } }
+  var gatewayPings: Int { state.withLock { $0.gatewayPings } }
   var closed: Bool { state.withLock { $0.closed } }
 
   func close() {
@@ -82,9 +140,10 @@ private final class RawHTTP2Peer: ChannelInboundHandler, Sendable {
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
     let bytes = unwrapInboundIn(data)
-    let pings = state.withLock { state -> [ByteBuffer] in
+    let (pings, pongs) = state.withLock { state -> ([ByteBuffer], Int) in
       state.pending.writeImmutableBuffer(bytes)
       var pings: [ByteBuffer] = []
+      var pongs = 0
       // Frame header: 24-bit length, type, flags, 32-bit stream id; then the payload.
       while let length = state.pending.getInteger(at: state.pending.readerIndex, as: UInt32.self)
         .map({ Int($0 >> 8) }),
@@ -97,10 +156,15 @@ private final class RawHTTP2Peer: ChannelInboundHandler, Sendable {
         if type == 6, flags & 1 == 0 {  // PING, not an ACK
           state.pings += 1
           pings.append(payload)
+        } else if type == 0, payload.readableBytes == 5 {  // DATA: the gateway's empty Ping
+          state.gatewayPings += 1
+          pongs += 1
         }
       }
-      return pings
+      return (pings, pongs)
     }
+    for _ in 0..<pongs { context.write(wrapOutboundOut(Self.pong), promise: nil) }
+    if pongs > 0 { context.flush() }
     guard answersPings else { return }
     for payload in pings {
       var ack = ByteBuffer(bytes: [0, 0, 8, 6, 1, 0, 0, 0, 0])
