@@ -25,16 +25,23 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     public var maxArgumentBytes: Int
     /// Largest output message; the proto promises bounded messages. A stream with a backlog
     /// (a finished job, a client that fell behind) gets full messages of this size, one that
-    /// keeps up with a live job gets what was written since its last message. 32 KiB: what a
-    /// stalled client holds (its 1 MiB stream window plus gRPC's buffer of messages) must stay
-    /// a few MiB; with 64 KiB or 256 KiB messages a stalled `jobctl` grew by 24–25 MiB on a
-    /// loaded machine (`CLIHostileTests`, bound 16 MiB), though larger messages were faster
-    /// (docs/benchmarks.md). Clients must accept messages this large.
+    /// keeps up with a live job gets what was written since its last message. Clients must
+    /// accept messages this large.
+    ///
+    /// 255 KiB, not 256: a message is its bytes plus ~10 bytes of protobuf and 5 of gRPC
+    /// framing, and NIO sizes the buffers that receive it in powers of two, so a message of
+    /// 256 KiB of output took a 512 KiB buffer at the client, and each message waiting in
+    /// gRPC's inbound buffer kept one alive: a stalled `jobctl` grew by 30 MiB on a loaded
+    /// machine (`CLIHostileTests`, bound 16 MiB), by 1.4–7.4 MiB with 255 KiB. (The same
+    /// edge made 64 KiB messages fail that test before.) Larger messages are faster: a 64 MiB
+    /// `jobctl logs` in ~0.08 s instead of ~0.12 s with 32 KiB, 50 followers at 648 MB/s
+    /// instead of 419 (docs/benchmarks.md); the price is on the server, ~1.2 MiB per stalled
+    /// reader instead of ~0.5 (the pacer's interval grows with the message).
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 32 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 255 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount

@@ -188,8 +188,9 @@ extension CLITests {
         return
       }
       // Held while blocked: the 1 MiB HTTP/2 window, gRPC's buffer of 10 messages of up to
-      // 32 KiB, the message being written, and their copies while decoding: a few MiB. 16 MiB of
-      // margin for the allocator; a client that buffers the stream holds most of 48 MiB.
+      // 255 KiB (each in a 256 KiB receive buffer), the message being written, and their copies
+      // while decoding: a few MiB. 16 MiB of margin for the allocator; a client that buffers
+      // the stream holds most of 48 MiB.
       let growthKiB = peakKiB - startKiB
       #expect(growthKiB < 16 * 1024, "jobctl grew from \(startKiB) KiB to \(peakKiB) KiB")
     }
