@@ -17,7 +17,6 @@ struct LogsCommand: AsyncParsableCommand {
 
   func run() async throws {
     try JobIDArgument.check(id)
-    ProcessMemory.keepFreedMemory()
     let connection = connection.connection
     let id = id
     if follow {

@@ -24,7 +24,6 @@ struct RunCommand: AsyncParsableCommand {
   func run() async throws {
     let connection = connection.connection
     let request = try job.checkedRequest()
-    ProcessMemory.keepFreedMemory()
     // One connection (one TLS handshake) for the start, the output and a stop on ^C.
     let outcome = try await connection.withClient { client -> Outcome in
       let started = try await client.startJob(request, options: connection.callOptions).job
