@@ -32,9 +32,9 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     /// framing, and NIO sizes the buffers that receive it in powers of two, so a message of
     /// 256 KiB of output took a 512 KiB buffer at the client, and each message waiting in
     /// gRPC's inbound buffer kept one alive: a stalled `jobctl` grew by 30 MiB on a loaded
-    /// machine (`CLIHostileTests`, bound 16 MiB), by 1.4–7.4 MiB with 255 KiB. (The same
+    /// machine (`CLIHostileTests`, bound 16 MiB), by 1.0–10.3 MiB with 255 KiB. (The same
     /// edge made 64 KiB messages fail that test before.) Larger messages are faster: a 64 MiB
-    /// `jobctl logs` in ~0.08 s instead of ~0.12 s with 32 KiB, 50 followers at 648 MB/s
+    /// `jobctl logs` in ~0.09 s instead of ~0.15 s with 32 KiB, 50 followers at 648 MB/s
     /// instead of 419 (docs/benchmarks.md); the price is on the server, ~1.2 MiB per stalled
     /// reader instead of ~0.5 (the pacer's interval grows with the message).
     public var maxChunkBytes: Int
