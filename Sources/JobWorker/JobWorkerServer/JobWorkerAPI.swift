@@ -28,20 +28,20 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     /// keeps up with a live job gets what was written since its last message. Clients must
     /// accept messages this large.
     ///
-    /// 255 KiB, not 256: a message is its bytes plus ~10 bytes of protobuf and 5 of gRPC
-    /// framing, and NIO sizes the buffers that receive it in powers of two, so a message of
-    /// 256 KiB of output took a 512 KiB buffer at the client, and each message waiting in
-    /// gRPC's inbound buffer kept one alive: a stalled `jobctl` grew by 30 MiB on a loaded
-    /// machine (`CLIHostileTests`, bound 16 MiB), by 1.0–10.3 MiB with 255 KiB. (The same
-    /// edge made 64 KiB messages fail that test before.) Larger messages are faster: a 64 MiB
-    /// `jobctl logs` in ~0.09 s instead of ~0.15 s with 32 KiB, 50 followers at 648 MB/s
-    /// instead of 419 (docs/benchmarks.md); the price is on the server, ~1.2 MiB per stalled
-    /// reader instead of ~0.5 (the pacer's interval grows with the message).
+    /// 127 KiB: larger messages are faster (a 64 MiB `jobctl logs` in ~0.10 s instead of
+    /// ~0.13 s with 32 KiB, the server's CPU per byte down by a third; docs/benchmarks.md),
+    /// but what a stalled client holds grows with them: gRPC's buffer of 10 messages, each
+    /// in a receive buffer that NIO sizes in powers of two, plus its flow-control window. A
+    /// blocked `jobctl` grew by 3.4–7.8 MiB with 32 KiB, 9.3–10.5 MiB with 127 KiB and 24 MiB
+    /// with 255 KiB under `stress-ng` (`CLIHostileTests`, bound 16 MiB). Just under a power of
+    /// two: with its ~15 bytes of protobuf and gRPC framing, a message of 128 KiB of output
+    /// would take a 256 KiB buffer (the same edge made 64 KiB and 256 KiB messages fail that
+    /// test before).
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 255 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 127 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount
