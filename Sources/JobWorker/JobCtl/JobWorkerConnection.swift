@@ -37,7 +37,7 @@ public struct JobWorkerConnection: Sendable {
   public var followOptions: CallOptions {
     var options = CallOptions.defaults
     options.waitForReady = false
-    // The server sends output in messages of up to 127 KiB (its `maxChunkBytes`). Stated
+    // The server sends output in messages of up to 32 KiB (its `maxChunkBytes`). Stated
     // here rather than left to the transport's default: grpc-swift-nio-transport 2.x bounds
     // the responses it decodes by `maxRequestMessageBytes`, not `maxResponseMessageBytes`.
     options.maxRequestMessageBytes = Self.maxOutputMessageBytes

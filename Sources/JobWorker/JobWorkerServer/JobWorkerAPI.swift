@@ -28,20 +28,17 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     /// keeps up with a live job gets what was written since its last message. Clients must
     /// accept messages this large.
     ///
-    /// 127 KiB: larger messages are faster (a 64 MiB `jobctl logs` in ~0.10 s instead of
-    /// ~0.13 s with 32 KiB, the server's CPU per byte down by a third; docs/benchmarks.md),
-    /// but what a stalled client holds grows with them: gRPC's buffer of 10 messages, each
-    /// in a receive buffer that NIO sizes in powers of two, plus its flow-control window. A
-    /// blocked `jobctl` grew by 3.4–7.8 MiB with 32 KiB, 9.3–10.5 MiB with 127 KiB and 24 MiB
-    /// with 255 KiB under `stress-ng` (`CLIHostileTests`, bound 16 MiB). Just under a power of
-    /// two: with its ~15 bytes of protobuf and gRPC framing, a message of 128 KiB of output
-    /// would take a 256 KiB buffer (the same edge made 64 KiB and 256 KiB messages fail that
-    /// test before).
+    /// 32 KiB. Larger messages are faster (a 64 MiB `jobctl logs` in ~0.10 s with 127 KiB
+    /// and ~0.08 s with 255 KiB, against ~0.13 s; docs/benchmarks.md), but what a stalled
+    /// client holds grows with them: gRPC's buffer of 10 messages, each in a receive buffer
+    /// that NIO sizes in powers of two, plus its flow-control window. A blocked `jobctl` grew
+    /// by 3.4–7.8 MiB with 32 KiB under `stress-ng`, and by 19.7 MiB with 127 KiB and 23.9 MiB
+    /// with 255 KiB on loaded machines (`CLIHostileTests`, bound 16 MiB).
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 127 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 32 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount

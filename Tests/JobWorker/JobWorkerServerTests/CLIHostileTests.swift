@@ -196,10 +196,10 @@ extension CLITests {
         return
       }
       // Held while blocked: the 1 MiB HTTP/2 window, gRPC's buffer of 10 messages of up to
-      // 127 KiB (each in a 128 KiB receive buffer), up to 1 MiB queued for standard output, the
-      // message being written, and their copies while decoding: a few MiB (9.3–10.5 MiB
-      // measured under `stress-ng --cpu 2`). 16 MiB of margin for the allocator; a client
-      // that buffers the stream holds most of 48 MiB.
+      // 32 KiB, up to 1 MiB queued for standard output, the message being written, and their
+      // copies while decoding: a few MiB (3.4–7.8 MiB measured under `stress-ng --cpu 2`).
+      // 16 MiB of margin for the allocator; a client that buffers the stream holds most of
+      // 48 MiB.
       let growthKiB = peakKiB - startKiB
       #expect(growthKiB < 16 * 1024, "jobctl grew from \(startKiB) KiB to \(peakKiB) KiB")
     }
