@@ -95,7 +95,10 @@ let package = Package(
     // Admission control for every listener: connection caps, handshake deadline.
     .target(
       name: "ConnectionKit",
-      dependencies: [grpcHTTP2, logging, metrics, nioCore, nioPosix],
+      dependencies: [
+        grpcHTTP2, logging, metrics, nioCore, nioPosix,
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      ],
       path: "Sources/Kit/ConnectionKit", swiftSettings: swiftSettings),
     .target(
       name: "TLSKit",
@@ -180,7 +183,8 @@ let package = Package(
     .target(
       name: "JobCtl",
       dependencies: [
-        "JobWorkerProtos", "TLSKit", "ServiceKit", grpcCore, grpcHTTP2, argumentParser, logging,
+        "JobWorkerProtos", "ConnectionKit", "TLSKit", "ServiceKit", grpcCore, grpcHTTP2,
+        argumentParser, logging,
       ],
       path: "Sources/JobWorker/JobCtl", swiftSettings: swiftSettings),
 
@@ -240,7 +244,11 @@ let package = Package(
       path: "Tests/Kit/ServiceKitTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "ConnectionKitTests",
-      dependencies: ["ConnectionKit", "TestSupport", grpcHTTP2, logging, nioCore, nioPosix],
+      dependencies: [
+        "ConnectionKit", "TestSupport", grpcHTTP2, logging, nioCore, nioPosix,
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+      ],
       path: "Tests/Kit/ConnectionKitTests", swiftSettings: swiftSettings),
     .testTarget(
       name: "PresenceStoreTests",

@@ -1,3 +1,4 @@
+import ConnectionKit
 import Foundation
 public import GRPCCore
 public import GRPCNIOTransportHTTP2
@@ -37,7 +38,7 @@ public struct JobWorkerConnection: Sendable {
   public var followOptions: CallOptions {
     var options = CallOptions.defaults
     options.waitForReady = false
-    // The server sends output in messages of up to 32 KiB (its `maxChunkBytes`). Stated
+    // The server sends output in messages of up to 255 KiB (its `maxChunkBytes`). Stated
     // here rather than left to the transport's default: grpc-swift-nio-transport 2.x bounds
     // the responses it decodes by `maxRequestMessageBytes`, not `maxResponseMessageBytes`.
     options.maxRequestMessageBytes = Self.maxOutputMessageBytes
@@ -66,6 +67,13 @@ public struct JobWorkerConnection: Sendable {
   /// 64 MiB `jobctl logs` measured in docs/benchmarks.md ("Job worker: output path").
   public static let maxFrameBytes = 1 << 20
 
+  /// The most bytes handed to the HTTP/2 frame decoder at once (``HTTP2FrameAligner``), which
+  /// bounds the buffer each DATA frame it hands on keeps alive. With whole reads (up to a few
+  /// hundred KiB from TLS) that buffer grew by doubling to 1–4 MiB, and a blocked `jobctl`
+  /// held 20–45 MiB with 255 KiB messages; with 16 KiB steps 9–10 MiB, and no slower
+  /// (docs/benchmarks.md, "The client's receive path").
+  public static let maxDecoderReadBytes = 16 * 1024
+
   /// Connects, runs `body`, disconnects. Local problems (missing or expired certificate) are
   /// reported before any network traffic.
   public func withClient<Result: Sendable>(
@@ -80,6 +88,15 @@ public struct JobWorkerConnection: Sendable {
           config.backoff.initial = .milliseconds(100)
           config.http2.targetWindowSize = Self.streamWindowBytes
           config.http2.maxFrameSize = Self.maxFrameBytes
+          // The only hook grpc-swift-nio-transport offers into a connection's pipeline; it runs
+          // on the channel's event loop once gRPC's own handlers are in place.
+          config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
+            channel.eventLoop.makeCompletedFuture {
+              try HTTP2FrameAligner.install(
+                in: channel.pipeline.syncOperations, maximumFrameLength: Self.maxFrameBytes,
+                maximumReadLength: Self.maxDecoderReadBytes)
+            }
+          }
         })
       return try await withGRPCClient(transport: transport) { client in
         try await body(Client(wrapping: client))

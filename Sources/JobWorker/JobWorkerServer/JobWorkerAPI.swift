@@ -28,17 +28,18 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
     /// keeps up with a live job gets what was written since its last message. Clients must
     /// accept messages this large.
     ///
-    /// 32 KiB. Larger messages are faster (a 64 MiB `jobctl logs` in ~0.10 s with 127 KiB
-    /// and ~0.08 s with 255 KiB, against ~0.13 s; docs/benchmarks.md), but what a stalled
-    /// client holds grows with them: gRPC's buffer of 10 messages, each in a receive buffer
-    /// that NIO sizes in powers of two, plus its flow-control window. A blocked `jobctl` grew
-    /// by 3.4–7.8 MiB with 32 KiB under `stress-ng`, and by 19.7 MiB with 127 KiB and 23.9 MiB
-    /// with 255 KiB on loaded machines (`CLIHostileTests`, bound 16 MiB).
+    /// 255 KiB: larger messages are faster (a 64 MiB `jobctl logs` in ~0.14 s against ~0.21 s
+    /// with 32 KiB, the server's CPU per byte down by a third; docs/benchmarks.md). Just under
+    /// a power of two: with its ~15 bytes of protobuf and gRPC framing a message of 256 KiB of
+    /// output would take a 512 KiB buffer. What a stalled client holds grows with the message:
+    /// gRPC's buffer of 10 messages plus its flow-control window; `jobctl` keeps its HTTP/2
+    /// decoder's buffers small (`HTTP2FrameAligner`), so a blocked one holds ~9–10 MiB
+    /// (`CLIHostileTests`, bound 16 MiB). On the server a stalled reader holds ~1.2 MiB.
     public var maxChunkBytes: Int
 
     public init(
       maxRunningJobsPerUser: Int = 10, maxArgumentCount: Int = 1024,
-      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 32 * 1024
+      maxArgumentBytes: Int = 32 * 1024, maxChunkBytes: Int = 255 * 1024
     ) {
       self.maxRunningJobsPerUser = maxRunningJobsPerUser
       self.maxArgumentCount = maxArgumentCount
