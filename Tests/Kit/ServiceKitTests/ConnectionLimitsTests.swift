@@ -1,5 +1,5 @@
-import Foundation
 import ConnectionKit
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
@@ -41,8 +41,10 @@ import Testing
         // Without the guard they would stay open and hold up the server's graceful shutdown.
         defer { silent.close() }
         // Each is closed `handshakeTimeout` after the server accepted it, which is after the
-        // client saw it established; 9 s of margin for a machine loaded by parallel tests.
-        #expect(await eventually(timeout: handshakeTimeout + .seconds(9)) { silent.allClosed })
+        // client saw it established. The wait ends as soon as all are closed; its bound is
+        // generous (27 s over the deadline): with 9 s, 74 of 200 were still open once in a CI
+        // run whose 2 cores were shared with a release build. Closed early is checked below.
+        #expect(await eventually(timeout: handshakeTimeout + .seconds(27)) { silent.allClosed })
         let lifetimes = silent.lifetimes.compactMap { $0 }
         #expect(lifetimes.count == 200)
         // Not long before the deadline: the deadline closed them, not something else. The
@@ -158,7 +160,8 @@ import Testing
       let fields = result.output.split(whereSeparator: \.isWhitespace)
       let somaxconn = try String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8)
         .trimmingCharacters(in: .whitespacesAndNewlines)
-      #expect(fields.count >= 3 && Int(fields[2]) == min(4_096, Int(somaxconn) ?? 4_096),
+      #expect(
+        fields.count >= 3 && Int(fields[2]) == min(4_096, Int(somaxconn) ?? 4_096),
         "ss: \(result.output)")
     }
   }

@@ -207,7 +207,10 @@ import Testing
   }
 
   /// Runs grpcurl with a bound on its run time; what it printed.
+  /// grpcurl with a deadline for the whole call (its own start, the connection, reflection):
+  /// 30 s, a bound on a hung call rather than a latency claim. 10 s failed once in a CI run
+  /// that shared its 2 cores with a release build (`describe` hit the deadline).
   static func run(_ grpcurl: String, _ arguments: [String]) async throws -> String {
-    try await runProcess(grpcurl, ["-max-time", "10"] + arguments).output
+    try await runProcess(grpcurl, ["-max-time", "30"] + arguments, timeout: .seconds(60)).output
   }
 }
