@@ -265,6 +265,7 @@ extension CLITests {
     environment["JOBCTL_DIR"] = pki.directory
     environment["JOBCTL_SERVER"] = "127.0.0.1:\(port)"
     environment["JOBCTL_USER"] = "admin"
+    environment["JOBCTL_TIMEOUT"] = "30"  // as in `jobctl(_:pki:port:)`
     return environment
   }
 

@@ -14,7 +14,11 @@ struct CLITests {
     environment["JOBCTL_DIR"] = pki.directory
     environment["JOBCTL_SERVER"] = "127.0.0.1:\(port)"
     environment["JOBCTL_USER"] = user
-    return try await runProcess(Self.jobctl, arguments, environment: environment)
+    // Each call's deadline (10 s by default) as a bound for a loaded machine: `jobctl list`
+    // missed 10 s twice in three runs of the whole suite beside `stress-ng --cpu 2`.
+    environment["JOBCTL_TIMEOUT"] = "30"
+    return try await runProcess(
+      Self.jobctl, arguments, environment: environment, timeout: .seconds(60))
   }
 
   @Test("jobctl run -- sh -c 'echo hi; exit 3' prints hi and exits 3", .requires(.cgroups))
