@@ -92,9 +92,8 @@ public struct JobWorkerConnection: Sendable {
           // on the channel's event loop once gRPC's own handlers are in place.
           config.channelDebuggingCallbacks.onCreateTCPConnection = { channel in
             channel.eventLoop.makeCompletedFuture {
-              try HTTP2FrameAligner.install(
-                in: channel.pipeline.syncOperations, maximumFrameLength: Self.maxFrameBytes,
-                maximumReadLength: Self.maxDecoderReadBytes)
+              try channel.pipeline.syncOperations.addHTTP2FrameAligner(
+                maximumFrameLength: Self.maxFrameBytes, maximumReadLength: Self.maxDecoderReadBytes)
             }
           }
         })

@@ -28,13 +28,6 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
   public typealias InboundIn = ByteBuffer
   public typealias InboundOut = ByteBuffer
 
-  /// The size of an HTTP/2 frame header (RFC 9113, section 4.1).
-  static let headerLength = 9
-  /// DATA (RFC 9113, section 6.1) and its PADDED flag, which sends it through the decoder's
-  /// padding states: a padded DATA frame is held whole like any other frame.
-  static let dataType: UInt8 = 0x0
-  static let paddedFlag: UInt8 = 0x8
-
   enum State {
     /// At a frame boundary, or inside a frame header whose first bytes are in `held`.
     case header
@@ -55,16 +48,12 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
   public let maximumReadLength: Int
   private var state = State.header
   /// Bytes of a frame header or of a whole frame not yet complete; empty between frames.
-  private var held: ByteBuffer
+  private var held = ByteBuffer()
 
-  public init(
-    maximumFrameLength: Int, maximumReadLength: Int = 16 * 1024,
-    allocator: ByteBufferAllocator = ByteBufferAllocator()
-  ) {
+  public init(maximumFrameLength: Int, maximumReadLength: Int = 16 * 1024) {
     precondition(maximumReadLength > 0, "a read hands on at least one byte")
     self.maximumFrameLength = maximumFrameLength
     self.maximumReadLength = maximumReadLength
-    self.held = allocator.buffer(capacity: 0)
   }
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -111,26 +100,25 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
         state = .passThrough
         break scan
       case .header:
-        guard count - offset >= Self.headerLength else {
-          state = .header
-          break scan
+        guard let header = HTTP2FrameHeader(input, at: input.readerIndex + offset) else {
+          break scan  // a header split by the read: held
         }
-        enter(frameWithHeader: input, readerIndex: input.readerIndex + offset)
-        if case .wholeFrame(let length) = state, offset > start,
-          offset - start + Self.headerLength + length > maximumReadLength
-        {
-          handOn(upTo: offset)  // a whole frame is not added to a full slice
+        enter(header)
+        guard case .wholeFrame = state else {
+          offset += HTTP2FrameHeader.length  // a DATA payload follows, or nothing is held
+          continue
         }
-        if case .wholeFrame(let length) = state, count - offset < Self.headerLength + length {
+        // Any other frame goes on whole, and not added to a slice it would make too long.
+        if offset > start, offset - start + header.frameLength > maximumReadLength {
+          handOn(upTo: offset)
+        }
+        guard count - offset >= header.frameLength else {
           // Incomplete: held from its header on.
-          state = .wholeFrame(remaining: Self.headerLength + length - (count - offset))
+          state = .wholeFrame(remaining: header.frameLength - (count - offset))
           break scan
         }
-        offset += Self.headerLength
-        if case .wholeFrame(let length) = state {
-          offset += length
-          state = .header
-        }
+        offset += header.frameLength
+        state = .header
       }
     }
     if case .passThrough = state {
@@ -156,13 +144,13 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
   private func completeHeld(from input: inout ByteBuffer, context: ChannelHandlerContext) -> Bool {
     switch state {
     case .header:
-      let needed = Self.headerLength - held.readableBytes
+      let needed = HTTP2FrameHeader.length - held.readableBytes
       guard var bytes = input.readSlice(length: min(needed, input.readableBytes)) else {
         return false
       }
       held.writeBuffer(&bytes)
-      guard held.readableBytes == Self.headerLength else { return false }
-      enter(frameWithHeader: held, readerIndex: held.readerIndex)
+      guard let header = HTTP2FrameHeader(held, at: held.readerIndex) else { return false }
+      enter(header)
       if case .wholeFrame = state {
         // Keep the header with the frame's payload; the payload's bytes follow below.
         return completeHeld(from: &input, context: context)
@@ -184,39 +172,32 @@ public final class HTTP2FrameAligner: ChannelInboundHandler, RemovableChannelHan
     // The held bytes are whole now: a header that starts a DATA frame (or one over the
     // limit), or a whole frame. A fresh buffer each time: the one handed on is the decoder's.
     let whole = held
-    held = context.channel.allocator.buffer(capacity: 0)
+    held = ByteBuffer()
     context.fireChannelRead(Self.wrapInboundOut(whole))
     return true
   }
 
-  /// The state after the 9-byte frame header at `readerIndex` of `buffer`.
-  private func enter(frameWithHeader buffer: ByteBuffer, readerIndex: Int) {
-    guard
-      let high = buffer.getInteger(at: readerIndex, as: UInt8.self),
-      let low = buffer.getInteger(at: readerIndex + 1, as: UInt16.self),
-      let type = buffer.getInteger(at: readerIndex + 3, as: UInt8.self),
-      let flags = buffer.getInteger(at: readerIndex + 4, as: UInt8.self)
-    else { return }
-    let length = Int(high) << 16 | Int(low)
-    if length > maximumFrameLength {
+  /// The state at the end of a frame's header.
+  private func enter(_ header: HTTP2FrameHeader) {
+    if header.payloadLength > maximumFrameLength {
       state = .passThrough
-    } else if type == Self.dataType && flags & Self.paddedFlag == 0 {
-      state = length == 0 ? .header : .dataPayload(remaining: length)
+    } else if header.type == HTTP2FrameHeader.dataType
+      && header.flags & HTTP2FrameHeader.paddedFlag == 0
+    {
+      state = header.payloadLength == 0 ? .header : .dataPayload(remaining: header.payloadLength)
     } else {
-      state = .wholeFrame(remaining: length)
+      state = .wholeFrame(remaining: header.payloadLength)
     }
   }
 }
 
-extension HTTP2FrameAligner {
-  /// Adds an aligner just before the channel's `NIOHTTP2Handler` (after TLS, where there is
-  /// TLS). Call on the channel's event loop, after the HTTP/2 pipeline is configured.
-  public static func install(
-    in pipeline: ChannelPipeline.SynchronousOperations, maximumFrameLength: Int,
-    maximumReadLength: Int = 16 * 1024
-  ) throws {
-    let http2 = try pipeline.handler(type: NIOHTTP2Handler.self)
-    try pipeline.addHandler(
+extension ChannelPipeline.SynchronousOperations {
+  /// Adds an ``HTTP2FrameAligner`` just before the channel's `NIOHTTP2Handler` (after TLS,
+  /// where there is TLS). Call on the channel's event loop, after the HTTP/2 pipeline is
+  /// configured.
+  public func addHTTP2FrameAligner(maximumFrameLength: Int, maximumReadLength: Int) throws {
+    let http2 = try handler(type: NIOHTTP2Handler.self)
+    try addHandler(
       HTTP2FrameAligner(
         maximumFrameLength: maximumFrameLength, maximumReadLength: maximumReadLength),
       position: .before(http2))

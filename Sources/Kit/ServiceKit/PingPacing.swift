@@ -1,3 +1,4 @@
+import ConnectionKit
 public import NIOCore
 import NIOHTTP2
 
@@ -173,10 +174,8 @@ struct HTTP2PingSplitter {
   }
 
   static let prefaceLength = 24
-  static let headerLength = 9
+  static let headerLength = HTTP2FrameHeader.length
   static let pingLength = headerLength + 8
-  private static let pingType: UInt8 = 0x6
-  private static let ackFlag: UInt8 = 0x1
 
   private var state = State.preface(remaining: prefaceLength)
 
@@ -221,8 +220,8 @@ struct HTTP2PingSplitter {
           state = .header(input.readSlice(length: input.readableBytes)!)
           return nil
         }
-        let header = Self.Header(input, at: input.readerIndex)
-        if header.isPing {
+        let header = HTTP2FrameHeader(input, at: input.readerIndex)!
+        if Self.isPing(header) {
           if input.readerIndex > start {
             return .bytes(Self.slice(original, from: start, upTo: input.readerIndex))
           }
@@ -233,8 +232,8 @@ struct HTTP2PingSplitter {
           return .ping(input.readSlice(length: Self.pingLength)!)
         }
         input.moveReaderIndex(forwardBy: Self.headerLength)
-        state = header.length > 0 ? .payload(remaining: header.length) : .frameStart
-        if header.length == 0, stopAtFrameEnd {
+        state = header.payloadLength > 0 ? .payload(remaining: header.payloadLength) : .frameStart
+        if header.payloadLength == 0, stopAtFrameEnd {
           return .bytes(Self.slice(original, from: start, upTo: input.readerIndex))
         }
 
@@ -245,11 +244,11 @@ struct HTTP2PingSplitter {
           state = .header(partial)
           return nil
         }
-        let header = Self.Header(partial, at: partial.readerIndex)
-        if header.isPing {
+        let header = HTTP2FrameHeader(partial, at: partial.readerIndex)!
+        if Self.isPing(header) {
           state = .ping(partial)
         } else {
-          state = header.length > 0 ? .payload(remaining: header.length) : .frameStart
+          state = header.payloadLength > 0 ? .payload(remaining: header.payloadLength) : .frameStart
           return .bytes(partial)
         }
 
@@ -287,23 +286,10 @@ struct HTTP2PingSplitter {
     original.getSlice(at: start, length: end - start)!
   }
 
-  /// The fields of a frame header this splitter needs (RFC 9113 §4.1).
-  private struct Header {
-    var length: Int
-    var isPing: Bool
-
-    init(_ buffer: ByteBuffer, at index: Int) {
-      let high = Int(buffer.getInteger(at: index, as: UInt8.self)!)
-      let low = Int(buffer.getInteger(at: index + 1, as: UInt16.self)!)
-      length = high << 16 | low
-      let type = buffer.getInteger(at: index + 3, as: UInt8.self)!
-      let flags = buffer.getInteger(at: index + 4, as: UInt8.self)!
-      let stream = buffer.getInteger(at: index + 5, as: UInt32.self)! & 0x7fff_ffff
-      // Only a well-formed PING is held; a malformed one goes straight to the HTTP/2 handler,
-      // which refuses it.
-      isPing =
-        type == HTTP2PingSplitter.pingType && flags & HTTP2PingSplitter.ackFlag == 0
-        && length == 8 && stream == 0
-    }
+  /// Whether `header` starts a PING that is not an ACK. Only a well-formed one is held; a
+  /// malformed one goes straight to the HTTP/2 handler, which refuses it.
+  private static func isPing(_ header: HTTP2FrameHeader) -> Bool {
+    header.type == HTTP2FrameHeader.pingType && header.flags & HTTP2FrameHeader.ackFlag == 0
+      && header.payloadLength == 8 && header.streamID == 0
   }
 }

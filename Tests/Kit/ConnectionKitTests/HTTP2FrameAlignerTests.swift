@@ -71,18 +71,12 @@ import Testing
   ) throws -> [ByteBuffer] {
     let channel = EmbeddedChannel(handler: aligner)
     var input = input
-    var sizes = readSizes.makeIterator()
     var out: [ByteBuffer] = []
+    var read = 0
     while input.readableBytes > 0 {
-      let size: Int
-      if let next = sizes.next() {
-        size = next
-      } else {
-        sizes = readSizes.makeIterator()
-        size = sizes.next()!
-      }
-      let read = input.readSlice(length: min(size, input.readableBytes))!
-      try channel.writeInbound(read)
+      let size = readSizes[read % readSizes.count]
+      read += 1
+      try channel.writeInbound(input.readSlice(length: min(size, input.readableBytes))!)
       while let piece = try channel.readInbound(as: ByteBuffer.self) { out.append(piece) }
     }
     _ = try channel.finish()
@@ -109,23 +103,29 @@ import Testing
     let out = try Self.feed(
       input, readSizes: cut.1,
       aligner: HTTP2FrameAligner(maximumFrameLength: 1 << 20, maximumReadLength: step))
+    Self.check(out, of: input, starts: starts, allowed: allowed, step: step, cut.0)
+  }
 
+  /// What every cut must give: no empty read, each ending at an allowed point, at most `step`
+  /// bytes or exactly one whole (longer) frame, and all the bytes in their order.
+  static func check(
+    _ out: [ByteBuffer], of input: ByteBuffer, starts: [Int], allowed: Set<Int>, step: Int,
+    _ label: String
+  ) {
     var joined = ByteBuffer()
     var end = 0
-    for piece in out {
-      var piece = piece
-      #expect(piece.readableBytes > 0, "\(cut.0): an empty read")
+    for var piece in out {
+      #expect(piece.readableBytes > 0, "\(label): an empty read")
       let start = end
       end += piece.readableBytes
-      #expect(allowed.contains(end), "\(cut.0): a read ends at \(end), inside a header or frame")
-      // At most one step, or exactly one whole frame that is longer.
+      #expect(allowed.contains(end), "\(label): a read ends at \(end), inside a header or frame")
       let oneWholeFrame =
         starts.contains(start) && (starts + [input.readableBytes]).contains(end)
         && starts.filter { $0 > start && $0 < end }.isEmpty
-      #expect(piece.readableBytes <= step || oneWholeFrame, "\(cut.0): \(start)..<\(end)")
+      #expect(piece.readableBytes <= step || oneWholeFrame, "\(label): \(start)..<\(end)")
       joined.writeBuffer(&piece)
     }
-    #expect(joined == input, "\(cut.0): the bytes handed on differ from those read")
+    #expect(joined == input, "\(label): the bytes handed on differ from those read")
   }
 
   @Test("random cuts: every byte is handed on, in order, at allowed points")
@@ -143,14 +143,9 @@ import Testing
       let sizes = (0..<16).map { _ in next(4) == 0 ? 1 + next(70_000) : 1 + next(40) }
       let out = try Self.feed(
         input, readSizes: sizes, aligner: HTTP2FrameAligner(maximumFrameLength: 1 << 20))
-      var joined = ByteBuffer()
-      var end = 0
-      for var piece in out {
-        end += piece.readableBytes
-        #expect(allowed.contains(end), "pattern \(pattern) \(sizes): a read ends at \(end)")
-        joined.writeBuffer(&piece)
-      }
-      #expect(joined == input, "pattern \(pattern) \(sizes): bytes held back or reordered")
+      Self.check(
+        out, of: input, starts: starts, allowed: allowed, step: 16 * 1024,
+        "pattern \(pattern) \(sizes)")
     }
   }
 

@@ -50,7 +50,8 @@ import Testing
       address, gateway, _, _ in
       let peer = try await RawHTTP2Peer.connect(
         to: address, answersPings: false, connectAs: "busy-peer")
-      // Over five keepalive intervals.
+      // Over five keepalive intervals: 15 pings take 15 s at one a second; 90 s bounds a
+      // loaded host (six times that).
       #expect(await eventually(timeout: .seconds(90)) { peer.gatewayPings >= 15 || peer.closed })
       #expect(!peer.closed)
       #expect(peer.gatewayPings >= 15, "the Connect stream was not served")
