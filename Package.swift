@@ -53,6 +53,7 @@ let package = Package(
     .library(name: "PresenceStore", targets: ["PresenceStore"]),
     .library(name: "CounterGateway", targets: ["CounterGateway"]),
     .library(name: "ServiceKit", targets: ["ServiceKit"]),
+    .library(name: "ConnectionKit", targets: ["ConnectionKit"]),
   ],
   dependencies: [
     .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),

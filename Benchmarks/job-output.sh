@@ -12,6 +12,13 @@
 #   holds on the server.
 #   COMPARE_JOBCTL: another jobctl binary, measured against the same server and job, its runs
 #   interleaved with BIN_DIR's (e.g. the build before a change).
+#   FLOOR: Benchmarks/Micro's GRPCStreamFloor binary, the baseline of the one-client figure:
+#   the same transfer (mutual TLS 1.3, jobctl's HTTP/2 settings and aligner, 255 KiB messages)
+#   between a server that writes ready-made messages and a client that only counts them,
+#   nothing else; a process per run like jobctl, its runs interleaved with BIN_DIR's. It also
+#   prints the transfer alone (from its request to the stream's end, connection made).
+# After the one-client series, Benchmarks/tls-loopback.py gives the machine's ceiling: the same
+# bytes over one TLS 1.3 stream on loopback, without HTTP/2 or gRPC.
 # Needs root and cgroups (a real jobworker runs the jobs). Loopback only, certificates, data
 # directory and cgroup name private to this run; everything is removed at the end, and every
 # step has a timeout, so the whole run is bounded (about 15 minutes at most).
@@ -20,9 +27,10 @@ bin=$(cd "$1" && pwd) size_mib=${2:-64} runs=${3:-5} followers=${4:-50} stalled=
 size=$((size_mib << 20))
 work=$(mktemp -d /tmp/job-output-bench.XXXXXX)
 cgroup="bench-output-$$"
-server_pid=""
+server_pid="" floor_pid=""
 
 cleanup() {
+  [ -n "$floor_pid" ] && kill -TERM "$floor_pid" 2>/dev/null || true
   if [ -n "$server_pid" ]; then
     kill -TERM "$server_pid" 2>/dev/null || true
     timeout 20 tail --pid="$server_pid" -f /dev/null 2>/dev/null || kill -KILL "$server_pid" 2>/dev/null || true
@@ -71,38 +79,70 @@ got=$(timeout 120 "$bin/jobctl" logs "$id" | sha256sum | cut -d' ' -f1)
 [ "$got" = "$expected" ] && echo "== logs: exact bytes (sha256 matches the stored log)" \
   || { echo "== logs: WRONG BYTES ($got, stored $expected)"; exit 1; }
 
-# One series per client binary: `jobctl` of BIN_DIR, and COMPARE_JOBCTL's when it is set
-# (another build against the same server, job and log, the runs interleaved).
-clients=(this) && [ -n "${COMPARE_JOBCTL:-}" ] && clients+=(compare)
-echo "== jobctl logs ID > /dev/null, ${size_mib} MiB, $runs runs${COMPARE_JOBCTL:+ each,} ${COMPARE_JOBCTL:+interleaved with $COMPARE_JOBCTL}"
+# One series per client: `jobctl` of BIN_DIR; COMPARE_JOBCTL's when it is set (another build
+# against the same server, job and log); the floor when FLOOR is set. The runs interleave.
+clients=(this)
+[ -n "${COMPARE_JOBCTL:-}" ] && clients+=(compare)
+if [ -n "${FLOOR:-}" ]; then
+  clients+=(floor)
+  floor_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$FLOOR" serve "$floor_port" "$work/pki" > "$work/floor-server.log" 2>&1 &
+  floor_pid=$!
+  for _ in $(seq 50); do
+    timeout 10 "$FLOOR" fetch "$floor_port" "$work/pki" 1 1 > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
+echo "== jobctl logs ID > /dev/null, ${size_mib} MiB, $runs runs each: ${clients[*]}"
 for client in "${clients[@]}"; do : > "$work/logs-$client.txt"; done
 hz=$(getconf CLK_TCK)
 for run in $(seq "$runs"); do
   for client in "${clients[@]}"; do
-    jobctl="$bin/jobctl"
-    [ "$client" = compare ] && jobctl=$COMPARE_JOBCTL
-    before=$(cpu_ticks)
+    command=("$bin/jobctl" logs "$id") pid=$server_pid
+    [ "$client" = compare ] && command=("$COMPARE_JOBCTL" logs "$id")
+    [ "$client" = floor ] && command=("$FLOOR" fetch "$floor_port" "$work/pki" "$size_mib" 1 --aligned) \
+      pid=$floor_pid
+    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     # Elapsed from the shell's microsecond clock: /usr/bin/time's %e has 10 ms steps, a tenth
     # of a run here.
     start=$EPOCHREALTIME
-    timeout 120 /usr/bin/time -f "%U %S %R %M" -o "$work/time.txt" "$jobctl" logs "$id" > /dev/null
+    timeout 120 /usr/bin/time -f "%U %S %R %M" -o "$work/time.txt" "${command[@]}" > "$work/out.txt"
     elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.4f", b - a}')
-    server_cpu=$(awk -v a="$before" -v b="$(cpu_ticks)" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
+    server_cpu=$(awk -v a="$before" -v b="$(awk '{print $14 + $15}' "/proc/$pid/stat")" -v hz="$hz" \
+      'BEGIN {print (b - a) / hz}')
     read -r user sys faults max_rss < "$work/time.txt"
     mbps=$(awk -v s="$size" -v e="$elapsed" 'BEGIN {printf "%.0f", (e > 0 ? s / e / 1e6 : 0)}')
-    echo "$elapsed $mbps $user $sys $faults $max_rss $server_cpu" >> "$work/logs-$client.txt"
-    echo "run $run ($client): ${elapsed} s (${mbps} MB/s), jobctl user ${user} s sys ${sys} s," \
-      "${faults} minor faults, max RSS ${max_rss} KiB; server CPU ${server_cpu} s"
+    transfer=""
+    [ "$client" = floor ] && transfer=$(awk '{print $6}' "$work/out.txt")
+    echo "$elapsed $mbps $user $sys $faults $max_rss $server_cpu $transfer" >> "$work/logs-$client.txt"
+    echo "run $run ($client): ${elapsed} s (${mbps} MB/s), client user ${user} s sys ${sys} s," \
+      "${faults} minor faults, max RSS ${max_rss} KiB; server CPU ${server_cpu} s" \
+      "${transfer:+; the transfer alone $transfer MB/s}"
   done
 done
 for client in "${clients[@]}"; do
-  [ "$client" = compare ] && echo "== $COMPARE_JOBCTL:" || echo "== $bin/jobctl:"
-  for column in 1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7:server_cpu_s; do
+  case $client in
+    this) echo "== $bin/jobctl:" ;;
+    compare) echo "== $COMPARE_JOBCTL:" ;;
+    floor) echo "== floor, $FLOOR:" ;;
+  esac
+  columns=(1:elapsed_s 2:MB/s 3:user_s 4:sys_s 5:minor_faults 6:max_rss_KiB 7:server_cpu_s)
+  [ "$client" = floor ] && columns+=(8:transfer_alone_MB/s)
+  for column in "${columns[@]}"; do
     values=$(cut -d' ' -f"${column%%:*}" "$work/logs-$client.txt")
     echo "median ${column#*:}: $(echo "$values" | median) (min $(echo "$values" | sort -n | head -1)," \
       "max $(echo "$values" | sort -n | tail -1))"
   done
 done
+if [ -n "$floor_pid" ]; then
+  kill -TERM "$floor_pid" 2> /dev/null || true
+  wait "$floor_pid" 2> /dev/null || true
+  floor_pid=""
+fi
+# The machine's own ceiling for the same bytes: one TLS 1.3 stream over loopback with the
+# server's certificate, no HTTP/2, no gRPC, no framing (OpenSSL through Python).
+echo "== the machine's ceiling: ${size_mib} MiB over one TLS 1.3 stream on loopback, 3 runs"
+timeout 120 python3 "$(dirname "$0")/tls-loopback.py" "$work/pki" "$size_mib" 3
 
 if [ "$stalled" -gt 0 ]; then
   echo "== $stalled x jobctl logs ID of ${size_mib} MiB into a pipe nobody reads"

@@ -19,6 +19,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
     .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+    .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+    .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
   ],
   targets: [
     .executableTarget(
@@ -50,6 +52,21 @@ let package = Package(
         .product(name: "NIOHPACK", package: "swift-nio-http2"),
       ],
       path: "Benchmarks/H2FloorServer",
+      swiftSettings: [.swiftLanguageMode(.v6)]
+    ),
+    // The floor of the job worker's output path (issue 13): grpc-swift over mutual TLS on
+    // loopback, ready-made messages, nothing else; for Benchmarks/job-output-floor.sh. Built by
+    // `swift build -c release --product GRPCStreamFloor` here; not by CI.
+    .executableTarget(
+      name: "GRPCStreamFloor",
+      dependencies: [
+        .product(name: "GRPCCore", package: "grpc-swift-2"),
+        .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        // `--aligned`: jobctl's HTTP2FrameAligner in front of the client's HTTP/2 decoder.
+        .product(name: "ConnectionKit", package: "tenten-platform"),
+      ],
+      path: "Benchmarks/GRPCStreamFloor",
       swiftSettings: [.swiftLanguageMode(.v6)]
     ),
   ]

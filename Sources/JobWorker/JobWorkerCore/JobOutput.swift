@@ -1,3 +1,4 @@
+public import Foundation
 import Glibc
 
 /// A job's combined stdout and stderr as chunks of at most ``maxChunkBytes`` (32 KiB unless
@@ -10,7 +11,9 @@ import Glibc
 /// `CancellationError` when its task is cancelled, and `JobError` if the log file cannot be
 /// read.
 public struct JobOutput: AsyncSequence, Sendable {
-  public typealias Element = [UInt8]
+  /// `Data`, because that is what the gRPC message carries: a chunk is read from the file
+  /// into its own storage and handed on without another copy.
+  public typealias Element = Data
   /// The chunk size of ``JobManager/output(_:maxChunkBytes:)`` when the caller names none.
   public static let defaultMaxChunkBytes = 32 * 1024
 
@@ -31,7 +34,7 @@ public struct JobOutput: AsyncSequence, Sendable {
     var offset: UInt64 = 0
     var file: LogFile?
 
-    public mutating func next() async throws -> [UInt8]? {
+    public mutating func next() async throws -> Data? {
       while true {
         try Task.checkCancellation()
         guard let file else { return nil }
@@ -68,21 +71,26 @@ final class LogFile: Sendable {
 
   deinit { close(fd) }
 
-  /// Reads bytes that the pump has already stored (so a short read means a lost file).
+  /// Reads bytes that the pump has already stored (so a short read means a lost file) into
+  /// storage of their own, which the returned `Data` owns: no zero-fill, no copy after `pread`.
   // TODO: These are blocking reads of a local file on the caller's thread; they are short
   // (one chunk, usually from the page cache) but an io_uring or NIO NonBlockingFileIO read
   // would keep the cooperative pool free on a slow disk.
-  func read(at offset: UInt64, count: Int) throws(JobError) -> [UInt8] {
-    // Uninitialized: pread fills every byte, so zero-filling first would be wasted work.
-    try [UInt8](unsafeUninitializedCapacity: count) { (buffer, done) throws(JobError) in
-      while done < count {
-        let n = pread(fd, buffer.baseAddress! + done, count - done, off_t(offset) + off_t(done))
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else {
-          throw JobError(.internalError, "job log ended early: \(n < 0 ? errnoText() : "EOF")")
-        }
-        done += n
+  func read(at offset: UInt64, count: Int) throws(JobError) -> Data {
+    guard count > 0 else { return Data() }
+    let bytes = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 16)
+    var done = 0
+    while done < count {
+      let n = pread(fd, bytes + done, count - done, off_t(offset) + off_t(done))
+      if n < 0 && errno == EINTR { continue }
+      guard n > 0 else {
+        let reason = n < 0 ? errnoText() : "EOF"
+        bytes.deallocate()
+        throw JobError(.internalError, "job log ended early: \(reason)")
       }
+      done += n
     }
+    return Data(
+      bytesNoCopy: bytes, count: count, deallocator: .custom { bytes, _ in bytes.deallocate() })
   }
 }

@@ -164,7 +164,7 @@ public final class JobWorkerAPI: Jobworker_V1_JobWorker.SimpleServiceProtocol, S
       group.addTask {
         var pacer = WritePacer(eventLoop: eventLoop, interval: paceInterval)
         for try await chunk in output {
-          try await response.write(.with { $0.output = Data(chunk) })
+          try await response.write(.with { $0.output = chunk })
           try await pacer.wrote(chunk.count)
         }
         // From the stream's own job: a job forgotten meanwhile (retention) still ends its

@@ -126,7 +126,7 @@ struct RetentionTests {
       #expect(status.outputBytes == UInt64(expected.count))
       let output = try manager.output(status.id)
       var iterator = output.makeAsyncIterator()
-      var bytes = try #require(try await iterator.next())
+      var bytes = Array(try #require(try await iterator.next()))
       #expect(bytes.count < expected.count)
       // Asked for before the sweep, read only after it.
       let unread = try manager.output(status.id)
