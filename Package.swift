@@ -161,6 +161,8 @@ let package = Package(
     // MARK: Job worker.
     protoTarget("JobWorkerProtos", path: "Sources/JobWorker/JobWorkerProtos"),
     .target(name: "CJobInit", path: "Sources/JobWorker/CJobInit"),
+    // mallopt(3), which Swift's Glibc module does not import: `jobctl`'s allocator thresholds.
+    .target(name: "CMalloc", path: "Sources/Kit/CMalloc"),
     // PID 1 of every job, exec'd by the worker's cloned child: C only, linked statically
     // against glibc. swiftc links every executable: -nostartfiles leaves out the Swift image
     // registration (swiftrt.o), so nothing pulls in the Swift runtime, and -static-executable
@@ -184,8 +186,8 @@ let package = Package(
     .target(
       name: "JobCtl",
       dependencies: [
-        "JobWorkerProtos", "ConnectionKit", "TLSKit", "ServiceKit", grpcCore, grpcHTTP2,
-        argumentParser, logging,
+        "JobWorkerProtos", "ConnectionKit", "TLSKit", "ServiceKit", "CMalloc", grpcCore,
+        grpcHTTP2, argumentParser, logging,
       ],
       path: "Sources/JobWorker/JobCtl", swiftSettings: swiftSettings),
 
@@ -278,7 +280,7 @@ let package = Package(
       name: "JobWorkerServerTests",
       dependencies: [
         "JobWorkerServer", "JobWorkerCore", "JobCtl", "TLSKit", "JobWorkerProtos", "ServiceKit",
-        "TestSupport",
+        "TestSupport", "CMalloc",
         grpcCore, grpcHTTP2, nioCore, nioPosix, nioSSL, x509, crypto, logging,
       ],
       path: "Tests/JobWorker/JobWorkerServerTests", swiftSettings: swiftSettings),
