@@ -43,8 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+metrics_port=$(free_port)
 "$bin/jobctl" certs init --dir "$work/pki" > /dev/null
 export JOBCTL_DIR="$work/pki" JOBCTL_SERVER="127.0.0.1:$port" JOBCTL_USER=admin
 "$bin/jobworker" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$metrics_port" \
@@ -58,7 +59,8 @@ for _ in $(seq 100); do
 done
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$server_pid/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# User + system CPU ticks of a process: the server's unless another PID is given.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$server_pid}/stat"; }
 wait_ended() {
   for _ in $(seq 600); do
     "$bin/jobctl" status "$1" --output json | grep -q '"state" : "running"' || return 0
@@ -85,7 +87,7 @@ clients=(this)
 [ -n "${COMPARE_JOBCTL:-}" ] && clients+=(compare)
 if [ -n "${FLOOR:-}" ]; then
   clients+=(floor)
-  floor_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  floor_port=$(free_port)
   "$FLOOR" serve "$floor_port" "$work/pki" > "$work/floor-server.log" 2>&1 &
   floor_pid=$!
   for _ in $(seq 50); do
@@ -102,14 +104,13 @@ for run in $(seq "$runs"); do
     [ "$client" = compare ] && command=("$COMPARE_JOBCTL" logs "$id")
     [ "$client" = floor ] && command=("$FLOOR" fetch "$floor_port" "$work/pki" "$size_mib" 1 --aligned) \
       pid=$floor_pid
-    before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    before=$(cpu_ticks "$pid")
     # Elapsed from the shell's microsecond clock: /usr/bin/time's %e has 10 ms steps, a tenth
     # of a run here.
     start=$EPOCHREALTIME
     timeout 120 /usr/bin/time -f "%U %S %R %M" -o "$work/time.txt" "${command[@]}" > "$work/out.txt"
     elapsed=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.4f", b - a}')
-    server_cpu=$(awk -v a="$before" -v b="$(awk '{print $14 + $15}' "/proc/$pid/stat")" -v hz="$hz" \
-      'BEGIN {print (b - a) / hz}')
+    server_cpu=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v hz="$hz" 'BEGIN {print (b - a) / hz}')
     read -r user sys faults max_rss < "$work/time.txt"
     mbps=$(awk -v s="$size" -v e="$elapsed" 'BEGIN {printf "%.0f", (e > 0 ? s / e / 1e6 : 0)}')
     transfer=""

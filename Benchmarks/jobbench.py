@@ -1,6 +1,7 @@
 """What the job worker's benchmark scripts share (job-start.py, job-cli.py): a private
 `jobworker` on loopback with its own certificates, data directory and cgroup name, stopped
-and cleaned up at the end, and percentiles."""
+and cleaned up at the end, and percentiles. `free_port` and `stop` also serve statusbench.py
+and h2-split-flood.py."""
 import os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
 
@@ -8,6 +9,18 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop(process, timeout):
+    """Ends a server the benchmark started: SIGTERM, SIGKILL if it is still running after
+    `timeout` seconds; returns once it has exited."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_timed(argv, env=None, timeout=30):
@@ -105,13 +118,8 @@ class Server:
         return channel, channel.unary_unary("/jobworker.v1.JobWorker/StartJob")
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop(self.process, timeout=60)
         for controller in os.listdir("/sys/fs/cgroup"):
             root = f"/sys/fs/cgroup/{controller}/{self.cgroup}"
             if os.path.isdir(root):

@@ -14,7 +14,7 @@ stream ends (no timing is checked).
 usage: status-freshness.py BIN_DIR [--clients N] [--cache S] [--poll-ms P]
 CI's short form: status-freshness.py .build/debug --clients 3
 """
-import argparse, json, os, queue, random, signal, subprocess, sys, threading, time
+import argparse, json, os, queue, random, subprocess, sys, threading, time
 
 import grpc
 
@@ -95,11 +95,7 @@ with sb.Status(args.bin_dir, "sqlite", count_cache=args.cache, name="status-fres
             for client in clients:
                 client.call.cancel()
     finally:
-        gateway.send_signal(signal.SIGTERM)
-        try:
-            gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        sb.stop(gateway, timeout=30)
     ms = lambda s: round(s * 1000)
     result = {
         "clients": args.clients, "cache_s": args.cache, "poll_ms": args.poll_ms,

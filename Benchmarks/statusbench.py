@@ -9,7 +9,7 @@ import urllib.parse
 
 import grpc
 
-from jobbench import free_port, pct  # noqa: F401 (re-exported to the scripts)
+from jobbench import free_port, pct, stop  # noqa: F401 (re-exported to the scripts)
 
 REPORT = "/tenten.interview.PresenceIngest/ReportPresence"
 FETCH = "/tenten.interview.StatusReader/FetchOnlineUsersInLast3Mins"
@@ -213,13 +213,7 @@ class Status:
 
     def __exit__(self, *_):
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, timeout=30)
         self.store.drop()
         shutil.rmtree(self.work, ignore_errors=True)
 

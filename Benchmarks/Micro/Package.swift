@@ -55,8 +55,8 @@ let package = Package(
       swiftSettings: [.swiftLanguageMode(.v6)]
     ),
     // The floor of the job worker's output path (issue 13): grpc-swift over mutual TLS on
-    // loopback, ready-made messages, nothing else; for Benchmarks/job-output-floor.sh. Built by
-    // `swift build -c release --product GRPCStreamFloor` here; not by CI.
+    // loopback, ready-made messages, nothing else; Benchmarks/job-output.sh runs it (FLOOR=).
+    // Built by `swift build -c release --product GRPCStreamFloor` here; not by CI.
     .executableTarget(
       name: "GRPCStreamFloor",
       dependencies: [

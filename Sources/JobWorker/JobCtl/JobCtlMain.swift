@@ -39,9 +39,10 @@ public enum JobCtlMain {
   /// once written. With glibc's adaptive thresholds the allocator hands the freed heap back to
   /// the kernel (`madvise`) several times a second and the next messages fault the same pages
   /// in again: 11,000–27,000 minor faults per 256 MiB of `jobctl logs`. With allocations up
-  /// to 1 MiB kept on the heap and up to 4 MiB of free heap kept per arena: 2,900–3,900 faults
-  /// and about 6 % less CPU (docs/benchmarks.md, "The machine's ceiling"). `jobctl` lives for
-  /// one command, and what it keeps is bounded by what it had in use at once.
+  /// to 1 MiB kept on the heap and up to 4 MiB of free heap kept per arena: 2,700–3,900 faults
+  /// and 7–15 % less CPU (docs/benchmarks.md, "One client against the stack's floor and the
+  /// machine's ceiling"). `jobctl` lives for one command, and what it keeps is bounded by what
+  /// it had in use at once.
   /// - Returns: Whether the C library took both settings (glibc does; others are left alone).
   @discardableResult
   static func keepFreedMemoryForReuse() -> Bool {

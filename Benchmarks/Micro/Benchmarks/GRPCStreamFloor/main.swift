@@ -17,8 +17,8 @@
 // CERT_DIR is what `jobctl certs init --dir CERT_DIR` writes (ca.pem, server.pem,
 // server-key.pem, admin.pem, admin-key.pem). `fetch` prints one line per run: seconds from
 // the call's start to its end (connection set up beforehand, by a first small call), MB/s,
-// and the process's user and system CPU over the run. Benchmarks/job-output-floor.sh runs
-// both and the job worker side by side.
+// and the process's user and system CPU over the run. Benchmarks/job-output.sh (with FLOOR
+// set) runs both, interleaved with `jobctl` against the job worker.
 import ConnectionKit
 import Foundation
 import GRPCCore
